@@ -1,0 +1,152 @@
+"""Every setting of a distillation run, in one frozen dataclass.
+
+CLI flags map one-to-one onto the fields below; each run writes the config as JSON beside its
+output (with the version and git SHA), and ``DistillConfig.from_dict`` reads it back, validating
+field by field so that a bad value names its field.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import subprocess
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from zodd import __version__
+from zodd.types import ZoddError
+
+DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "svhn")
+UPDATERS = ("robust", "ce", "native")
+CVAR_TAILS = ("upper", "lower")
+CLUSTER_SPACES = ("pixel", "feature")
+INITS = ("real", "noise")
+OPTIMIZERS = ("auto", "paper", "sgd", "adam")
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    # what to distil
+    dataset: str = "digits"
+    data_dir: str | None = None  # None: $ZODD_DATA, else the user cache dir
+    ipc: int = 10  # synthetic images per class
+    init: str = "real"  # "real": random real samples of each class; "noise": N(0, 1) pixels
+    seed: int = 0
+
+    # how S is updated
+    objective: str = "dm"  # key of objectives.OBJECTIVES
+    estimator: str = "auto"  # key of zodd.estimators.ESTIMATORS; auto: autograd if differentiable
+    optimizer: str = "auto"  # paper: s = lr / sqrt(1 + E) (eq. 18); sgd/adam: torch optimisers
+    lr: float | None = None  # None: the objective's / estimator's default (see distill.py)
+    sigma: float = 0.01  # Gaussian smoothing radius (pixels are standardised)
+    directions: int = 32  # M, random directions per zero-order estimate
+    augment: bool = True  # Siamese augmentation of real and synthetic batches in the objective
+
+    # the robust model updater (Algorithm 1)
+    updater: str = "robust"  # robust: CE + mean CVaR + max CVaR; ce: CE only; native: no real-data update
+    alpha: float = 0.8  # CVaR tail fraction, in (0, 1]
+    cvar_tail: str = "upper"  # upper: mean of the largest alpha-fraction; lower: of the smallest
+    clusters: int = 10  # cluster centres per class when ipc > 10
+    cluster_space: str = "pixel"  # pixel: Euclidean on images; feature: network embedding
+    batch_size: int = 256  # real samples per class drawn each iteration
+    model_lr: float = 0.01
+    model_steps: int = 1  # network updates per iteration
+    reinit_every: int = 10  # a fresh network every N iterations (diverse training stages)
+    width: int | None = None  # None: 128 for 28-32 px, 64 for 8 px
+    depth: int | None = None  # None: 3 for 28-32 px, 2 for 8 px
+
+    # budgets: the first one reached stops the run
+    iterations: int = 300
+    max_seconds: float | None = None
+    max_queries: int | None = None
+
+    @property
+    def robust(self) -> bool:
+        return self.updater == "robust"
+
+    def validate(self) -> "DistillConfig":
+        def bad(name: str, why: str) -> ZoddError:
+            return ZoddError(f"invalid {name.replace('_', '-')}: {getattr(self, name)!r} ({why})")
+
+        from objectives import OBJECTIVES
+        from zodd.estimators import ESTIMATORS
+
+        choices = {
+            "dataset": DATASETS, "updater": UPDATERS, "cvar_tail": CVAR_TAILS,
+            "cluster_space": CLUSTER_SPACES, "init": INITS, "optimizer": OPTIMIZERS,
+            "objective": tuple(OBJECTIVES), "estimator": ("auto", *ESTIMATORS),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise bad(name, "choose one of " + ", ".join(allowed))
+        for name in ("ipc", "clusters", "batch_size", "directions", "iterations", "model_steps",
+                     "reinit_every"):
+            if getattr(self, name) < 1:
+                raise bad(name, "must be at least 1")
+        for name in ("width", "depth", "max_queries"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise bad(name, "must be at least 1")
+        if not (0.0 < self.alpha <= 1.0):
+            raise bad("alpha", "must be in (0, 1]")
+        for name in ("sigma", "model_lr", "lr", "max_seconds"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise bad(name, "must be a finite number above 0")
+        if self.seed < 0:
+            raise bad("seed", "must be at least 0")
+        return self
+
+    # --- JSON ---------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "DistillConfig":
+        """Build a config from JSON-like data, naming the first bad field."""
+        if not isinstance(raw, dict):
+            raise ZoddError("config must be a JSON object")
+        known = {f.name: f for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for key, value in raw.items():
+            if key in ("version", "git_sha"):
+                continue
+            if key not in known:
+                raise ZoddError(f"unknown config field: {key!r}")
+            values[key] = _coerce(key, known[key].type, value)
+        return cls(**values).validate()
+
+
+def _coerce(name: str, annotation: Any, value: Any) -> Any:
+    text = str(annotation)
+    optional = "None" in text
+    if value is None:
+        if optional:
+            return None
+        raise ZoddError(f"invalid config field {name!r}: null is not allowed")
+    if text.startswith("bool"):
+        if isinstance(value, bool):
+            return value
+    elif text.startswith("int"):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif text.startswith("float"):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif text.startswith("str"):
+        if isinstance(value, str):
+            return value
+    raise ZoddError(f"invalid config field {name!r}: {value!r} is not of type {text}")
+
+
+def git_sha() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def run_metadata() -> dict[str, Any]:
+    return {"version": __version__, "git_sha": git_sha()}

@@ -1,0 +1,81 @@
+"""The contracts between the loop, the objectives and the estimators.
+
+An :class:`Objective` is bound once per step to a network and a real batch; the result is a
+:class:`BlackBox`, a function from K candidate synthetic sets to K losses. Estimators only ever see
+black boxes, so they cannot tell a differentiable objective from a program's score, nor an
+in-process call from one spread over workers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+
+class ZoddError(Exception):
+    """A problem the user can fix (bad input, missing data, unreadable file).
+
+    The CLI prints its message as one line and exits with status 2; library code raises it and
+    never exits.
+    """
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """Everything one step's candidates share (common random numbers).
+
+    ``real`` holds the real subsample of this step, ``real[c]`` the images of class ``c``
+    (shape ``[classes, n, ch, h, w]``). ``seed`` fixes any randomness inside the objective (the
+    augmentation), so every candidate of the step sees the same transformation.
+    """
+
+    net: nn.Module
+    real: Tensor
+    labels: Tensor  # synthetic labels, shape [N]
+    num_classes: int
+    seed: int
+    augment: bool = True
+
+
+@runtime_checkable
+class BlackBox(Protocol):
+    """f: candidates ``[K, N, ch, h, w]`` -> losses ``[K]``.
+
+    ``blocks`` is optional: when present it returns ``[K, B]`` losses (one per class) that sum to
+    the total, so an estimator can read B finite differences from one call.
+    """
+
+    differentiable: bool
+
+    def __call__(self, candidates: Tensor) -> Tensor: ...
+
+
+@runtime_checkable
+class Objective(Protocol):
+    """A matching objective: bound to one step's context it becomes a :class:`BlackBox`."""
+
+    name: str
+    differentiable: bool
+
+    def bind(self, ctx: StepContext) -> BlackBox: ...
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What one estimator call returns: the loss at x, a gradient (estimate) and its cost."""
+
+    loss: float
+    grad: Tensor
+    queries: int  # candidate sets evaluated by the black box
+    extra: dict = field(default_factory=dict)
+
+
+def count_queries(candidates: Tensor) -> int:
+    """Queries are counted in candidate synthetic sets (the leading dimension)."""
+    return int(candidates.shape[0])
+
+
+def as_generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(seed))
