@@ -22,6 +22,7 @@ CVAR_TAILS = ("upper", "lower")
 CLUSTER_SPACES = ("pixel", "feature")
 INITS = ("real", "noise")
 OPTIMIZERS = ("auto", "paper", "sgd", "adam")
+METADATA_KEYS = ("version", "git_sha", "estimator_resolved")  # written beside the settings
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,7 @@ class DistillConfig:
         known = {f.name: f for f in fields(cls)}
         values: dict[str, Any] = {}
         for key, value in raw.items():
-            if key in ("version", "git_sha"):
+            if key in METADATA_KEYS:
                 continue
             if key not in known:
                 raise ZoddError(f"unknown config field: {key!r}")

@@ -95,8 +95,8 @@ def _standardise(name: str, train: tuple[np.ndarray, np.ndarray],
     train_x, test_x = to_tensor(train[0]), to_tensor(test[0])
     mean = tuple(train_x.mean(dim=(0, 2, 3)).tolist())
     std = tuple(train_x.std(dim=(0, 2, 3)).tolist())
-    train_y = torch.from_numpy(np.asarray(train[1])).long()
-    test_y = torch.from_numpy(np.asarray(test[1])).long()
+    train_y = torch.from_numpy(np.array(train[1])).long()
+    test_y = torch.from_numpy(np.array(test[1])).long()
     raw = ImageData(name, train_x, train_y, test_x, test_y, int(train_y.max()) + 1, mean, std)
     return replace(raw, train_x=raw.standardise(train_x), test_x=raw.standardise(test_x))
 

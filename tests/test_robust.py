@@ -1,0 +1,118 @@
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from zodd.robust import RobustUpdater, assign_clusters, cvar, grouped_cvar, robust_loss
+
+losses_st = st.lists(st.floats(-100, 100, allow_nan=False, width=32), min_size=1, max_size=40)
+
+
+@given(losses_st, st.sampled_from(["upper", "lower"]))
+def test_alpha_one_is_the_mean(values, tail):
+    x = torch.tensor(values, dtype=torch.float64)
+    assert torch.allclose(cvar(x, 1.0, tail), x.mean())
+
+
+@given(losses_st)
+def test_small_alpha_gives_max_upper_and_min_lower(values):
+    x = torch.tensor(values, dtype=torch.float64)
+    alpha = 0.5 / len(values)
+    assert torch.allclose(cvar(x, alpha, "upper"), x.max())
+    assert torch.allclose(cvar(x, alpha, "lower"), x.min())
+
+
+@settings(max_examples=50)
+@given(losses_st)
+def test_monotone_in_alpha(values):
+    x = torch.tensor(values, dtype=torch.float64)
+    alphas = torch.linspace(0.01, 1.0, 60).tolist()
+    upper = torch.stack([cvar(x, a, "upper") for a in alphas])
+    lower = torch.stack([cvar(x, a, "lower") for a in alphas])
+    assert (upper[1:] <= upper[:-1] + 1e-9).all()  # the upper tail shrinks towards the mean
+    assert (lower[1:] >= lower[:-1] - 1e-9).all()
+
+
+@settings(max_examples=50)
+@given(losses_st, st.floats(0.02, 0.98))
+def test_continuous_in_alpha(values, alpha):
+    x = torch.tensor(values, dtype=torch.float64)
+    for tail in ("upper", "lower"):
+        gap = (cvar(x, alpha + 1e-7, tail) - cvar(x, alpha, tail)).abs()
+        assert gap < 1e-3 * (1 + x.abs().max())
+
+
+def test_boundary_sample_counts_with_its_fraction():
+    x = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    assert torch.isclose(cvar(x, 0.5, "upper"), torch.tensor(3.5))
+    # alpha * n = 1.5: the top value with weight 1, the next with weight 0.5
+    assert torch.isclose(cvar(x, 0.375, "upper"), torch.tensor((4 + 0.5 * 3) / 1.5))
+    assert torch.isclose(cvar(x, 0.375, "lower"), torch.tensor((1 + 0.5 * 2) / 1.5))
+
+
+def test_grouped_matches_one_group_at_a_time():
+    gen = torch.Generator().manual_seed(1)
+    values = torch.rand(50, generator=gen, dtype=torch.float64)
+    groups = torch.randint(0, 6, (50,), generator=gen)
+    groups[groups == 4] = 5  # leave group 4 empty
+    got, counts = grouped_cvar(values, groups, 6, 0.3, "upper")
+    assert counts[4] == 0
+    for g in (0, 1, 2, 3, 5):
+        assert torch.isclose(got[g], cvar(values[groups == g], 0.3, "upper"))
+
+
+def test_assign_clusters_picks_the_nearest_centre():
+    centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    points = torch.tensor([[1.0, 1.0], [9.0, -1.0], [-1.0, 8.0], [6.0, 1.0]])
+    assert assign_clusters(points, centres).tolist() == [0, 1, 2, 1]
+
+
+def _per_sample_losses(w: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(x @ w, y, reduction="none")
+
+
+def test_alpha_one_single_cluster_is_three_times_ce():
+    gen = torch.Generator().manual_seed(0)
+    losses = torch.rand(30, generator=gen)
+    loss, terms = robust_loss(losses, torch.zeros(30, dtype=torch.long), 1, 1.0)
+    assert torch.isclose(loss, 3 * losses.mean())
+
+
+def test_robust_gradient_reaches_theta_and_matches_finite_differences():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(40, 5, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 3, (40,), generator=gen)
+    ids = torch.randint(0, 4, (40,), generator=gen)
+    w = torch.randn(5, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+
+    def robust(w):
+        return robust_loss(_per_sample_losses(w, x, y), ids, 4, 0.5)[0]
+
+    (g_robust,) = torch.autograd.grad(robust(w), w)
+    (g_ce,) = torch.autograd.grad(_per_sample_losses(w, x, y).mean(), w)
+    assert not torch.allclose(g_robust, g_ce, atol=1e-3)
+    eps = 1e-6
+    for i, j in [(0, 0), (2, 1), (4, 2)]:
+        e = torch.zeros_like(w)
+        e[i, j] = eps
+        fd = (robust(w + e) - robust(w - e)) / (2 * eps)
+        assert torch.isclose(g_robust[i, j], fd, rtol=1e-5, atol=1e-8)
+
+
+def test_updater_modes_train_the_network_differently():
+    gen = torch.Generator().manual_seed(0)
+    real = torch.randn(3, 20, 1, 4, 4, generator=gen)
+    synthetic = real[:, :2].clone()
+    nets = {}
+    for mode in ("robust", "ce"):
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+        updater = RobustUpdater(mode=mode, alpha=0.3, lr=0.5)
+        before = [p.clone() for p in net.parameters()]
+        terms = updater.step(net, updater.optimizer(net), real, synthetic,
+                             torch.Generator().manual_seed(1))
+        assert any(not torch.equal(a, b) for a, b in zip(before, net.parameters()))
+        assert ("max_cvar" in terms) == (mode == "robust")
+        nets[mode] = net
+    assert not torch.allclose(nets["robust"][1].weight, nets["ce"][1].weight)

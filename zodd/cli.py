@@ -1,0 +1,215 @@
+"""Command line: ``zodd distill`` and ``zodd evaluate``.
+
+The only module that imports click and the only one that prints or exits: every ZoddError (and
+every usage error) becomes one line on stderr and exit status 2.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import click
+
+from zodd import __version__
+from zodd.config import (CLUSTER_SPACES, CVAR_TAILS, DATASETS, INITS, OPTIMIZERS, UPDATERS,
+                         DistillConfig)
+from zodd.types import ZoddError
+
+
+def _finite(ctx, param, value):
+    """click's FLOAT accepts 'nan' and 'inf'; no flag of ours wants them."""
+    import math
+
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value!r} is not a finite number")
+    return value
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="zodd")
+def cli() -> None:
+    """zodd: zero-order and robust dataset distillation."""
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise ZoddError(f"--out {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ZoddError(f"--out {out} is not empty; choose another directory or pass --overwrite")
+    parent = out if out.exists() else next(p for p in out.absolute().parents if p.exists())
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ZoddError(f"--out {out} is not writable")
+
+
+def _config_file(path: str | None) -> dict:
+    if path is None:
+        return {}
+    try:
+        raw = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ZoddError(f"config file {path} not found") from None
+    except (OSError, ValueError) as exc:
+        raise ZoddError(f"config file {path} is not readable JSON ({exc})") from None
+    return DistillConfig.from_dict(raw).to_dict()
+
+
+@cli.command()
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="JSON config (e.g. a run's config.json); flags given here override it.")
+@click.option("--dataset", type=click.Choice(DATASETS), help="[default: digits]")
+@click.option("--data-dir", type=click.Path(file_okay=False),
+              help="Where data sets live [default: $ZODD_DATA, else ~/.cache/zodd].")
+@click.option("--ipc", type=int, help="Synthetic images per class [default: 10].")
+@click.option("--init", type=click.Choice(INITS), help="[default: real]")
+@click.option("--seed", type=int, help="[default: 0]")
+@click.option("--objective", type=str, help="dm or gm [default: dm].")
+@click.option("--estimator", type=str,
+              help="auto, autograd or gaussian [default: auto: autograd when differentiable].")
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS),
+              help="Step rule for S; paper: lr/sqrt(1+E) [default: auto: sgd for autograd, "
+                   "paper for zero-order].")
+@click.option("--lr", type=float, callback=_finite, help="Learning rate for S.")
+@click.option("--sigma", type=float, callback=_finite, help="Smoothing radius [default: 0.01].")
+@click.option("--directions", type=int, help="Directions per zero-order estimate [default: 32].")
+@click.option("--augment/--no-augment", default=None, help="Siamese augmentation [default: on].")
+@click.option("--updater", type=click.Choice(UPDATERS), help="[default: robust]")
+@click.option("--no-robust", is_flag=True, help="Plain CE network update (same as --updater ce).")
+@click.option("--alpha", type=float, callback=_finite, help="CVaR fraction in (0, 1] [default: 0.8].")
+@click.option("--cvar-tail", type=click.Choice(CVAR_TAILS), help="[default: upper]")
+@click.option("--clusters", type=int, help="Cluster centres per class when IPC > 10 [default: 10].")
+@click.option("--cluster-space", type=click.Choice(CLUSTER_SPACES), help="[default: pixel]")
+@click.option("--batch-size", type=int, help="Real samples per class each iteration [default: 256].")
+@click.option("--model-lr", type=float, callback=_finite, help="[default: 0.01]")
+@click.option("--model-steps", type=int, help="Network updates per iteration [default: 1].")
+@click.option("--reinit-every", type=int, help="Fresh network every N iterations [default: 10].")
+@click.option("--width", type=int, help="ConvNet width [default: by image size].")
+@click.option("--depth", type=int, help="ConvNet depth [default: by image size].")
+@click.option("--iterations", type=int, help="[default: 300]")
+@click.option("--max-seconds", type=float, callback=_finite, help="Stop after this much time.")
+@click.option("--max-queries", type=int, help="Stop after this many objective queries.")
+@click.option("--out", type=click.Path(), help="Output directory [default: runs/<settings>].")
+@click.option("--overwrite", is_flag=True, help="Allow a non-empty --out.")
+@click.option("--quiet", is_flag=True, help="No progress bar or summary.")
+def distill(config_file, no_robust, out, overwrite, quiet, **flags) -> None:
+    """Distil a synthetic set; writes synthetic.pt, config.json, grid.png and log.jsonl."""
+    from zodd import data as datasets
+    from zodd.distill import distill as run
+
+    values = _config_file(config_file)
+    values.update({k: v for k, v in flags.items() if v is not None})
+    if no_robust:
+        if flags.get("updater") not in (None, "ce"):
+            raise ZoddError("--no-robust contradicts --updater " + flags["updater"])
+        values["updater"] = "ce"
+    known = {f.name for f in fields(DistillConfig)}
+    cfg = DistillConfig(**{k: v for k, v in values.items() if k in known}).validate()
+    out_dir = Path(out) if out else Path("runs") / (
+        f"{cfg.dataset}-ipc{cfg.ipc}-{cfg.objective}-{cfg.estimator}-{cfg.updater}-s{cfg.seed}")
+    _check_out(out_dir, overwrite)
+    data = datasets.load(cfg.dataset, cfg.data_dir)
+
+    bar = None
+    if not quiet:
+        bar = click.progressbar(length=cfg.iterations, label="distilling", file=sys.stderr,
+                                show_eta=True, width=24,
+                                item_show_func=lambda r: r and
+                                f"loss {r['loss']:.4g}  queries {r['queries']}")
+        bar.__enter__()
+
+    def on_step(row: dict) -> None:
+        if bar is not None:
+            bar.update(1, row)
+
+    try:
+        result = run(cfg, data, out_dir, on_step)
+    except KeyboardInterrupt:
+        raise ZoddError(f"interrupted; the set so far is saved in {out_dir}") from None
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    if not quiet:
+        last = result.rows[-1]
+        click.echo(f"{out_dir}: {last['step']} iterations ({result.stopped_by}), estimator "
+                   f"{result.estimator}, {last['queries']} queries, {last['seconds']:.1f} s, "
+                   f"loss {result.rows[0]['loss']:.4g} -> {last['loss']:.4g}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Networks trained (one per seed).")
+@click.option("--epochs", type=click.IntRange(min=1), default=300, show_default=True)
+@click.option("--baseline", type=click.Choice(["random"]),
+              help="Evaluate a random real subset drawn with the run's data set, IPC and seed "
+                   "instead; writes metrics_random.json.")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Override the run's data dir.")
+@click.option("--quiet", is_flag=True, help="Print nothing; only write the metrics file.")
+def evaluate(run_dir, seeds, epochs, baseline, data_dir, quiet) -> None:
+    """Train fresh networks on a run's synthetic set; print and save the metrics."""
+    import torch
+
+    from zodd import data as datasets
+    from zodd import synthetic
+    from zodd.distill import FLIP_OK
+    from zodd.evaluate import EvalConfig, evaluate as run, format_table
+
+    run_path = Path(run_dir)
+    if not run_path.is_dir():
+        raise ZoddError(f"{run_dir} is not a directory")
+    cfg = DistillConfig.from_dict(synthetic.load_config(run_path))
+    if baseline == "random":
+        name, target = "random", run_path / "metrics_random.json"
+    else:
+        name, target = "synthetic", run_path / "metrics.json"
+        syn = synthetic.load(run_path)
+    if not os.access(run_path, os.W_OK):
+        raise ZoddError(f"{run_dir} is not writable")
+    data = datasets.load(cfg.dataset, data_dir or cfg.data_dir)
+    if baseline == "random":
+        syn = synthetic.initialise(data, cfg.ipc, "real", torch.Generator().manual_seed(cfg.seed))
+    if syn.images.shape[1:] != data.train_x.shape[1:] or syn.num_classes != data.num_classes:
+        raise ZoddError(f"{run_dir}/synthetic.pt does not fit {cfg.dataset}: images "
+                        f"{tuple(syn.images.shape[1:])}, {syn.num_classes} classes")
+    ecfg = EvalConfig(seeds=seeds, epochs=epochs, width=cfg.width, depth=cfg.depth)
+
+    def on_seed(seed: int, metrics: dict) -> None:
+        if not quiet:
+            click.echo(f"seed {seed}: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()),
+                       err=True)
+
+    report = run(syn, data, ecfg, flip=cfg.dataset in FLIP_OK, on_seed=on_seed)
+    synthetic.save_json({**report, "set": name, "run": str(run_path)}, target)
+    if not quiet:
+        click.echo(format_table({f"{cfg.dataset} ipc{cfg.ipc} {name}": report}))
+        click.echo(report["protocol"]["shifts"])
+        click.echo(f"wrote {target}")
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except ZoddError as exc:
+        click.echo(f"zodd: error: {exc}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("zodd: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        click.echo(f"zodd: error: {exc.format_message()}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("zodd: interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # a bug, not bad input: one line, or the traceback with ZODD_DEBUG=1
+        if os.environ.get("ZODD_DEBUG"):
+            raise
+        click.echo(f"zodd: internal error: {type(exc).__name__}: {exc}", err=True)
+        sys.exit(1)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
