@@ -112,16 +112,18 @@ def distill(config_file, no_robust, out, overwrite, quiet, **flags) -> None:
     data = datasets.load(cfg.dataset, cfg.data_dir)
 
     bar = None
-    if not quiet:
-        bar = click.progressbar(length=cfg.iterations, label="distilling", file=sys.stderr,
-                                show_eta=True, width=24,
-                                item_show_func=lambda r: r and
-                                f"loss {r['loss']:.4g}  queries {r['queries']}")
-        bar.__enter__()
 
     def on_step(row: dict) -> None:
-        if bar is not None:
-            bar.update(1, row)
+        nonlocal bar
+        if quiet:
+            return
+        if bar is None:  # opened on the first step, so set-up errors print alone
+            bar = click.progressbar(length=cfg.iterations, label="distilling", file=sys.stderr,
+                                    show_eta=True, width=24,
+                                    item_show_func=lambda r: r and
+                                    f"loss {r['loss']:.4g}  queries {r['queries']}")
+            bar.__enter__()
+        bar.update(1, row)
 
     try:
         result = run(cfg, data, out_dir, on_step)

@@ -1,0 +1,162 @@
+"""The command line as a user meets it: a real end-to-end run on digits, budgets, bad input."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from zodd.cli import main
+
+FAST = ["--iterations", "4", "--batch-size", "16", "--quiet"]
+
+
+def zodd(monkeypatch, capsys, *args):
+    monkeypatch.setattr(sys, "argv", ["zodd", *map(str, args)])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    out = capsys.readouterr()
+    return exit_info.value.code, out.out, out.err
+
+
+def test_distill_then_evaluate_end_to_end(tmp_path):
+    """Real subprocesses, as typed by a user."""
+    run = tmp_path / "run"
+    cli = [sys.executable, "-m", "zodd.cli"]
+    done = subprocess.run([*cli, "distill", "--iterations", "6", "--batch-size", "32",
+                           "--out", str(run)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert {"synthetic.pt", "config.json", "grid.png", "log.jsonl"} <= {p.name for p in run.iterdir()}
+    payload = torch.load(run / "synthetic.pt", weights_only=True)
+    assert payload["images"].shape == (100, 1, 8, 8)
+    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 7))
+    assert {"queries", "loss", "seconds", "ce", "mean_cvar", "max_cvar"} <= set(rows[0])
+    config = json.loads((run / "config.json").read_text())
+    assert config["updater"] == "robust" and config["estimator_resolved"] == "autograd"
+    assert "version" in config and "git_sha" in config
+
+    done = subprocess.run([*cli, "evaluate", str(run), "--seeds", "2", "--epochs", "20"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads((run / "metrics.json").read_text())
+    for key in ("acc", "cluster_min", "noise", "blur", "invert"):
+        assert 0 <= metrics[key]["mean"] <= 100 and metrics[key]["std"] >= 0
+    assert metrics["acc"]["mean"] > 50  # ten digits from 100 images: far above chance
+    assert "cluster_min" in done.stdout and "blur: Gaussian kernel" in done.stdout
+
+
+def test_random_baseline_uses_the_runs_initialisation(monkeypatch, capsys, tmp_path):
+    run = tmp_path / "run"
+    code, _, err = zodd(monkeypatch, capsys, "distill", "--iterations", "1", "--ipc", "2",
+                        "--out", run, "--quiet")
+    assert code == 0, err
+    code, _, err = zodd(monkeypatch, capsys, "evaluate", run, "--baseline", "random",
+                        "--seeds", "1", "--epochs", "2", "--quiet")
+    assert code == 0, err
+    assert json.loads((run / "metrics_random.json").read_text())["set"] == "random"
+    assert not (run / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("flag, value, stopped", [
+    ("--max-queries", 3, "max_queries"), ("--max-seconds", 0.01, "max_seconds"),
+    ("--iterations", 2, "iterations"),
+])
+def test_budgets_stop_cleanly_and_save(monkeypatch, capsys, tmp_path, flag, value, stopped):
+    run = tmp_path / "run"
+    code, out, err = zodd(monkeypatch, capsys, "distill", "--iterations", 50, "--batch-size", 16,
+                          "--ipc", 1, flag, value, "--out", run)
+    assert code == 0, err
+    assert f"({stopped})" in out
+    rows = (run / "log.jsonl").read_text().splitlines()
+    assert len(rows) == {"max_queries": 3, "max_seconds": 1, "iterations": 2}[stopped]
+    assert (run / "synthetic.pt").exists()
+
+
+def test_gaussian_estimator_lowers_the_objective(digits):
+    """Zero-order only: the distilled set scores lower than its initialisation on networks and
+    real batches that the run never saw."""
+    from objectives import OBJECTIVES
+    from zodd.config import DistillConfig
+    from zodd.distill import distill
+    from zodd.models import build_model
+    from zodd.synthetic import initialise
+    from zodd.types import StepContext
+
+    cfg = DistillConfig(estimator="gaussian", ipc=2, batch_size=32, iterations=25, lr=1.0)
+    result = distill(cfg, digits)
+    assert result.estimator == "gaussian" and result.queries == 25 * 33
+
+    def held_out(x):
+        gen = torch.Generator().manual_seed(99)
+        total = 0.0
+        for k in range(4):
+            net = build_model(1, 10, 8, seed=500 + k).requires_grad_(False)
+            real = digits.train_x[torch.stack([i[torch.randperm(len(i), generator=gen)[:64]]
+                                               for i in digits.class_indices()])]
+            total += float(OBJECTIVES["dm"]().bind(StepContext(net, real, None, 10, k))(x[None]))
+        return total
+
+    start = initialise(digits, 2, "real", torch.Generator().manual_seed(0)).images
+    assert held_out(result.synthetic.images) < 0.9 * held_out(start)
+
+
+BAD_INPUTS = [
+    (["distill", "--dataset", "imagenet"], "dataset"),
+    (["distill", "--objective", "nope"], "objective"),
+    (["distill", "--estimator", "nope"], "estimator"),
+    (["distill", "--ipc", "0"], "ipc"),
+    (["distill", "--ipc", "1000"], "ipc"),
+    (["distill", "--ipc", "ten"], "ipc"),
+    (["distill", "--alpha", "0"], "alpha"),
+    (["distill", "--alpha", "1.5"], "alpha"),
+    (["distill", "--alpha", "nan"], "alpha"),
+    (["distill", "--clusters", "0"], "clusters"),
+    (["distill", "--batch-size", "-3"], "batch-size"),
+    (["distill", "--sigma", "inf"], "sigma"),
+    (["distill", "--no-robust", "--updater", "robust"], "no-robust"),
+    (["distill", "--config", "/nonexistent.json"], "config"),
+    (["evaluate", "/nonexistent-dir"], "nonexistent"),
+]
+
+
+@pytest.mark.parametrize("args, word", BAD_INPUTS)
+def test_bad_input_one_line_exit_2_nothing_written(monkeypatch, capsys, tmp_path, args, word):
+    out = tmp_path / "out"
+    extra = ["--out", out] if args[0] == "distill" else []
+    code, _, err = zodd(monkeypatch, capsys, *args, *extra)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("zodd: error:") and word in lines[0]
+    assert "Traceback" not in err
+    assert not out.exists()
+
+
+def test_missing_or_corrupt_set_is_refused(monkeypatch, capsys, tmp_path):
+    run = tmp_path / "run"
+    assert zodd(monkeypatch, capsys, "distill", *FAST, "--ipc", 1, "--out", run)[0] == 0
+    (run / "synthetic.pt").write_bytes(b"\x80garbage")
+    code, _, err = zodd(monkeypatch, capsys, "evaluate", run)
+    assert code == 2 and "not a readable zodd set" in err and len(err.strip().splitlines()) == 1
+    (run / "synthetic.pt").unlink()
+    code, _, err = zodd(monkeypatch, capsys, "evaluate", run)
+    assert code == 2 and "no synthetic.pt" in err
+    assert not (run / "metrics.json").exists()
+
+
+def test_non_empty_or_unwritable_out_is_refused(monkeypatch, capsys, tmp_path):
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "keep.txt").write_text("mine")
+    code, _, err = zodd(monkeypatch, capsys, "distill", *FAST, "--out", full)
+    assert code == 2 and "not empty" in err
+    assert [p.name for p in full.iterdir()] == ["keep.txt"]
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    if not __import__("os").access(locked, __import__("os").W_OK):  # root can write anyway
+        code, _, err = zodd(monkeypatch, capsys, "distill", *FAST, "--out", locked / "run")
+        assert code == 2 and "not writable" in err
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    code, _, err = zodd(monkeypatch, capsys, "distill", *FAST, "--out", a_file)
+    assert code == 2 and "not a directory" in err
