@@ -160,3 +160,30 @@ def test_non_empty_or_unwritable_out_is_refused(monkeypatch, capsys, tmp_path):
     a_file.write_text("x")
     code, _, err = zodd(monkeypatch, capsys, "distill", *FAST, "--out", a_file)
     assert code == 2 and "not a directory" in err
+
+
+def test_config_file_round_trip_and_flags_override(monkeypatch, capsys, tmp_path):
+    first, second = tmp_path / "a", tmp_path / "b"
+    assert zodd(monkeypatch, capsys, "distill", *FAST, "--ipc", 1, "--alpha", 0.5,
+                "--out", first)[0] == 0
+    code, _, err = zodd(monkeypatch, capsys, "distill", "--config", first / "config.json",
+                        "--iterations", 2, "--quiet", "--out", second)
+    assert code == 0, err
+    config = json.loads((second / "config.json").read_text())
+    assert config["alpha"] == 0.5 and config["ipc"] == 1 and config["iterations"] == 2
+    (tmp_path / "bad.json").write_text('{"alpha": "high"}')
+    code, _, err = zodd(monkeypatch, capsys, "distill", "--config", tmp_path / "bad.json",
+                        "--out", tmp_path / "c")
+    assert code == 2 and "alpha" in err
+
+
+def test_readme_quickstart_is_two_commands_and_ci_runs_the_second():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    block = readme.split("## Quickstart", 1)[1].split("```", 2)[1]
+    commands = [line for line in block.splitlines() if line.strip()]
+    assert len(commands) == 2
+    assert "zodd distill" in commands[0]
+    assert commands[1] in (root / ".ci" / "run").read_text().splitlines()

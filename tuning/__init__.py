@@ -1,0 +1,1 @@
+"""Ray Tune sweeps over the robust updater's settings (``zodd tune``): not available yet."""
