@@ -116,3 +116,21 @@ def test_updater_modes_train_the_network_differently():
         assert ("max_cvar" in terms) == (mode == "robust")
         nets[mode] = net
     assert not torch.allclose(nets["robust"][1].weight, nets["ce"][1].weight)
+
+
+def test_batched_assignment_matches_cdist():
+    gen = torch.Generator().manual_seed(0)
+    points, centres = torch.randn(4, 30, 1, 5, 5, generator=gen), torch.randn(4, 6, 1, 5, 5,
+                                                                            generator=gen)
+    expected = torch.cdist(points.flatten(2), centres.flatten(2)).argmin(2)
+    assert torch.equal(assign_clusters(points, centres, batch_dims=1), expected)
+
+
+def test_large_ipc_uses_random_centres_within_each_class():
+    gen = torch.Generator().manual_seed(0)
+    real, synthetic = torch.randn(3, 50, 1, 4, 4, generator=gen), torch.randn(3, 12, 1, 4, 4)
+    ids, num = RobustUpdater(clusters=4).cluster(None, real, synthetic, gen)
+    assert num == 12 and ids.shape == (150,)
+    assert torch.equal(ids // 4, torch.arange(3).repeat_interleave(50))  # clusters stay in class
+    small_ids, small_num = RobustUpdater(clusters=4).cluster(None, real, synthetic[:, :5], gen)
+    assert small_num == 15  # IPC <= 10: every synthetic sample is a centre
