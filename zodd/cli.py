@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -42,6 +43,30 @@ def _check_out(out: Path, overwrite: bool) -> None:
     parent = out if out.exists() else next(p for p in out.absolute().parents if p.exists())
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ZoddError(f"--out {out} is not writable")
+
+
+class _StopOnSignal:
+    """SIGINT/SIGTERM ask the loop to stop after the current step (it then saves a checkpoint);
+    a second SIGINT interrupts at once."""
+
+    def __init__(self):
+        self._stop = False
+
+    def requested(self) -> bool:
+        return self._stop
+
+    def _handle(self, signum, frame):
+        if self._stop and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self._stop = True
+
+    def __enter__(self):
+        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self._old.items():
+            signal.signal(s, handler)
 
 
 def _config_file(path: str | None) -> dict:
@@ -90,15 +115,31 @@ def _config_file(path: str | None) -> dict:
 @click.option("--iterations", type=int, help="[default: 300]")
 @click.option("--max-seconds", type=float, callback=_finite, help="Stop after this much time.")
 @click.option("--max-queries", type=int, help="Stop after this many objective queries.")
+@click.option("--checkpoint-every", type=int,
+              help="Iterations between checkpoints [default: about once a minute].")
+@click.option("--resume", "resume_dir", type=click.Path(),
+              help="Continue the run in this directory from its last checkpoint; only budgets "
+                   "(--iterations, --max-seconds, --max-queries) may change.")
 @click.option("--out", type=click.Path(), help="Output directory [default: runs/<settings>].")
 @click.option("--overwrite", is_flag=True, help="Allow a non-empty --out.")
 @click.option("--quiet", is_flag=True, help="No progress bar or summary.")
-def distill(config_file, no_robust, out, overwrite, quiet, **flags) -> None:
-    """Distil a synthetic set; writes synthetic.pt, config.json, grid.png and log.jsonl."""
+def distill(config_file, no_robust, resume_dir, out, overwrite, quiet, **flags) -> None:
+    """Distil a synthetic set; writes synthetic.pt, config.json, grid.png, log.jsonl and
+    checkpoints."""
     from zodd import data as datasets
-    from zodd.distill import distill as run
+    from zodd import synthetic
+    from zodd.distill import CHECKPOINT, PREVIOUS, distill as run
 
-    values = _config_file(config_file)
+    if resume_dir is not None:
+        if config_file or out:
+            raise ZoddError("--resume takes its settings and output directory from the run; "
+                            "drop --config and --out")
+        resume_path = Path(resume_dir)
+        if not ((resume_path / CHECKPOINT).exists() or (resume_path / PREVIOUS).exists()):
+            raise ZoddError(f"no checkpoint in {resume_dir} to resume from")
+        values = DistillConfig.from_dict(synthetic.load_config(resume_path)).to_dict()
+    else:
+        values = _config_file(config_file)
     values.update({k: v for k, v in flags.items() if v is not None})
     if no_robust:
         if flags.get("updater") not in (None, "ce"):
@@ -106,9 +147,12 @@ def distill(config_file, no_robust, out, overwrite, quiet, **flags) -> None:
         values["updater"] = "ce"
     known = {f.name for f in fields(DistillConfig)}
     cfg = DistillConfig(**{k: v for k, v in values.items() if k in known}).validate()
-    out_dir = Path(out) if out else Path("runs") / (
-        f"{cfg.dataset}-ipc{cfg.ipc}-{cfg.objective}-{cfg.estimator}-{cfg.updater}-s{cfg.seed}")
-    _check_out(out_dir, overwrite)
+    if resume_dir is not None:
+        out_dir = Path(resume_dir)
+    else:
+        out_dir = Path(out) if out else Path("runs") / (
+            f"{cfg.dataset}-ipc{cfg.ipc}-{cfg.objective}-{cfg.estimator}-{cfg.updater}-s{cfg.seed}")
+        _check_out(out_dir, overwrite)
     data = datasets.load(cfg.dataset, cfg.data_dir)
 
     bar = None
@@ -125,13 +169,18 @@ def distill(config_file, no_robust, out, overwrite, quiet, **flags) -> None:
             bar.__enter__()
         bar.update(1, row)
 
+    stop = _StopOnSignal()
     try:
-        result = run(cfg, data, out_dir, on_step)
-    except KeyboardInterrupt:
-        raise ZoddError(f"interrupted; the set so far is saved in {out_dir}") from None
+        with stop:
+            result = run(cfg, data, out_dir, on_step, resume=resume_dir is not None,
+                         should_stop=stop.requested)
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)
+    if result.stopped_by == "interrupted":
+        click.echo(f"zodd: interrupted at step {result.rows[-1]['step']}; checkpoint and set "
+                   f"saved; continue with: zodd distill --resume {out_dir}", err=True)
+        sys.exit(130)
     if not quiet:
         last = result.rows[-1]
         click.echo(f"{out_dir}: {last['step']} iterations ({result.stopped_by}), estimator "
@@ -191,6 +240,9 @@ def evaluate(run_dir, seeds, epochs, baseline, data_dir, quiet) -> None:
 
 
 def main() -> None:
+    import warnings
+
+    warnings.formatwarning = lambda message, *args, **kwargs: f"zodd: warning: {message}\n"
     try:
         cli.main(standalone_mode=False)
     except ZoddError as exc:

@@ -60,6 +60,7 @@ class DistillConfig:
     iterations: int = 300
     max_seconds: float | None = None
     max_queries: int | None = None
+    checkpoint_every: int | None = None  # iterations between checkpoints; None: about once a minute
 
     @property
     def robust(self) -> bool:
@@ -84,7 +85,7 @@ class DistillConfig:
                      "reinit_every"):
             if getattr(self, name) < 1:
                 raise bad(name, "must be at least 1")
-        for name in ("width", "depth", "max_queries"):
+        for name in ("width", "depth", "max_queries", "checkpoint_every"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise bad(name, "must be at least 1")

@@ -1,12 +1,15 @@
 """The distillation loop: update theta -> bind the objective -> estimate -> step S.
 
-One seed makes one root generator; the network initialisations, real subsamples, augmentation
-seeds and estimator directions are all drawn from it, so a run is reproducible on one machine.
+One seed makes one root generator; network initialisations, real subsamples, augmentation seeds
+and estimator directions are all drawn from it, so a run is reproducible on one machine. A
+checkpoint holds the whole loop state (S, both optimisers, the scheduler, the network, the
+generator, the counters), so a resumed run continues bit for bit as if never interrupted.
 """
 from __future__ import annotations
 
 import json
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -19,12 +22,17 @@ from zodd.config import DistillConfig, run_metadata
 from zodd.data import ImageData
 from zodd.models import build_model
 from zodd.robust import RobustUpdater
-from zodd.synthetic import SyntheticSet, initialise, save, save_json
+from zodd.synthetic import SyntheticSet, atomic_write, initialise, save, save_json
 from zodd.types import StepContext, ZoddError
 
 FLIP_OK = {"fashion-mnist", "cifar10"}  # data sets where a mirrored image keeps its class
 DEFAULT_LR = {("autograd", "dm"): 1.0, ("autograd", "gm"): 0.1}
 PAPER_LR = 0.1  # eq. 18: s = 0.1 / sqrt(1 + E)
+CHECKPOINT, PREVIOUS = "checkpoint.pt", "checkpoint.prev.pt"
+CHECKPOINT_FORMAT = "zodd-checkpoint-1"
+CHECKPOINT_SECONDS = 60.0  # when checkpoint_every is None
+# settings that a resumed run may change: they end the run sooner or later, not differently
+RESUMABLE_CHANGES = {"iterations", "max_seconds", "max_queries", "checkpoint_every", "data_dir"}
 
 
 @dataclass
@@ -39,6 +47,14 @@ class Result:
         return self.rows[-1]["queries"] if self.rows else 0
 
 
+def _paper_decay(epoch: int) -> float:
+    return (1 + epoch) ** -0.5
+
+
+def _constant(epoch: int) -> float:
+    return 1.0
+
+
 def _optimizer(cfg: DistillConfig, estimator: str, x: torch.Tensor):
     kind = cfg.optimizer
     if kind == "auto":
@@ -48,90 +64,209 @@ def _optimizer(cfg: DistillConfig, estimator: str, x: torch.Tensor):
         opt = torch.optim.Adam([x], lr=lr)
     else:
         opt = torch.optim.SGD([x], lr=lr, momentum=0.0 if kind == "paper" else 0.5)
-    decay = (lambda e: (1 + e) ** -0.5) if kind == "paper" else (lambda e: 1.0)
+    decay = _paper_decay if kind == "paper" else _constant
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, decay)
 
 
-def distill(cfg: DistillConfig, data: ImageData, out: Path | None = None,
-            on_step: Callable[[dict], None] | None = None) -> Result:
-    """Run one distillation. With ``out`` the run's files are written there (config.json at the
-    start, one log.jsonl row per iteration, synthetic.pt and grid.png at the end or when
-    interrupted). Stops at the first budget reached: iterations, max_seconds or max_queries."""
-    cfg.validate()
-    gen = torch.Generator().manual_seed(cfg.seed)
-    syn = initialise(data, cfg.ipc, cfg.init, gen)
-    objective = OBJECTIVES[cfg.objective](flip=cfg.dataset in FLIP_OK)
-    est_name = estimators.choose(cfg.estimator, objective.differentiable)
-    estimator = estimators.ESTIMATORS[est_name](cfg)
-    updater = RobustUpdater(mode=cfg.updater, alpha=cfg.alpha, tail=cfg.cvar_tail,
-                            clusters=cfg.clusters, cluster_space=cfg.cluster_space,
-                            lr=cfg.model_lr, steps=cfg.model_steps)
-    x = syn.images.requires_grad_(True)
-    opt, schedule = _optimizer(cfg, est_name, x)
-    per_class = data.class_indices()
-    n_real = min(cfg.batch_size, min(len(i) for i in per_class))
-    result = Result(syn, estimator=est_name)
+class Loop:
+    """The state of one distillation and the step that advances it."""
 
+    def __init__(self, cfg: DistillConfig, data: ImageData):
+        self.cfg, self.data = cfg.validate(), data
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.syn = initialise(data, cfg.ipc, cfg.init, self.gen)
+        self.objective = OBJECTIVES[cfg.objective](flip=cfg.dataset in FLIP_OK)
+        self.estimator_name = estimators.choose(cfg.estimator, self.objective.differentiable)
+        self.estimator = estimators.ESTIMATORS[self.estimator_name](cfg)
+        self.updater = RobustUpdater(mode=cfg.updater, alpha=cfg.alpha, tail=cfg.cvar_tail,
+                                     clusters=cfg.clusters, cluster_space=cfg.cluster_space,
+                                     lr=cfg.model_lr, steps=cfg.model_steps)
+        self.x = self.syn.images.requires_grad_(True)
+        self.opt, self.schedule = _optimizer(cfg, self.estimator_name, self.x)
+        self.per_class = data.class_indices()
+        self.n_real = min(cfg.batch_size, min(len(i) for i in self.per_class))
+        self.step, self.queries, self.seconds = 0, 0, 0.0
+        self.net: torch.nn.Module | None = None
+        self.net_opt: torch.optim.Optimizer | None = None
+
+    def _new_network(self) -> None:
+        seed = int(torch.randint(2**31 - 1, (1,), generator=self.gen))
+        d = self.data
+        self.net = build_model(d.channels, d.num_classes, d.image_size, self.cfg.width,
+                               self.cfg.depth, seed=seed)
+        self.net_opt = self.updater.optimizer(self.net)
+
+    def advance(self) -> dict:
+        """One iteration; returns its log row (without the time)."""
+        cfg, gen = self.cfg, self.gen
+        native = cfg.updater == "native"
+        period = 1 if native and cfg.objective == "dm" else cfg.reinit_every
+        if self.net is None or self.step % period == 0:
+            self._new_network()
+        net = self.net
+        picks = torch.stack([idx[torch.randperm(len(idx), generator=gen)[:self.n_real]]
+                             for idx in self.per_class])
+        real = self.data.train_x[picks]  # [classes, n, ch, h, w]
+        terms: dict[str, float] = {}
+        if not native:
+            net.requires_grad_(True)
+            terms = self.updater.step(net, self.net_opt, real, self.syn.by_class(self.x.detach()),
+                                      gen)
+        net.requires_grad_(False)
+        ctx = StepContext(net, real, self.syn.labels, self.data.num_classes,
+                          seed=int(torch.randint(2**31 - 1, (1,), generator=gen)),
+                          augment=cfg.augment)
+        estimate = self.estimator.estimate(self.objective.bind(ctx), self.x, gen)
+        if not torch.isfinite(estimate.grad).all():
+            raise ZoddError(f"the objective gave a non-finite gradient at step {self.step + 1}; "
+                            "lower --lr or --sigma")
+        self.x.grad = estimate.grad
+        self.opt.step()
+        self.schedule.step()
+        if native and cfg.objective == "gm":  # Dataset Condensation's inner loop on S
+            _train_on_synthetic(net, self.net_opt, self.syn, cfg.model_steps)
+        self.step += 1
+        self.queries += estimate.queries
+        return {"step": self.step, "queries": self.queries, "loss": estimate.loss, **terms}
+
+    # --- checkpoints ----------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "format": CHECKPOINT_FORMAT, "config": json.dumps(self.cfg.to_dict()),
+            "step": self.step, "queries": self.queries, "seconds": self.seconds,
+            "images": self.x.detach().clone(), "optimizer": self.opt.state_dict(),
+            "schedule": self.schedule.state_dict(), "generator": self.gen.get_state(),
+            "net": None if self.net is None else self.net.state_dict(),
+            "net_optimizer": None if self.net_opt is None else self.net_opt.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        with torch.no_grad():
+            self.x.copy_(state["images"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.gen.set_state(state["generator"])
+        self.step, self.queries, self.seconds = state["step"], state["queries"], state["seconds"]
+        if state["net"] is not None:
+            saved = self.gen.get_state()
+            self._new_network()  # the architecture; its weights are replaced just below
+            self.gen.set_state(saved)
+            self.net.load_state_dict(state["net"])
+            self.net_opt.load_state_dict(state["net_optimizer"])
+
+
+def save_checkpoint(loop: Loop, out: Path) -> None:
+    """Atomically write checkpoint.pt, keeping the one before as checkpoint.prev.pt."""
+    state = loop.state_dict()
+    current = out / CHECKPOINT
+    if current.exists():
+        current.replace(out / PREVIOUS)
+    atomic_write(current, lambda f: torch.save(state, f))
+
+
+def read_checkpoint(out: Path) -> dict:
+    """The newest readable checkpoint in ``out``; falls back to the previous one (with a
+    warning) when the newest is damaged."""
+    problems = []
+    for name in (CHECKPOINT, PREVIOUS):
+        path = out / name
+        if not path.exists():
+            continue
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            problems.append(f"{name}: {type(exc).__name__}")
+            continue
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            problems.append(f"{name}: not a zodd checkpoint")
+            continue
+        if problems:
+            warnings.warn(f"{out}/{CHECKPOINT} is unreadable ({problems[0]}); resuming from "
+                          f"{name} at step {state['step']}")
+        return state
+    if problems:
+        raise ZoddError(f"no usable checkpoint in {out} ({'; '.join(problems)})")
+    raise ZoddError(f"no checkpoint in {out}")
+
+
+def check_resumable(saved: DistillConfig, wanted: DistillConfig) -> None:
+    for name, value in wanted.to_dict().items():
+        if name not in RESUMABLE_CHANGES and getattr(saved, name) != value:
+            raise ZoddError(f"cannot resume: {name.replace('_', '-')} is {value!r} here but "
+                            f"{getattr(saved, name)!r} in the checkpoint")
+
+
+def distill(cfg: DistillConfig, data: ImageData, out: Path | None = None,
+            on_step: Callable[[dict], None] | None = None, resume: bool = False,
+            should_stop: Callable[[], bool] = lambda: False) -> Result:
+    """Run one distillation. With ``out`` the run's files are written there: config.json at the
+    start, one log.jsonl row per iteration, a checkpoint every ``cfg.checkpoint_every``
+    iterations (default about once a minute), synthetic.pt and grid.png at the end. With
+    ``resume`` it continues from the checkpoint in ``out``. Stops at the first budget reached
+    (iterations, max_seconds, max_queries) or when ``should_stop()`` turns true, which saves a
+    checkpoint first."""
+    loop = Loop(cfg, data)
+    result = Result(loop.syn, estimator=loop.estimator_name)
     log = None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        save_json({**cfg.to_dict(), "estimator_resolved": est_name, **run_metadata()},
+        if resume:
+            state = read_checkpoint(out)
+            check_resumable(DistillConfig.from_dict(json.loads(state["config"])), cfg)
+            loop.load_state_dict(state)
+            result.rows = _read_log(out / "log.jsonl", loop.step)
+            atomic_write(out / "log.jsonl", lambda f: f.write(
+                "".join(json.dumps(r) + "\n" for r in result.rows).encode()))
+        save_json({**cfg.to_dict(), "estimator_resolved": loop.estimator_name, **run_metadata()},
                   out / "config.json")
-        log = open(out / "log.jsonl", "w")
-    start, queries, net, net_opt = time.perf_counter(), 0, None, None
+        log = open(out / "log.jsonl", "a")
+    start = time.perf_counter() - loop.seconds
+    last_checkpoint = time.perf_counter()
     try:
-        for step in range(cfg.iterations):
-            native = cfg.updater == "native"
-            if net is None or step % (1 if native and cfg.objective == "dm" else cfg.reinit_every) == 0:
-                net_seed = int(torch.randint(2**31 - 1, (1,), generator=gen))
-                net = build_model(data.channels, data.num_classes, data.image_size,
-                                  cfg.width, cfg.depth, seed=net_seed)
-                net_opt = updater.optimizer(net)
-            picks = torch.stack([idx[torch.randperm(len(idx), generator=gen)[:n_real]]
-                                 for idx in per_class])
-            real = data.train_x[picks]  # [classes, n, ch, h, w]
-            terms = {}
-            if not native:
-                net.requires_grad_(True)
-                terms = updater.step(net, net_opt, real, syn.by_class(x.detach()), gen)
-            net.requires_grad_(False)
-            ctx = StepContext(net, real, syn.labels, data.num_classes,
-                              seed=int(torch.randint(2**31 - 1, (1,), generator=gen)),
-                              augment=cfg.augment)
-            estimate = estimator.estimate(objective.bind(ctx), x, gen)
-            if not torch.isfinite(estimate.grad).all():
-                raise ZoddError(f"the objective gave a non-finite gradient at step {step}; "
-                                "lower --lr or --sigma")
-            x.grad = estimate.grad
-            opt.step()
-            schedule.step()
-            if native and cfg.objective == "gm":  # Dataset Condensation's inner loop on S
-                _train_on_synthetic(net, net_opt, syn, cfg.model_steps)
-            queries += estimate.queries
-            row = {"step": step + 1, "queries": queries, "loss": estimate.loss,
-                   "seconds": round(time.perf_counter() - start, 4), **terms}
+        while loop.step < cfg.iterations:
+            row = loop.advance()
+            loop.seconds = time.perf_counter() - start
+            row["seconds"] = round(loop.seconds, 4)
             result.rows.append(row)
             if log:
                 log.write(json.dumps(row) + "\n")
                 log.flush()
             if on_step:
                 on_step(row)
-            if cfg.max_seconds is not None and row["seconds"] >= cfg.max_seconds:
+            if cfg.max_seconds is not None and loop.seconds >= cfg.max_seconds:
                 result.stopped_by = "max_seconds"
-                break
-            if cfg.max_queries is not None and queries >= cfg.max_queries:
+            elif cfg.max_queries is not None and loop.queries >= cfg.max_queries:
                 result.stopped_by = "max_queries"
+            elif should_stop():
+                result.stopped_by = "interrupted"
+            due = (loop.step % cfg.checkpoint_every == 0 if cfg.checkpoint_every
+                   else time.perf_counter() - last_checkpoint >= CHECKPOINT_SECONDS)
+            if out is not None and (due or result.stopped_by == "interrupted"):
+                save_checkpoint(loop, out)
+                last_checkpoint = time.perf_counter()
+            if result.stopped_by != "iterations":
                 break
-    except KeyboardInterrupt:
-        result.stopped_by = "interrupted"
-        raise
     finally:
-        x.requires_grad_(False)
+        loop.x.requires_grad_(False)
         if log:
             log.close()
         if out is not None:
-            save(syn, out, data)
+            save(loop.syn, out, data)
     return result
+
+
+def _read_log(path: Path, upto: int) -> list[dict]:
+    rows = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                break  # a line cut by the crash
+            if row.get("step", upto + 1) > upto:
+                break
+            rows.append(row)
+    return rows
 
 
 def _train_on_synthetic(net, opt, syn: SyntheticSet, steps: int) -> None:

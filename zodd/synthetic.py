@@ -58,7 +58,7 @@ def initialise(data: ImageData, ipc: int, how: str, gen: torch.Generator) -> Syn
     return SyntheticSet(images, labels, data.num_classes)
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
     """Write through a temporary file in the same directory, then rename over ``path``."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -75,7 +75,7 @@ def _atomic_write(path: Path, write) -> None:
 def save(s: SyntheticSet, out: Path, data: ImageData | None = None) -> None:
     """Write synthetic.pt (and grid.png when the data set is given to denormalise)."""
     payload = {"images": s.images.detach().cpu().contiguous(), "labels": s.labels.cpu()}
-    _atomic_write(out / SET_FILE, lambda f: torch.save(payload, f))
+    atomic_write(out / SET_FILE, lambda f: torch.save(payload, f))
     if data is not None:
         save_grid(s, out / "grid.png", data)
 
@@ -87,11 +87,11 @@ def save_grid(s: SyntheticSet, path: Path, data: ImageData) -> None:
     scale = max(1, 32 // images.shape[-1])  # make 8 px digits visible
     if scale > 1:
         images = torch.nn.functional.interpolate(images, scale_factor=scale, mode="nearest")
-    _atomic_write(path, lambda f: save_image(images, f, nrow=s.ipc, padding=1, format="png"))
+    atomic_write(path, lambda f: save_image(images, f, nrow=s.ipc, padding=1, format="png"))
 
 
 def save_json(obj: dict, path: Path) -> None:
-    _atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
+    atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
 
 
 def load(run_dir: str | os.PathLike) -> SyntheticSet:

@@ -1,0 +1,108 @@
+"""Checkpoints and exact resume: a killed run, resumed, ends bit for bit where an uninterrupted
+run ends."""
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+CLI = [sys.executable, "-m", "zodd.cli", "distill"]
+SMALL = ["--ipc", "2", "--batch-size", "16", "--checkpoint-every", "1", "--quiet"]
+
+
+def _run(args, **kw):
+    return subprocess.run([*CLI, *SMALL, *map(str, args)], capture_output=True, text=True,
+                          timeout=600, **kw)
+
+
+def _images(run):
+    return torch.load(run / "synthetic.pt", weights_only=True)["images"].numpy().tobytes()
+
+
+def _rows(run):
+    path = run / "log.jsonl"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def _start_and_stop_at(run, args, rows, sig):
+    proc = subprocess.Popen([*CLI, *SMALL, *map(str, args), "--out", str(run)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while _rows(run) < rows and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run ended before it could be stopped"
+    proc.send_signal(sig)
+    _, proc.stderr_text = proc.communicate(timeout=120)
+    return proc
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """Uninterrupted runs, one per estimator."""
+    out = {}
+    for est in ("autograd", "gaussian"):
+        run = tmp_path_factory.mktemp("ref") / est
+        done = _run(["--estimator", est, "--iterations", 30, "--out", run])
+        assert done.returncode == 0, done.stderr
+        out[est] = run
+    return out
+
+
+@pytest.mark.parametrize("estimator", ["autograd", "gaussian"])
+def test_sigkill_then_resume_is_bitwise_identical(tmp_path, reference, estimator):
+    run = tmp_path / "run"
+    at = random.Random().randint(3, 20)
+    proc = _start_and_stop_at(run, ["--estimator", estimator, "--iterations", 30], at,
+                              signal.SIGKILL)
+    assert proc.returncode == -signal.SIGKILL
+    done = _run(["--resume", run])
+    assert done.returncode == 0, done.stderr
+    assert _images(run) == _images(reference[estimator])
+    assert _rows(run) == 30  # the log holds each step once
+
+
+def test_sigterm_saves_a_checkpoint_and_resume_completes(tmp_path, reference):
+    run = tmp_path / "run"
+    proc = _start_and_stop_at(run, ["--estimator", "autograd", "--iterations", 30], 5,
+                              signal.SIGTERM)
+    assert proc.returncode == 130
+    assert "--resume" in proc.stderr_text and "Traceback" not in proc.stderr_text
+    assert (run / "checkpoint.pt").exists() and (run / "synthetic.pt").exists()
+    assert _run(["--resume", run]).returncode == 0
+    assert _images(run) == _images(reference["autograd"])
+
+
+def test_truncated_checkpoint_falls_back_to_the_previous_one(tmp_path, reference):
+    run = tmp_path / "run"
+    assert _run(["--estimator", "autograd", "--iterations", 6, "--out", run]).returncode == 0
+    ckpt = run / "checkpoint.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    done = _run(["--resume", run, "--iterations", 30])
+    assert done.returncode == 0, done.stderr
+    assert "warning" in done.stderr and "checkpoint.prev.pt" in done.stderr
+    assert _images(run) == _images(reference["autograd"])
+
+
+def test_resume_refuses_a_different_config(tmp_path):
+    run = tmp_path / "run"
+    assert _run(["--iterations", 2, "--out", run]).returncode == 0
+    done = _run(["--resume", run, "--alpha", "0.5"])
+    assert done.returncode == 2 and "alpha" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_resume_refuses_a_file_that_is_not_a_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    assert _run(["--iterations", 2, "--out", run]).returncode == 0
+    for name in ("checkpoint.pt", "checkpoint.prev.pt"):
+        torch.save({"images": torch.zeros(1)}, run / name)
+    done = _run(["--resume", run])
+    assert done.returncode == 2 and "not a zodd checkpoint" in done.stderr
+    os.remove(run / "checkpoint.pt")
+    os.remove(run / "checkpoint.prev.pt")
+    done = _run(["--resume", run])
+    assert done.returncode == 2 and "no checkpoint" in done.stderr
