@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import sys
+import tempfile
 from dataclasses import fields
 from pathlib import Path
 
@@ -40,9 +41,13 @@ def _check_out(out: Path, overwrite: bool) -> None:
         raise ZoddError(f"--out {out} exists and is not a directory")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise ZoddError(f"--out {out} is not empty; choose another directory or pass --overwrite")
+    if not str(out).strip():
+        raise ZoddError("--out is empty")
     parent = out if out.exists() else next(p for p in out.absolute().parents if p.exists())
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ZoddError(f"--out {out} is not writable")
+    try:  # a real probe: os.access says yes to root even on read-only file systems
+        os.rmdir(tempfile.mkdtemp(dir=parent, prefix=".zodd-probe-"))
+    except OSError:
+        raise ZoddError(f"--out {out} is not writable") from None
 
 
 class _StopOnSignal:

@@ -89,6 +89,10 @@ class DistillConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise bad(name, "must be at least 1")
+        for name, most in (("width", 4096), ("depth", 10), ("directions", 1_000_000),
+                           ("model_steps", 10_000)):
+            if (getattr(self, name) or 0) > most:
+                raise bad(name, f"must be at most {most}")
         if not (0.0 < self.alpha <= 1.0):
             raise bad("alpha", "must be in (0, 1]")
         for name in ("sigma", "model_lr", "lr", "max_seconds"):

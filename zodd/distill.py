@@ -20,7 +20,7 @@ from objectives import OBJECTIVES
 from zodd import estimators
 from zodd.config import DistillConfig, run_metadata
 from zodd.data import ImageData
-from zodd.models import build_model
+from zodd.models import build_model, default_shape
 from zodd.robust import RobustUpdater
 from zodd.synthetic import SyntheticSet, atomic_write, initialise, save, save_json
 from zodd.types import StepContext, ZoddError
@@ -81,6 +81,13 @@ class Loop:
         self.updater = RobustUpdater(mode=cfg.updater, alpha=cfg.alpha, tail=cfg.cvar_tail,
                                      clusters=cfg.clusters, cluster_space=cfg.cluster_space,
                                      lr=cfg.model_lr, steps=cfg.model_steps)
+        depth = cfg.depth or default_shape(data.image_size)[1]
+        if data.image_size >> depth < 1:
+            raise ZoddError(f"invalid depth: {depth} (pools {data.name}'s {data.image_size} px "
+                            "images below 1 px)")
+        if self.estimator_name != "autograd" and cfg.directions * self.syn.images.numel() > 2**30:
+            raise ZoddError(f"invalid directions: {cfg.directions} (directions x set size = "
+                            f"{cfg.directions * self.syn.images.numel():,} values, over 2^30)")
         self.x = self.syn.images.requires_grad_(True)
         self.opt, self.schedule = _optimizer(cfg, self.estimator_name, self.x)
         self.per_class = data.class_indices()
