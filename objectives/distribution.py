@@ -18,6 +18,7 @@ class DistributionMatching:
     flip: bool = False
     name: str = "dm"
     differentiable: bool = True
+    needs_held_out: bool = False
 
     def bind(self, ctx: StepContext) -> "BoundDM":
         return BoundDM(ctx, self.flip)

@@ -23,6 +23,7 @@ class GradientMatching:
     flip: bool = False
     name: str = "gm"
     differentiable: bool = True
+    needs_held_out: bool = False
 
     def bind(self, ctx: StepContext) -> "BoundGM":
         return BoundGM(ctx, self.flip)

@@ -7,6 +7,8 @@ from objectives import OBJECTIVES
 from zodd.models import build_model
 from zodd.types import BlackBox, StepContext
 
+MATCHING = ["dm", "gm"]  # the differentiable matching objectives
+
 
 def _context(digits, n=16, augment=True, seed=0):
     gen = torch.Generator().manual_seed(seed)
@@ -17,7 +19,7 @@ def _context(digits, n=16, augment=True, seed=0):
                        augment=augment)
 
 
-@pytest.mark.parametrize("name", sorted(OBJECTIVES))
+@pytest.mark.parametrize("name", MATCHING)
 def test_black_box_protocol(name, digits):
     objective = OBJECTIVES[name]()
     assert objective.differentiable
@@ -33,7 +35,7 @@ def test_black_box_protocol(name, digits):
     assert torch.allclose(single, losses, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", sorted(OBJECTIVES))
+@pytest.mark.parametrize("name", MATCHING)
 def test_common_random_numbers(name, digits):
     """A bound objective is a fixed function: the same candidates give the same losses, because
     network, real batch and augmentation are fixed at bind time."""
@@ -45,7 +47,7 @@ def test_common_random_numbers(name, digits):
     assert not torch.equal(f(candidates), g(candidates))
 
 
-@pytest.mark.parametrize("name", sorted(OBJECTIVES))
+@pytest.mark.parametrize("name", MATCHING)
 def test_gradient_flows_to_the_candidates(name, digits):
     f = OBJECTIVES[name]().bind(_context(digits))
     x = torch.randn(20, 1, 8, 8, requires_grad=True)

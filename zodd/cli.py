@@ -50,6 +50,17 @@ def _check_out(out: Path, overwrite: bool) -> None:
         raise ZoddError(f"--out {out} is not writable") from None
 
 
+def _number(value) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
+
+
+def _progress_text(row: dict | None) -> str:
+    if not row:
+        return ""
+    text = f"loss {_number(row['loss'])}  queries {row['queries']}"
+    return text + (f"  failures {row['failures']}" if row.get("failures") else "")
+
+
 class _StopOnSignal:
     """SIGINT/SIGTERM ask the loop to stop after the current step (it then saves a checkpoint);
     a second SIGINT interrupts at once."""
@@ -105,6 +116,16 @@ def _config_file(path: str | None) -> dict:
 @click.option("--sigma", type=float, callback=_finite, help="Smoothing radius [default: 0.01].")
 @click.option("--directions", type=int, help="Directions per zero-order estimate [default: 32].")
 @click.option("--augment/--no-augment", default=None, help="Siamese augmentation [default: on].")
+@click.option("--command", type=str,
+              help="With --objective command: the program scoring candidates, e.g. "
+                   "'python eval.py {input}' (see README).")
+@click.option("--command-timeout", type=float, callback=_finite,
+              help="Seconds per call of --command [default: 60].")
+@click.option("--workers", type=int, help="Ray actors evaluating candidates [default: 0: in-process].")
+@click.option("--ray-address", type=str, help="Join this Ray cluster instead of a local one.")
+@click.option("--retries", type=int, help="Further tries of a failed evaluation [default: 2].")
+@click.option("--max-failures", type=int,
+              help="Failed evaluations tolerated before the run ends [default: 10].")
 @click.option("--updater", type=click.Choice(UPDATERS), help="[default: robust]")
 @click.option("--no-robust", is_flag=True, help="Plain CE network update (same as --updater ce).")
 @click.option("--alpha", type=float, callback=_finite, help="CVaR fraction in (0, 1] [default: 0.8].")
@@ -169,19 +190,25 @@ def distill(config_file, no_robust, resume_dir, out, overwrite, quiet, **flags) 
         if bar is None:  # opened on the first step, so set-up errors print alone
             bar = click.progressbar(length=cfg.iterations, label="distilling", file=sys.stderr,
                                     show_eta=True, width=24,
-                                    item_show_func=lambda r: r and
-                                    f"loss {r['loss']:.4g}  queries {r['queries']}")
+                                    item_show_func=_progress_text)
             bar.__enter__()
         bar.update(1, row)
 
     stop = _StopOnSignal()
+    pool = None
     try:
+        if cfg.workers > 0 and cfg.estimator != "autograd":
+            from zodd.parallel import RayPool
+
+            pool = RayPool(cfg.workers, cfg.seed, cfg.ray_address)  # before our signal handlers
         with stop:
             result = run(cfg, data, out_dir, on_step, resume=resume_dir is not None,
-                         should_stop=stop.requested)
+                         should_stop=stop.requested, pool=pool)
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)
+        if pool is not None:
+            pool.close()
     if result.stopped_by == "interrupted":
         click.echo(f"zodd: interrupted at step {result.rows[-1]['step']}; checkpoint and set "
                    f"saved; continue with: zodd distill --resume {out_dir}", err=True)
@@ -190,7 +217,7 @@ def distill(config_file, no_robust, resume_dir, out, overwrite, quiet, **flags) 
         last = result.rows[-1]
         click.echo(f"{out_dir}: {last['step']} iterations ({result.stopped_by}), estimator "
                    f"{result.estimator}, {last['queries']} queries, {last['seconds']:.1f} s, "
-                   f"loss {result.rows[0]['loss']:.4g} -> {last['loss']:.4g}")
+                   f"loss {_number(result.rows[0]['loss'])} -> {_number(last['loss'])}")
 
 
 @cli.command()

@@ -42,6 +42,14 @@ class DistillConfig:
     sigma: float = 0.01  # Gaussian smoothing radius (pixels are standardised)
     directions: int = 32  # M, random directions per zero-order estimate
     augment: bool = True  # Siamese augmentation of real and synthetic batches in the objective
+    command: str | None = None  # --objective command: the program and its arguments ({input})
+    command_timeout: float = 60.0  # seconds per call of the program
+
+    # evaluating black boxes: parallelism and faults
+    workers: int = 0  # Ray actors evaluating candidates; 0: in-process, Ray not imported
+    ray_address: str | None = None  # join this Ray cluster instead of starting a local one
+    retries: int = 2  # further tries of a failed evaluation
+    max_failures: int = 10  # failed evaluations (after retries) tolerated before the run ends
 
     # the robust model updater (Algorithm 1)
     updater: str = "robust"  # robust: CE + mean CVaR + max CVaR; ce: CE only; native: no real-data update
@@ -93,9 +101,16 @@ class DistillConfig:
                            ("model_steps", 10_000)):
             if (getattr(self, name) or 0) > most:
                 raise bad(name, f"must be at most {most}")
+        for name in ("workers", "retries", "max_failures"):
+            if getattr(self, name) < 0:
+                raise bad(name, "must be at least 0")
+        if (self.objective == "command") != bool(self.command and self.command.strip()):
+            raise ZoddError("--objective command and --command go together: give both or neither")
+        if self.workers > 0 and self.estimator == "autograd":
+            raise bad("workers", "parallel workers serve zero-order estimators only")
         if not (0.0 < self.alpha <= 1.0):
             raise bad("alpha", "must be in (0, 1]")
-        for name in ("sigma", "model_lr", "lr", "max_seconds"):
+        for name in ("sigma", "model_lr", "lr", "max_seconds", "command_timeout"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise bad(name, "must be a finite number above 0")

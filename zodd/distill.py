@@ -8,6 +8,9 @@ generator, the counters), so a resumed run continues bit for bit as if never int
 from __future__ import annotations
 
 import json
+import math
+import shlex
+import shutil
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -23,7 +26,8 @@ from zodd.data import ImageData
 from zodd.models import build_model, default_shape
 from zodd.robust import RobustUpdater
 from zodd.synthetic import SyntheticSet, atomic_write, initialise, save, save_json
-from zodd.types import StepContext, ZoddError
+from zodd.guard import Guarded
+from zodd.types import EvaluationError, StepContext, ZoddError
 
 FLIP_OK = {"fashion-mnist", "cifar10"}  # data sets where a mirrored image keeps its class
 DEFAULT_LR = {("autograd", "dm"): 1.0, ("autograd", "gm"): 0.1}
@@ -32,7 +36,18 @@ CHECKPOINT, PREVIOUS = "checkpoint.pt", "checkpoint.prev.pt"
 CHECKPOINT_FORMAT = "zodd-checkpoint-1"
 CHECKPOINT_SECONDS = 60.0  # when checkpoint_every is None
 # settings that a resumed run may change: they end the run sooner or later, not differently
-RESUMABLE_CHANGES = {"iterations", "max_seconds", "max_queries", "checkpoint_every", "data_dir"}
+RESUMABLE_CHANGES = {"iterations", "max_seconds", "max_queries", "checkpoint_every", "data_dir",
+                     "workers", "ray_address", "max_failures"}
+
+
+def make_objective(cfg: DistillConfig):
+    flip = cfg.dataset in FLIP_OK
+    if cfg.objective == "command":
+        argv = tuple(shlex.split(cfg.command or ""))
+        if not argv or not (shutil.which(argv[0]) or Path(argv[0]).is_file()):
+            raise ZoddError(f"--command: program {argv[0] if argv else ''!r} not found")
+        return OBJECTIVES["command"](argv=argv, timeout=cfg.command_timeout, flip=flip)
+    return OBJECTIVES[cfg.objective](flip=flip)
 
 
 @dataclass
@@ -75,7 +90,7 @@ class Loop:
         self.cfg, self.data = cfg.validate(), data
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.syn = initialise(data, cfg.ipc, cfg.init, self.gen)
-        self.objective = OBJECTIVES[cfg.objective](flip=cfg.dataset in FLIP_OK)
+        self.objective = make_objective(cfg)
         self.estimator_name = estimators.choose(cfg.estimator, self.objective.differentiable)
         self.estimator = estimators.ESTIMATORS[self.estimator_name](cfg)
         self.updater = RobustUpdater(mode=cfg.updater, alpha=cfg.alpha, tail=cfg.cvar_tail,
@@ -92,7 +107,11 @@ class Loop:
         self.opt, self.schedule = _optimizer(cfg, self.estimator_name, self.x)
         self.per_class = data.class_indices()
         self.n_real = min(cfg.batch_size, min(len(i) for i in self.per_class))
-        self.step, self.queries, self.seconds = 0, 0, 0.0
+        # real images kept apart from S's initialisation, for scores on held-out data
+        used = self.syn.source if self.syn.source is not None else torch.empty(0, dtype=torch.long)
+        self.held_out_pool = [i[~torch.isin(i, used)] for i in self.per_class]
+        self.pool = None  # a RayPool when workers > 0 (set by distill)
+        self.step, self.queries, self.seconds, self.failures = 0, 0, 0.0, 0
         self.net: torch.nn.Module | None = None
         self.net_opt: torch.optim.Optimizer | None = None
 
@@ -120,28 +139,51 @@ class Loop:
             terms = self.updater.step(net, self.net_opt, real, self.syn.by_class(self.x.detach()),
                                       gen)
         net.requires_grad_(False)
+        held_out = None
+        if getattr(self.objective, "needs_held_out", False):
+            n = min(self.n_real, min(len(i) for i in self.held_out_pool))
+            held_out = self.data.train_x[torch.stack(
+                [i[torch.randperm(len(i), generator=gen)[:n]] for i in self.held_out_pool])]
         ctx = StepContext(net, real, self.syn.labels, self.data.num_classes,
                           seed=int(torch.randint(2**31 - 1, (1,), generator=gen)),
-                          augment=cfg.augment)
-        estimate = self.estimator.estimate(self.objective.bind(ctx), self.x, gen)
-        if not torch.isfinite(estimate.grad).all():
+                          augment=cfg.augment, held_out=held_out,
+                          pixel_mean=self.data.mean, pixel_std=self.data.std)
+        box = self.objective.bind(ctx)
+        guard = None
+        if self.estimator_name != "autograd":
+            box = guard = Guarded(self.pool.wrap(box) if self.pool else box, cfg.retries)
+        row: dict = {}
+        try:
+            estimate = self.estimator.estimate(box, self.x, gen)
+        except EvaluationError as exc:
+            estimate, row = None, {"skipped": str(exc)}
+        if estimate is not None and not torch.isfinite(estimate.grad).all():
             raise ZoddError(f"the objective gave a non-finite gradient at step {self.step + 1}; "
                             "lower --lr or --sigma")
-        self.x.grad = estimate.grad
-        self.opt.step()
+        if estimate is not None:  # a failed step leaves S as it was
+            self.x.grad = estimate.grad
+            self.opt.step()
         self.schedule.step()
         if native and cfg.objective == "gm":  # Dataset Condensation's inner loop on S
             _train_on_synthetic(net, self.net_opt, self.syn, cfg.model_steps)
         self.step += 1
-        self.queries += estimate.queries
-        return {"step": self.step, "queries": self.queries, "loss": estimate.loss, **terms}
+        self.queries += estimate.queries if estimate else self.estimator_queries()
+        if guard is not None and (guard.failures or guard.retried):
+            self.failures += guard.failures
+            row.update(failures=guard.failures, retried=guard.retried,
+                       fault=guard.messages[-1][:200])
+        loss = estimate.loss if estimate else math.nan
+        return {"step": self.step, "queries": self.queries, "loss": loss, **terms, **row}
+
+    def estimator_queries(self) -> int:
+        return getattr(self.estimator, "directions", 0) + 1
 
     # --- checkpoints ----------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {
             "format": CHECKPOINT_FORMAT, "config": json.dumps(self.cfg.to_dict()),
             "step": self.step, "queries": self.queries, "seconds": self.seconds,
-            "images": self.x.detach().clone(), "optimizer": self.opt.state_dict(),
+            "failures": self.failures, "images": self.x.detach().clone(), "optimizer": self.opt.state_dict(),
             "schedule": self.schedule.state_dict(), "generator": self.gen.get_state(),
             "net": None if self.net is None else self.net.state_dict(),
             "net_optimizer": None if self.net_opt is None else self.net_opt.state_dict(),
@@ -154,6 +196,7 @@ class Loop:
         self.schedule.load_state_dict(state["schedule"])
         self.gen.set_state(state["generator"])
         self.step, self.queries, self.seconds = state["step"], state["queries"], state["seconds"]
+        self.failures = state.get("failures", 0)
         if state["net"] is not None:
             saved = self.gen.get_state()
             self._new_network()  # the architecture; its weights are replaced just below
@@ -205,16 +248,22 @@ def check_resumable(saved: DistillConfig, wanted: DistillConfig) -> None:
 
 def distill(cfg: DistillConfig, data: ImageData, out: Path | None = None,
             on_step: Callable[[dict], None] | None = None, resume: bool = False,
-            should_stop: Callable[[], bool] = lambda: False) -> Result:
+            should_stop: Callable[[], bool] = lambda: False, pool=None) -> Result:
     """Run one distillation. With ``out`` the run's files are written there: config.json at the
     start, one log.jsonl row per iteration, a checkpoint every ``cfg.checkpoint_every``
     iterations (default about once a minute), synthetic.pt and grid.png at the end. With
     ``resume`` it continues from the checkpoint in ``out``. Stops at the first budget reached
     (iterations, max_seconds, max_queries) or when ``should_stop()`` turns true, which saves a
-    checkpoint first."""
+    checkpoint first. With ``cfg.workers`` above 0 candidates are evaluated on Ray actors
+    (``pool``, or a local pool started and shut down here)."""
     loop = Loop(cfg, data)
     result = Result(loop.syn, estimator=loop.estimator_name)
-    log = None
+    log, own_pool = None, None
+    if cfg.workers > 0 and loop.estimator_name != "autograd":
+        from zodd.parallel import RayPool
+
+        loop.pool = pool or RayPool(cfg.workers, cfg.seed, cfg.ray_address)
+        own_pool = None if pool else loop.pool
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         if resume:
@@ -234,12 +283,19 @@ def distill(cfg: DistillConfig, data: ImageData, out: Path | None = None,
             row = loop.advance()
             loop.seconds = time.perf_counter() - start
             row["seconds"] = round(loop.seconds, 4)
+            if math.isnan(row["loss"]):
+                row["loss"] = None  # a skipped step: JSON has no NaN
             result.rows.append(row)
             if log:
                 log.write(json.dumps(row) + "\n")
                 log.flush()
             if on_step:
                 on_step(row)
+            if loop.failures > cfg.max_failures:
+                raise ZoddError(
+                    f"the black box failed {loop.failures} times, more than --max-failures "
+                    f"{cfg.max_failures} (last: {row.get('fault', row.get('skipped'))})"
+                    + (f"; the last good set is saved in {out}" if out else ""))
             if cfg.max_seconds is not None and loop.seconds >= cfg.max_seconds:
                 result.stopped_by = "max_seconds"
             elif cfg.max_queries is not None and loop.queries >= cfg.max_queries:
@@ -255,6 +311,8 @@ def distill(cfg: DistillConfig, data: ImageData, out: Path | None = None,
                 break
     finally:
         loop.x.requires_grad_(False)
+        if own_pool is not None:
+            own_pool.close()
         if log:
             log.close()
         if out is not None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from zodd.types import BlackBox, Estimate, ZoddError
+from zodd.types import BlackBox, Estimate, EvaluationError, ZoddError
 
 
 @dataclass(frozen=True)
@@ -49,9 +49,14 @@ class Gaussian:
         with torch.no_grad():
             losses = f(torch.cat([x[None], x[None] + self.sigma * v]))
         f0, fv = losses[0], losses[1:]
-        slopes = (fv - f0) / self.sigma
-        g = torch.tensordot(slopes, v, dims=1) / self.directions
-        return Estimate(float(f0), g, queries=self.directions + 1)
+        ok = torch.isfinite(fv)
+        if not torch.isfinite(f0) or not ok.any():
+            raise EvaluationError("no usable value: f(S) or every perturbed set failed")
+        # failed directions (NaN after the black box's retries) are left out of the average
+        slopes = torch.where(ok, (fv - f0) / self.sigma, torch.zeros_like(fv))
+        g = torch.tensordot(slopes, v, dims=1) / ok.sum()
+        return Estimate(float(f0), g, queries=self.directions + 1,
+                        extra={"failed_directions": int((~ok).sum())})
 
 
 ESTIMATORS = {

@@ -28,6 +28,7 @@ class SyntheticSet:
     images: Tensor  # [N, ch, h, w], N = classes * ipc, class-major
     labels: Tensor  # [N]
     num_classes: int
+    source: Tensor | None = None  # training indices the set was initialised from, if any
 
     @property
     def ipc(self) -> int:
@@ -46,16 +47,18 @@ def initialise(data: ImageData, ipc: int, how: str, gen: torch.Generator) -> Syn
     if ipc > smallest:
         raise ZoddError(f"invalid ipc: {ipc} (the smallest class of {data.name} holds "
                         f"{smallest} training images)")
+    source = None
     if how == "real":
         picks = [idx[torch.randperm(len(idx), generator=gen)[:ipc]] for idx in per_class]
-        images = data.train_x[torch.cat(picks)].clone()
+        source = torch.cat(picks)
+        images = data.train_x[source].clone()
     elif how == "noise":
         shape = (data.num_classes * ipc, *data.train_x.shape[1:])
         images = torch.randn(shape, generator=gen)
     else:
         raise ZoddError(f"unknown init {how!r}")
     labels = torch.arange(data.num_classes).repeat_interleave(ipc)
-    return SyntheticSet(images, labels, data.num_classes)
+    return SyntheticSet(images, labels, data.num_classes, source)
 
 
 def atomic_write(path: Path, write) -> None:

@@ -37,6 +37,15 @@ class StepContext:
     num_classes: int
     seed: int
     augment: bool = True
+    held_out: Tensor | None = None  # real images [classes, n, ...] never used to initialise S
+    pixel_mean: tuple[float, ...] = (0.0,)  # to turn standardised images back into pixels
+    pixel_std: tuple[float, ...] = (1.0,)
+
+    def pixels(self, images: Tensor) -> Tensor:
+        """Standardised images ``[..., ch, h, w]`` -> [0, 1] pixels."""
+        mean = torch.tensor(self.pixel_mean).view(-1, 1, 1)
+        std = torch.tensor(self.pixel_std).view(-1, 1, 1)
+        return images * std + mean
 
 
 @runtime_checkable
@@ -58,8 +67,14 @@ class Objective(Protocol):
 
     name: str
     differentiable: bool
+    needs_held_out: bool  # whether bind() reads ctx.held_out
 
     def bind(self, ctx: StepContext) -> BlackBox: ...
+
+
+class EvaluationError(Exception):
+    """A black box failed to give a value (crashed, timed out, printed garbage); the loop retries
+    it, then counts it as a failure."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,88 @@
+"""Any external program as the objective.
+
+For each batch of candidates zodd writes ``candidates.npz`` to a temporary directory:
+``images`` float32 [K, N, ch, h, w] in [0, 1] pixels and ``labels`` int64 [N] (class-major).
+It runs the program without a shell, with ``{input}`` in its arguments replaced by the file's
+path (or the path appended when no argument holds ``{input}``), and reads from its standard
+output a JSON list of K numbers, lower is better (a bare number is accepted when K = 1, and
+``{"scores": [...]}`` too). A program that exits non-zero, runs past the timeout or prints
+anything else raises EvaluationError, which the loop retries and then counts as a failure.
+"""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from zodd.types import EvaluationError, StepContext
+
+
+@dataclass(frozen=True)
+class CommandScore:
+    argv: tuple[str, ...]
+    timeout: float = 60.0
+    flip: bool = False
+    name: str = "command"
+    differentiable: bool = False
+    needs_held_out: bool = False
+
+    def bind(self, ctx: StepContext) -> "BoundCommand":
+        return BoundCommand(self, ctx)
+
+
+class BoundCommand:
+    differentiable = False
+
+    def __init__(self, spec: CommandScore, ctx: StepContext):
+        self.spec = spec
+        self.labels = ctx.labels.numpy().astype(np.int64)
+        self.pixel_mean, self.pixel_std = ctx.pixel_mean, ctx.pixel_std
+
+    def _argv(self, path: Path) -> list[str]:
+        argv = [a.replace("{input}", str(path)) for a in self.spec.argv]
+        return argv if any("{input}" in a for a in self.spec.argv) else [*argv, str(path)]
+
+    def __call__(self, candidates: Tensor) -> Tensor:
+        k = candidates.shape[0]
+        mean = torch.tensor(self.pixel_mean).view(-1, 1, 1)
+        std = torch.tensor(self.pixel_std).view(-1, 1, 1)
+        pixels = (candidates.detach() * std + mean).numpy().astype(np.float32)
+        with tempfile.TemporaryDirectory(prefix="zodd-") as tmp:
+            path = Path(tmp) / "candidates.npz"
+            np.savez(path, images=pixels, labels=self.labels)
+            argv = self._argv(path)
+            try:
+                done = subprocess.run(argv, capture_output=True, text=True,
+                                      timeout=self.spec.timeout, stdin=subprocess.DEVNULL)
+            except subprocess.TimeoutExpired:
+                raise EvaluationError(f"{argv[0]} timed out after {self.spec.timeout:g} s") from None
+            except OSError as exc:
+                raise EvaluationError(f"could not run {argv[0]}: {exc}") from None
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or [""])[-1][:200]
+            raise EvaluationError(f"{argv[0]} exited with status {done.returncode}: {last}")
+        return torch.tensor(parse_scores(done.stdout, k), dtype=candidates.dtype)
+
+
+def parse_scores(text: str, k: int) -> list[float]:
+    """K scores from a program's output; EvaluationError on anything else. NaN and infinities
+    are passed on (the loop treats them as failed candidates)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise EvaluationError(f"printed {text.strip()[:80]!r}, not JSON") from None
+    if isinstance(value, dict) and "scores" in value:
+        value = value["scores"]
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and k == 1:
+        value = [value]
+    if (not isinstance(value, list) or len(value) != k
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+        raise EvaluationError(f"printed {text.strip()[:80]!r}, not a list of {k} numbers")
+    return [float(v) if math.isfinite(v) else math.nan for v in value]

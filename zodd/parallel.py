@@ -1,0 +1,82 @@
+"""Spreading a step's candidates over Ray actors.
+
+``RayPool.wrap(box)`` is a BlackBox that wraps a BlackBox: it splits the candidates into one
+contiguous chunk per actor, evaluates the chunks in parallel and gives the losses back in
+candidate order, so an estimator cannot tell it from an in-process call. Ray is imported only
+here, and only when ``--workers`` is above 0. A local cluster is bound to 127.0.0.1 and starts
+no dashboard.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from zodd.types import BlackBox, EvaluationError, ZoddError
+
+
+class _Worker:
+    def __init__(self, seed: int, index: int):
+        torch.manual_seed(seed * 1009 + index)  # per-worker seed derived from the run's seed
+        torch.set_num_threads(1)
+
+    def evaluate(self, box: BlackBox, candidates: Tensor) -> Tensor:
+        with torch.no_grad():
+            return box(candidates)
+
+
+class RayPool:
+    def __init__(self, workers: int, seed: int, address: str | None = None):
+        try:
+            import ray
+        except ImportError:
+            raise ZoddError("--workers needs Ray: pip install 'ray[default]'") from None
+        self.ray = ray
+        self.owns = not ray.is_initialized()
+        if self.owns:
+            try:
+                if address:
+                    ray.init(address=address, log_to_driver=False, configure_logging=False)
+                else:
+                    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
+                             configure_logging=False, _node_ip_address="127.0.0.1")
+            except Exception as exc:
+                raise ZoddError(f"could not start or join Ray ({type(exc).__name__}: {exc})") \
+                    from None
+        actor = ray.remote(num_cpus=1)(_Worker)
+        self.actors = [actor.remote(seed, i) for i in range(workers)]
+
+    def wrap(self, box: BlackBox) -> "RayBox":
+        return RayBox(self, box)
+
+    def close(self) -> None:
+        for a in self.actors:
+            self.ray.kill(a)
+        self.actors = []
+        if self.owns and self.ray.is_initialized():
+            self.ray.shutdown()
+
+    def __enter__(self) -> "RayPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class RayBox:
+    def __init__(self, pool: RayPool, box: BlackBox):
+        self.pool, self.box = pool, box
+        self.differentiable = False
+
+    def __call__(self, candidates: Tensor) -> Tensor:
+        ray = self.pool.ray
+        ref = ray.put(self.box)  # one copy of the bound objective in the object store per step
+        chunks = [c for c in torch.tensor_split(candidates.detach(), len(self.pool.actors))
+                  if len(c)]
+        futures = [a.evaluate.remote(ref, c) for a, c in zip(self.pool.actors, chunks)]
+        try:
+            return torch.cat(ray.get(futures))
+        except ray.exceptions.RayTaskError as exc:
+            cause = exc.cause if getattr(exc, "cause", None) is not None else exc
+            raise EvaluationError(f"on a worker: {type(cause).__name__}: {cause}") from None
+        except ray.exceptions.RayError as exc:
+            raise EvaluationError(f"Ray: {type(exc).__name__}") from None
