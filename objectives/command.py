@@ -32,6 +32,7 @@ class CommandScore:
     name: str = "command"
     differentiable: bool = False
     needs_held_out: bool = False
+    uses_network: bool = False  # scores S alone: the loop trains no network for it
 
     def bind(self, ctx: StepContext) -> "BoundCommand":
         return BoundCommand(self, ctx)

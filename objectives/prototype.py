@@ -18,6 +18,7 @@ class PrototypeScore:
     name: str = "prototype"
     differentiable: bool = False
     needs_held_out: bool = True
+    uses_network: bool = False  # scores S alone: the loop trains no network for it
 
     def bind(self, ctx: StepContext) -> "BoundPrototype":
         return BoundPrototype(ctx)

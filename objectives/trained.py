@@ -21,6 +21,7 @@ class TrainedScore:
     name: str = "trained"
     differentiable: bool = False
     needs_held_out: bool = True
+    uses_network: bool = False  # scores S alone: the loop trains no network for it
 
     def bind(self, ctx: StepContext) -> "BoundTrained":
         return BoundTrained(ctx, self)

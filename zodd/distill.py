@@ -125,7 +125,8 @@ class Loop:
     def advance(self) -> dict:
         """One iteration; returns its log row (without the time)."""
         cfg, gen = self.cfg, self.gen
-        native = cfg.updater == "native"
+        # an objective that scores S alone (prototype, trained, command) needs no network
+        native = cfg.updater == "native" or not getattr(self.objective, "uses_network", True)
         period = 1 if native and cfg.objective == "dm" else cfg.reinit_every
         if self.net is None or self.step % period == 0:
             self._new_network()
