@@ -22,6 +22,8 @@ class TrainedScore:
     differentiable: bool = False
     needs_held_out: bool = True
     uses_network: bool = False  # scores S alone: the loop trains no network for it
+    default_sigma: float = 0.3  # a piecewise-constant score needs a radius that crosses
+    # decision boundaries (benchmarks/blackbox.py: 0.01 barely moves it, 1.0 diverges)
 
     def bind(self, ctx: StepContext) -> "BoundTrained":
         return BoundTrained(ctx, self)

@@ -113,7 +113,7 @@ def _config_file(path: str | None) -> dict:
               help="Step rule for S; paper: lr/sqrt(1+E) [default: auto: sgd for autograd, "
                    "paper for zero-order].")
 @click.option("--lr", type=float, callback=_finite, help="Learning rate for S.")
-@click.option("--sigma", type=float, callback=_finite, help="Smoothing radius [default: 0.01].")
+@click.option("--sigma", type=float, callback=_finite, help="Smoothing radius [default: 0.01 for dm/gm, 0.3 for scores].")
 @click.option("--directions", type=int, help="Directions per zero-order estimate [default: 32].")
 @click.option("--augment/--no-augment", default=None, help="Siamese augmentation [default: on].")
 @click.option("--command", type=str,

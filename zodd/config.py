@@ -22,7 +22,7 @@ CVAR_TAILS = ("upper", "lower")
 CLUSTER_SPACES = ("pixel", "feature")
 INITS = ("real", "noise")
 OPTIMIZERS = ("auto", "paper", "sgd", "adam")
-METADATA_KEYS = ("version", "git_sha", "estimator_resolved")  # written beside the settings
+METADATA_KEYS = ("version", "git_sha", "estimator_resolved", "sigma_resolved")  # written beside the settings
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class DistillConfig:
     estimator: str = "auto"  # key of zodd.estimators.ESTIMATORS; auto: autograd if differentiable
     optimizer: str = "auto"  # paper: s = lr / sqrt(1 + E) (eq. 18); sgd/adam: torch optimisers
     lr: float | None = None  # None: the objective's / estimator's default (see distill.py)
-    sigma: float = 0.01  # Gaussian smoothing radius (pixels are standardised)
+    sigma: float | None = None  # smoothing radius (standardised pixels); None: the objective's
     directions: int = 32  # M, random directions per zero-order estimate
     augment: bool = True  # Siamese augmentation of real and synthetic batches in the objective
     command: str | None = None  # --objective command: the program and its arguments ({input})

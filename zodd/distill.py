@@ -13,7 +13,7 @@ import shlex
 import shutil
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -32,6 +32,7 @@ from zodd.types import EvaluationError, StepContext, ZoddError
 FLIP_OK = {"fashion-mnist", "cifar10"}  # data sets where a mirrored image keeps its class
 DEFAULT_LR = {("autograd", "dm"): 1.0, ("autograd", "gm"): 0.1}
 PAPER_LR = 0.1  # eq. 18: s = 0.1 / sqrt(1 + E)
+DEFAULT_SIGMA = 0.01  # smoothing radius for smooth objectives; scores declare their own
 CHECKPOINT, PREVIOUS = "checkpoint.pt", "checkpoint.prev.pt"
 CHECKPOINT_FORMAT = "zodd-checkpoint-1"
 CHECKPOINT_SECONDS = 60.0  # when checkpoint_every is None
@@ -92,7 +93,8 @@ class Loop:
         self.syn = initialise(data, cfg.ipc, cfg.init, self.gen)
         self.objective = make_objective(cfg)
         self.estimator_name = estimators.choose(cfg.estimator, self.objective.differentiable)
-        self.estimator = estimators.ESTIMATORS[self.estimator_name](cfg)
+        self.sigma = cfg.sigma or getattr(self.objective, "default_sigma", DEFAULT_SIGMA)
+        self.estimator = estimators.ESTIMATORS[self.estimator_name](replace(cfg, sigma=self.sigma))
         self.updater = RobustUpdater(mode=cfg.updater, alpha=cfg.alpha, tail=cfg.cvar_tail,
                                      clusters=cfg.clusters, cluster_space=cfg.cluster_space,
                                      lr=cfg.model_lr, steps=cfg.model_steps)
@@ -274,7 +276,8 @@ def distill(cfg: DistillConfig, data: ImageData, out: Path | None = None,
             result.rows = _read_log(out / "log.jsonl", loop.step)
             atomic_write(out / "log.jsonl", lambda f: f.write(
                 "".join(json.dumps(r) + "\n" for r in result.rows).encode()))
-        save_json({**cfg.to_dict(), "estimator_resolved": loop.estimator_name, **run_metadata()},
+        save_json({**cfg.to_dict(), "estimator_resolved": loop.estimator_name,
+                   "sigma_resolved": loop.sigma, **run_metadata()},
                   out / "config.json")
         log = open(out / "log.jsonl", "a")
     start = time.perf_counter() - loop.seconds
