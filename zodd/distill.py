@@ -128,20 +128,22 @@ class Loop:
         """One iteration; returns its log row (without the time)."""
         cfg, gen = self.cfg, self.gen
         # an objective that scores S alone (prototype, trained, command) needs no network
-        native = cfg.updater == "native" or not getattr(self.objective, "uses_network", True)
+        uses_network = getattr(self.objective, "uses_network", True)
+        native = cfg.updater == "native"
         period = 1 if native and cfg.objective == "dm" else cfg.reinit_every
-        if self.net is None or self.step % period == 0:
+        if uses_network and (self.net is None or self.step % period == 0):
             self._new_network()
         net = self.net
         picks = torch.stack([idx[torch.randperm(len(idx), generator=gen)[:self.n_real]]
                              for idx in self.per_class])
         real = self.data.train_x[picks]  # [classes, n, ch, h, w]
         terms: dict[str, float] = {}
-        if not native:
+        if uses_network and not native:
             net.requires_grad_(True)
             terms = self.updater.step(net, self.net_opt, real, self.syn.by_class(self.x.detach()),
                                       gen)
-        net.requires_grad_(False)
+        if net is not None:
+            net.requires_grad_(False)
         held_out = None
         if getattr(self.objective, "needs_held_out", False):
             n = min(self.n_real, min(len(i) for i in self.held_out_pool))

@@ -31,7 +31,7 @@ class StepContext:
     augmentation), so every candidate of the step sees the same transformation.
     """
 
-    net: nn.Module
+    net: nn.Module | None  # None for objectives that score S alone
     real: Tensor
     labels: Tensor  # synthetic labels, shape [N]
     num_classes: int
