@@ -191,3 +191,13 @@ def test_workers_give_the_same_losses_as_in_process(tmp_path):
         rows[workers] = [json.loads(x)["loss"] for x in (run / "log.jsonl").read_text().splitlines()]
     assert rows[0] == rows[2]
     assert _images(tmp_path / "w0") == _images(tmp_path / "w2")
+
+
+def test_in_process_evaluation_does_not_import_ray(digits):
+    code = ("import sys; from zodd.config import DistillConfig; from zodd.data import load; "
+            "from zodd.distill import distill; "
+            "distill(DistillConfig(objective='prototype', ipc=1, iterations=2, directions=2), "
+            "load('digits')); print('ray' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
