@@ -30,9 +30,7 @@ class BoundPrototype:
     differentiable = False
 
     def __init__(self, ctx: StepContext):
-        held_out = ctx.held_out if ctx.held_out is not None else ctx.real
-        self.points = held_out.flatten(0, 1)  # [M, ch, h, w]
-        self.truth = torch.arange(held_out.shape[0]).repeat_interleave(held_out.shape[1])
+        self.points, self.truth = ctx.scoring_batch()  # [M, ch, h, w], [M]
         self.labels = ctx.labels
         self.num_classes = ctx.num_classes
 

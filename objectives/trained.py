@@ -33,9 +33,7 @@ class BoundTrained:
     differentiable = False
 
     def __init__(self, ctx: StepContext, spec: TrainedScore):
-        held_out = ctx.held_out if ctx.held_out is not None else ctx.real
-        self.x = held_out.flatten(0, 1)
-        self.y = torch.arange(held_out.shape[0]).repeat_interleave(held_out.shape[1])
+        self.x, self.y = ctx.scoring_batch()
         self.labels, self.spec, self.seed = ctx.labels, spec, ctx.seed
         self.num_classes = ctx.num_classes
 

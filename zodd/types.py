@@ -41,6 +41,12 @@ class StepContext:
     pixel_mean: tuple[float, ...] = (0.0,)  # to turn standardised images back into pixels
     pixel_std: tuple[float, ...] = (1.0,)
 
+    def scoring_batch(self) -> tuple[Tensor, Tensor]:
+        """Held-out real images (the step's real batch when none were drawn), flattened to
+        ``[M, ch, h, w]``, and their labels ``[M]``."""
+        batch = self.held_out if self.held_out is not None else self.real
+        return batch.flatten(0, 1), torch.arange(batch.shape[0]).repeat_interleave(batch.shape[1])
+
     def pixels(self, images: Tensor) -> Tensor:
         """Standardised images ``[..., ch, h, w]`` -> [0, 1] pixels."""
         mean = torch.tensor(self.pixel_mean).view(-1, 1, 1)
