@@ -275,6 +275,8 @@ def main() -> None:
     import warnings
 
     warnings.formatwarning = lambda message, *args, **kwargs: f"zodd: warning: {message}\n"
+    if len(sys.argv) == 1:
+        sys.argv.append("--help")  # plain `zodd`: the overview, not an error
     try:
         cli.main(standalone_mode=False)
     except ZoddError as exc:
