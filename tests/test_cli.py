@@ -156,3 +156,15 @@ def test_readme_quickstart_is_two_commands_and_ci_runs_the_second():
     assert len(commands) == 2
     assert "zodd distill" in commands[0]
     assert commands[1] in (root / ".ci" / "run").read_text().splitlines()
+
+
+@pytest.mark.parametrize("objective", ["dm", "gm"])
+def test_native_updater_trains_no_network_on_real_data(digits, objective):
+    from zodd.config import DistillConfig
+    from zodd.distill import distill
+
+    cfg = DistillConfig(objective=objective, updater="native", ipc=1, batch_size=8, iterations=3)
+    result = distill(cfg, digits)
+    assert len(result.rows) == 3
+    assert not any(k in row for row in result.rows for k in ("ce", "mean_cvar"))
+    assert result.rows[-1]["loss"] < float("inf")

@@ -134,3 +134,17 @@ def test_large_ipc_uses_random_centres_within_each_class():
     assert torch.equal(ids // 4, torch.arange(3).repeat_interleave(50))  # clusters stay in class
     small_ids, small_num = RobustUpdater(clusters=4).cluster(None, real, synthetic[:, :5], gen)
     assert small_num == 15  # IPC <= 10: every synthetic sample is a centre
+
+
+def test_feature_space_clusters_use_the_network_embedding():
+    from zodd.models import build_model
+
+    gen = torch.Generator().manual_seed(0)
+    real, synthetic = torch.randn(2, 30, 1, 8, 8, generator=gen), torch.randn(2, 3, 1, 8, 8,
+                                                                            generator=gen)
+    net = build_model(1, 2, 8, width=8, seed=0)
+    ids, num = RobustUpdater(cluster_space="feature").cluster(net, real, synthetic, gen)
+    with torch.no_grad():
+        expected = torch.cat([assign_clusters(net.embed(real[c]), net.embed(synthetic[c])) + 3 * c
+                              for c in range(2)])
+    assert num == 6 and torch.equal(ids, expected)
