@@ -125,52 +125,28 @@ class Loop:
         self.net_opt = self.updater.optimizer(self.net)
 
     def advance(self) -> dict:
-        """One iteration; returns its log row (without the time)."""
-        cfg, gen = self.cfg, self.gen
-        # an objective that scores S alone (prototype, trained, command) needs no network
-        uses_network = getattr(self.objective, "uses_network", True)
-        native = cfg.updater == "native"
-        period = 1 if native and cfg.objective == "dm" else cfg.reinit_every
-        if uses_network and (self.net is None or self.step % period == 0):
-            self._new_network()
-        net = self.net
-        picks = torch.stack([idx[torch.randperm(len(idx), generator=gen)[:self.n_real]]
+        """One iteration: update theta on a real subsample, bind the objective, estimate, step S.
+        Returns its log row (without the time)."""
+        self._refresh_network()  # before the real batch: the order of draws from self.gen
+        picks = torch.stack([idx[torch.randperm(len(idx), generator=self.gen)[:self.n_real]]
                              for idx in self.per_class])
         real = self.data.train_x[picks]  # [classes, n, ch, h, w]
-        terms: dict[str, float] = {}
-        if uses_network and not native:
-            net.requires_grad_(True)
-            terms = self.updater.step(net, self.net_opt, real, self.syn.by_class(self.x.detach()),
-                                      gen)
-        if net is not None:
-            net.requires_grad_(False)
-        held_out = None
-        if getattr(self.objective, "needs_held_out", False):
-            n = min(self.n_real, min(len(i) for i in self.held_out_pool))
-            held_out = self.data.train_x[torch.stack(
-                [i[torch.randperm(len(i), generator=gen)[:n]] for i in self.held_out_pool])]
-        ctx = StepContext(net, real, self.syn.labels, self.data.num_classes,
-                          seed=int(torch.randint(2**31 - 1, (1,), generator=gen)),
-                          augment=cfg.augment, held_out=held_out,
-                          pixel_mean=self.data.mean, pixel_std=self.data.std)
-        box = self.objective.bind(ctx)
-        guard = None
-        if self.estimator_name != "autograd":
-            box = guard = Guarded(self.pool.wrap(box) if self.pool else box, cfg.retries)
+        terms = self._update_network(real)
+        box, guard = self._bind(real)
         row: dict = {}
         try:
-            estimate = self.estimator.estimate(box, self.x, gen)
-        except EvaluationError as exc:
+            estimate = self.estimator.estimate(box, self.x, self.gen)
+        except EvaluationError as exc:  # f(S) failed: the step is skipped
             estimate, row = None, {"skipped": str(exc)}
-        if estimate is not None and not torch.isfinite(estimate.grad).all():
-            raise ZoddError(f"the objective gave a non-finite gradient at step {self.step + 1}; "
-                            "lower --lr or --sigma")
         if estimate is not None:  # a failed step leaves S as it was
+            if not torch.isfinite(estimate.grad).all():
+                raise ZoddError(f"the objective gave a non-finite gradient at step "
+                                f"{self.step + 1}; lower --lr or --sigma")
             self.x.grad = estimate.grad
             self.opt.step()
         self.schedule.step()
-        if native and cfg.objective == "gm":  # Dataset Condensation's inner loop on S
-            _train_on_synthetic(net, self.net_opt, self.syn, cfg.model_steps)
+        if self.cfg.updater == "native" and self.cfg.objective == "gm":
+            _train_on_synthetic(self.net, self.net_opt, self.syn, self.cfg.model_steps)  # DC's
         self.step += 1
         self.queries += estimate.queries if estimate else self.estimator_queries()
         if guard is not None and (guard.failures or guard.retried):
@@ -180,6 +156,45 @@ class Loop:
         loss = estimate.loss if estimate else math.nan
         return {"step": self.step, "queries": self.queries, "loss": loss, **terms, **row}
 
+    def _refresh_network(self) -> None:
+        """A fresh network when due (every iteration for native DM); none for objectives that
+        score S alone."""
+        if not getattr(self.objective, "uses_network", True):
+            return
+        native = self.cfg.updater == "native"
+        period = 1 if native and self.cfg.objective == "dm" else self.cfg.reinit_every
+        if self.net is None or self.step % period == 0:
+            self._new_network()
+
+    def _update_network(self, real: torch.Tensor) -> dict[str, float]:
+        """The updater's steps on the real subsample (none for ``native``)."""
+        if self.net is None:
+            return {}
+        terms: dict[str, float] = {}
+        if self.cfg.updater != "native":
+            self.net.requires_grad_(True)
+            terms = self.updater.step(self.net, self.net_opt, real,
+                                      self.syn.by_class(self.x.detach()), self.gen)
+        self.net.requires_grad_(False)
+        return terms
+
+    def _bind(self, real: torch.Tensor):
+        """The step's black box (guarded and maybe parallel on the zero-order path)."""
+        held_out = None
+        if getattr(self.objective, "needs_held_out", False):
+            n = min(self.n_real, min(len(i) for i in self.held_out_pool))
+            held_out = self.data.train_x[torch.stack(
+                [i[torch.randperm(len(i), generator=self.gen)[:n]] for i in self.held_out_pool])]
+        ctx = StepContext(self.net, real, self.syn.labels, self.data.num_classes,
+                          seed=int(torch.randint(2**31 - 1, (1,), generator=self.gen)),
+                          augment=self.cfg.augment, held_out=held_out,
+                          pixel_mean=self.data.mean, pixel_std=self.data.std)
+        box = self.objective.bind(ctx)
+        if self.estimator_name == "autograd":
+            return box, None
+        guard = Guarded(self.pool.wrap(box) if self.pool else box, self.cfg.retries)
+        return guard, guard
+
     def estimator_queries(self) -> int:
         return getattr(self.estimator, "directions", 0) + 1
 
@@ -188,7 +203,8 @@ class Loop:
         return {
             "format": CHECKPOINT_FORMAT, "config": json.dumps(self.cfg.to_dict()),
             "step": self.step, "queries": self.queries, "seconds": self.seconds,
-            "failures": self.failures, "images": self.x.detach().clone(), "optimizer": self.opt.state_dict(),
+            "failures": self.failures, "images": self.x.detach().clone(),
+            "optimizer": self.opt.state_dict(),
             "schedule": self.schedule.state_dict(), "generator": self.gen.get_state(),
             "net": None if self.net is None else self.net.state_dict(),
             "net_optimizer": None if self.net_opt is None else self.net_opt.state_dict(),
