@@ -21,20 +21,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from objectives.score import Score
 from zodd.types import EvaluationError, StepContext
 
 
 @dataclass(frozen=True)
-class CommandScore:
-    argv: tuple[str, ...]
+class CommandScore(Score):
+    argv: tuple[str, ...] = ()
     timeout: float = 60.0
-    flip: bool = False
     name: str = "command"
-    differentiable: bool = False
-    needs_held_out: bool = False
-    uses_network: bool = False  # scores S alone: the loop trains no network for it
-    default_sigma: float = 0.3  # a piecewise-constant score needs a radius that crosses
-    # decision boundaries (benchmarks/blackbox.py: 0.01 barely moves it, 1.0 diverges)
+    needs_held_out: bool = False  # the program brings its own data
 
     def bind(self, ctx: StepContext) -> "BoundCommand":
         return BoundCommand(self, ctx)

@@ -8,19 +8,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from objectives.score import Score
 from zodd.robust import assign_clusters
 from zodd.types import StepContext
 
 
 @dataclass(frozen=True)
-class PrototypeScore:
-    flip: bool = False
+class PrototypeScore(Score):
     name: str = "prototype"
-    differentiable: bool = False
-    needs_held_out: bool = True
-    uses_network: bool = False  # scores S alone: the loop trains no network for it
-    default_sigma: float = 0.3  # a piecewise-constant score needs a radius that crosses
-    # decision boundaries (benchmarks/blackbox.py: 0.01 barely moves it, 1.0 diverges)
 
     def bind(self, ctx: StepContext) -> "BoundPrototype":
         return BoundPrototype(ctx)

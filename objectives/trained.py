@@ -9,21 +9,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from objectives.score import Score
 from zodd.types import StepContext
 
 
 @dataclass(frozen=True)
-class TrainedScore:
-    flip: bool = False
+class TrainedScore(Score):
     steps: int = 30
     lr: float = 0.1
     hidden: int = 64
     name: str = "trained"
-    differentiable: bool = False
-    needs_held_out: bool = True
-    uses_network: bool = False  # scores S alone: the loop trains no network for it
-    default_sigma: float = 0.3  # a piecewise-constant score needs a radius that crosses
-    # decision boundaries (benchmarks/blackbox.py: 0.01 barely moves it, 1.0 diverges)
 
     def bind(self, ctx: StepContext) -> "BoundTrained":
         return BoundTrained(ctx, self)

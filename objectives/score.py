@@ -1,0 +1,15 @@
+"""What the scores with no gradient (prototype, trained, command) declare alike."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Score:
+    flip: bool = False
+    differentiable: bool = False
+    needs_held_out: bool = True  # scored on real images never used to initialise S
+    uses_network: bool = False  # scores S alone: the loop trains no network for it
+    # a piecewise-constant score needs a radius that crosses decision boundaries
+    # (benchmarks/blackbox.py: 0.01 barely moves it, 1.0 diverges)
+    default_sigma: float = 0.3
