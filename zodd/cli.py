@@ -44,10 +44,17 @@ def _check_out(out: Path, overwrite: bool) -> None:
     if not str(out).strip():
         raise ZoddError("--out is empty")
     parent = out if out.exists() else next(p for p in out.absolute().parents if p.exists())
-    try:  # a real probe: os.access says yes to root even on read-only file systems
-        os.rmdir(tempfile.mkdtemp(dir=parent, prefix=".zodd-probe-"))
+    if not _writable(parent):
+        raise ZoddError(f"--out {out} is not writable")
+
+
+def _writable(directory: Path) -> bool:
+    """A real probe: os.access says yes to root even on read-only file systems."""
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=directory, prefix=".zodd-probe-"))
     except OSError:
-        raise ZoddError(f"--out {out} is not writable") from None
+        return False
+    return True
 
 
 def _number(value) -> str:
@@ -248,7 +255,7 @@ def evaluate(run_dir, seeds, epochs, baseline, data_dir, quiet) -> None:
     else:
         name, target = "synthetic", run_path / "metrics.json"
         syn = synthetic.load(run_path)
-    if not os.access(run_path, os.W_OK):
+    if not _writable(run_path):
         raise ZoddError(f"{run_dir} is not writable")
     data = datasets.load(cfg.dataset, data_dir or cfg.data_dir)
     if baseline == "random":
