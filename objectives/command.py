@@ -14,7 +14,7 @@ import json
 import math
 import subprocess
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from objectives.score import Score
-from zodd.types import EvaluationError, StepContext
+from zodd.types import EvaluationError, StepContext, to_pixels
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class BoundCommand:
     def __init__(self, spec: CommandScore, ctx: StepContext):
         self.spec = spec
         self.labels = ctx.labels.numpy().astype(np.int64)
-        self.ctx = replace(ctx, net=None, real=ctx.real[:, :0])  # what pixels() needs, small
+        self.pixel_mean, self.pixel_std = ctx.pixel_mean, ctx.pixel_std
 
     def _argv(self, path: Path) -> list[str]:
         argv = [a.replace("{input}", str(path)) for a in self.spec.argv]
@@ -50,7 +50,8 @@ class BoundCommand:
 
     def __call__(self, candidates: Tensor) -> Tensor:
         k = candidates.shape[0]
-        pixels = self.ctx.pixels(candidates.detach()).numpy().astype(np.float32)
+        pixels = to_pixels(candidates.detach(), self.pixel_mean, self.pixel_std)
+        pixels = pixels.numpy().astype(np.float32)
         with tempfile.TemporaryDirectory(prefix="zodd-") as tmp:
             path = Path(tmp) / "candidates.npz"
             np.savez(path, images=pixels, labels=self.labels)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from zodd.types import ZoddError
+from zodd.types import ZoddError, to_pixels
 
 SYSTEM_DIRS = {"fashion-mnist": [Path("/usr/share/datasets/fashion-mnist")]}
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
@@ -50,17 +50,13 @@ class ImageData:
     def class_indices(self) -> list[Tensor]:
         return [torch.nonzero(self.train_y == c).flatten() for c in range(self.num_classes)]
 
-    def _stats(self) -> tuple[Tensor, Tensor]:
-        return torch.tensor(self.mean).view(-1, 1, 1), torch.tensor(self.std).view(-1, 1, 1)
-
     def denormalise(self, x: Tensor) -> Tensor:
         """Standardised images -> [0, 1] pixels."""
-        mean, std = self._stats()
-        return x * std + mean
+        return to_pixels(x, self.mean, self.std)
 
     def standardise(self, pixels: Tensor) -> Tensor:
         """[0, 1] pixels -> standardised images."""
-        mean, std = self._stats()
+        mean, std = torch.tensor(self.mean).view(-1, 1, 1), torch.tensor(self.std).view(-1, 1, 1)
         return (pixels - mean) / std
 
 

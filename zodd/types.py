@@ -49,9 +49,12 @@ class StepContext:
 
     def pixels(self, images: Tensor) -> Tensor:
         """Standardised images ``[..., ch, h, w]`` -> [0, 1] pixels."""
-        mean = torch.tensor(self.pixel_mean).view(-1, 1, 1)
-        std = torch.tensor(self.pixel_std).view(-1, 1, 1)
-        return images * std + mean
+        return to_pixels(images, self.pixel_mean, self.pixel_std)
+
+
+def to_pixels(images: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
+    """Standardised images ``[..., ch, h, w]`` -> [0, 1] pixels, per-channel mean and std."""
+    return images * torch.tensor(std).view(-1, 1, 1) + torch.tensor(mean).view(-1, 1, 1)
 
 
 @runtime_checkable
@@ -91,11 +94,6 @@ class Estimate:
     grad: Tensor
     queries: int  # candidate sets evaluated by the black box
     extra: dict = field(default_factory=dict)
-
-
-def count_queries(candidates: Tensor) -> int:
-    """Queries are counted in candidate synthetic sets (the leading dimension)."""
-    return int(candidates.shape[0])
 
 
 def as_generator(seed: int) -> torch.Generator:
