@@ -1,6 +1,5 @@
 """Hostile input: every bad value gets exit status 2, one clear line on stderr, no traceback,
 and nothing written."""
-import json
 import math
 import sys
 
@@ -48,6 +47,8 @@ DISTILL_FLAGS = [
     (["--width", "0"], "width"), (["--width", str(10**9)], "width"), (["--depth", "5"], "depth"),
     (["--model-steps", "0"], "model-steps"), (["--reinit-every", "0"], "reinit-every"),
     (["--estimator", "gaussian", "--directions", "900000"], "directions"),
+    (["--workers", "2"], "workers"),  # dm resolves to autograd: nothing to parallelise
+    (["--workers", "-1"], "workers"),
     # NaN and infinities
     (["--alpha", "nan"], "alpha"), (["--lr", "inf"], "lr"), (["--sigma", "-inf"], "sigma"),
     (["--max-seconds", "nan"], "max-seconds"), (["--model-lr", "NaN"], "model-lr"),

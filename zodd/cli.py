@@ -204,7 +204,7 @@ def distill(config_file, no_robust, resume_dir, out, overwrite, quiet, **flags) 
     stop = _StopOnSignal()
     pool = None
     try:
-        if cfg.workers > 0 and cfg.estimator != "autograd":
+        if cfg.workers > 0:
             from zodd.parallel import RayPool
 
             pool = RayPool(cfg.workers, cfg.seed, cfg.ray_address)  # before our signal handlers

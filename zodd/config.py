@@ -79,6 +79,7 @@ class DistillConfig:
             return ZoddError(f"invalid {name.replace('_', '-')}: {getattr(self, name)!r} ({why})")
 
         from objectives import OBJECTIVES
+        from zodd import estimators
         from zodd.estimators import ESTIMATORS
 
         choices = {
@@ -106,7 +107,8 @@ class DistillConfig:
                 raise bad(name, "must be at least 0")
         if (self.objective == "command") != bool(self.command and self.command.strip()):
             raise ZoddError("--objective command and --command go together: give both or neither")
-        if self.workers > 0 and self.estimator == "autograd":
+        if self.workers > 0 and estimators.choose(
+                self.estimator, OBJECTIVES[self.objective].differentiable) == "autograd":
             raise bad("workers", "parallel workers serve zero-order estimators only")
         if not (0.0 < self.alpha <= 1.0):
             raise bad("alpha", "must be in (0, 1]")

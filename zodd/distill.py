@@ -8,7 +8,6 @@ generator, the counters), so a resumed run continues bit for bit as if never int
 from __future__ import annotations
 
 import json
-import math
 import shlex
 import shutil
 import time
@@ -153,7 +152,7 @@ class Loop:
             self.failures += guard.failures
             row.update(failures=guard.failures, retried=guard.retried,
                        fault=guard.messages[-1][:200])
-        loss = estimate.loss if estimate else math.nan
+        loss = estimate.loss if estimate else None  # None: a skipped step (JSON has no NaN)
         return {"step": self.step, "queries": self.queries, "loss": loss, **terms, **row}
 
     def _refresh_network(self) -> None:
@@ -280,7 +279,7 @@ def distill(cfg: DistillConfig, data: ImageData, out: Path | None = None,
     loop = Loop(cfg, data)
     result = Result(loop.syn, estimator=loop.estimator_name)
     log, own_pool = None, None
-    if cfg.workers > 0 and loop.estimator_name != "autograd":
+    if cfg.workers > 0:  # validate() refused workers for autograd
         from zodd.parallel import RayPool
 
         loop.pool = pool or RayPool(cfg.workers, cfg.seed, cfg.ray_address)
@@ -305,8 +304,6 @@ def distill(cfg: DistillConfig, data: ImageData, out: Path | None = None,
             row = loop.advance()
             loop.seconds = time.perf_counter() - start
             row["seconds"] = round(loop.seconds, 4)
-            if math.isnan(row["loss"]):
-                row["loss"] = None  # a skipped step: JSON has no NaN
             result.rows.append(row)
             if log:
                 log.write(json.dumps(row) + "\n")
