@@ -56,7 +56,7 @@ def main() -> None:
             str(args.eval_seeds), "--quiet"])
     rows = {"random real": (json.loads(base.read_text()), None, 0), **rows}
 
-    print(f"\n| set | iterations | distil s | " + " | ".join(METRICS) + " |")
+    print("\n| set | iterations | distil s | " + " | ".join(METRICS) + " |")
     print("|---|---|---|" + "---|" * len(METRICS))
     for name, (m, seconds, its) in rows.items():
         cells = " | ".join(f"{m[k]['mean']:.2f} ± {m[k]['std']:.2f}" for k in METRICS)

@@ -72,8 +72,8 @@ def assign_clusters(points: Tensor, centres: Tensor, batch_dims: int = 0) -> Ten
     """Index of the nearest centre (Euclidean) for every point.
 
     ``points [*batch, n, ...]`` and ``centres [*batch, k, ...]`` share ``batch_dims`` leading
-    dimensions; each sample is flattened. Uses ||p||^2 - 2 p.c + ||c||^2, one batched matmul (torch.cdist was
-    hundreds of times slower on these small shapes).
+    dimensions; each sample is flattened. Uses ||p||^2 - 2 p.c + ||c||^2, one batched matmul
+    (torch.cdist was hundreds of times slower on these small shapes).
     """
     p = points.flatten(batch_dims + 1)
     c = centres.flatten(batch_dims + 1)
@@ -124,7 +124,7 @@ class RobustUpdater:
         """Global cluster ids for ``real [C, n, ...]`` around ``synthetic [C, ipc, ...]``."""
         classes, ipc = real.shape[0], synthetic.shape[1]
         chosen = torch.stack([choose_centres(ipc, self.clusters, gen) for _ in range(classes)])
-        centres = torch.stack([synthetic[c, chosen[c]] for c in range(classes)])
+        centres = synthetic[torch.arange(classes)[:, None], chosen]  # [classes, k, ...]
         points = real
         if self.cluster_space == "feature":
             with torch.no_grad():
