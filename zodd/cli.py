@@ -1,4 +1,4 @@
-"""Command line: ``zodd distill`` and ``zodd evaluate``.
+"""Command line: ``zodd distill``, ``zodd evaluate`` and ``zodd tune``.
 
 The only module that imports click and the only one that prints or exits: every ZoddError (and
 every usage error) becomes one line on stderr and exit status 2.
@@ -276,6 +276,111 @@ def evaluate(run_dir, seeds, epochs, baseline, data_dir, quiet) -> None:
         click.echo(format_table({f"{cfg.dataset} ipc{cfg.ipc} {name}": report}))
         click.echo(report["protocol"]["shifts"])
         click.echo(f"wrote {target}")
+
+
+RESUME_RUNTIME = {"resume_dir", "quiet", "cpus", "address", "dashboard"}  # may change on --resume
+
+
+@cli.command()
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="JSON config every trial starts from (e.g. a run's config.json).")
+@click.option("--dataset", type=click.Choice(DATASETS), help="[default: digits]")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Where data sets live.")
+@click.option("--ipc", type=int, help="Synthetic images per class [default: 10].")
+@click.option("--iterations", type=int, help="Distillation iterations per trial [default: 300].")
+@click.option("--set", "fixed", multiple=True, metavar="NAME=VALUE",
+              help="Any other zodd distill setting, fixed for every trial (repeatable).")
+@click.option("--param", "params", multiple=True, metavar="NAME=SPEC",
+              help="A setting to search: a,b,c (values), lo:hi (range) or lo:hi:log "
+                   "(repeatable; adds to or replaces the default alpha, clusters, batch-size).")
+@click.option("--no-default-space", is_flag=True,
+              help="Search only the --param settings, not alpha, clusters and batch-size.")
+@click.option("--search", default="random", show_default=True,
+              help="random, grid, nevergrad (NGOpt) or ng:OPTIMISER (any nevergrad optimiser).")
+@click.option("--num-samples", type=int, default=8, show_default=True,
+              help="Trials, for random and nevergrad search (grid runs every combination once).")
+@click.option("--scheduler", type=click.Choice(["asha", "fifo"]), default="asha",
+              show_default=True, help="asha: stop poor trials early at the reports.")
+@click.option("--reports", type=int, default=4, show_default=True,
+              help="Validation scores reported along each trial (early-stopping rungs).")
+@click.option("--metric", type=click.Choice(["acc", "cluster-min", "mix"]), default="acc",
+              show_default=True, help="What a trial is scored on (validation split).")
+@click.option("--mix", type=float, default=0.5, show_default=True, callback=_finite,
+              help="With --metric mix: the weight of Cluster-min (the rest is accuracy).")
+@click.option("--validation", type=float, default=0.2, show_default=True, callback=_finite,
+              help="Fraction of each class's training images held out for scoring trials.")
+@click.option("--eval-seeds", type=int, default=1, show_default=True,
+              help="Networks trained per score.")
+@click.option("--eval-epochs", type=int, default=300, show_default=True)
+@click.option("--cpus", type=int, help="CPUs of the local Ray cluster [default: all].")
+@click.option("--cpus-per-trial", type=float, default=1.0, show_default=True, callback=_finite)
+@click.option("--gpus-per-trial", type=float, default=0.0, show_default=True, callback=_finite)
+@click.option("--address", type=str, help="Run on this Ray cluster instead of a local one.")
+@click.option("--dashboard", is_flag=True, help="Start Ray's dashboard (local cluster).")
+@click.option("--final/--no-final", default=True, show_default=True,
+              help="Distil the best config on the whole training set and evaluate it on the "
+                   "test set.")
+@click.option("--final-seeds", type=int, default=3, show_default=True)
+@click.option("--out", type=click.Path(), help="Sweep directory [default: runs/tune-<dataset>].")
+@click.option("--overwrite", is_flag=True, help="Allow a non-empty --out.")
+@click.option("--resume", "resume_dir", type=click.Path(),
+              help="Continue the interrupted sweep in this directory.")
+@click.option("--quiet", is_flag=True, help="Print only errors.")
+@click.pass_context
+def tune(ctx, config_file, dataset, data_dir, ipc, iterations, fixed, params, no_default_space,
+         search, num_samples, scheduler, reports, metric, mix, validation, eval_seeds,
+         eval_epochs, cpus, cpus_per_trial, gpus_per_trial, address, dashboard, final,
+         final_seeds, out, overwrite, resume_dir, quiet) -> None:
+    """Search distillation settings with Ray Tune; trials are scored on a validation split of
+    the training data, and the test set is used once, for the best config."""
+    from tuning import space as spaces
+    from tuning.sweep import Interrupted, Sweep, load_settings, run
+    from tuning.trial import Scoring
+
+    if resume_dir is not None:
+        given = [name for name in ctx.params if name not in RESUME_RUNTIME
+                 and ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+        if given:
+            raise ZoddError("--resume takes the sweep's settings from its directory; drop --"
+                            + given[0].replace("_", "-").replace("config-file", "config"))
+        out_dir = Path(resume_dir)
+        sweep = load_settings(out_dir)
+        sweep.cpus = cpus if cpus is not None else sweep.cpus
+        sweep.address = address or sweep.address
+        sweep.dashboard = dashboard
+    else:
+        values = _config_file(config_file)
+        for name, value in (("dataset", dataset), ("data_dir", data_dir), ("ipc", ipc),
+                            ("iterations", iterations)):
+            if value is not None:
+                values[name] = value
+        pinned = dict(spaces.fixed(text) for text in fixed)
+        values.update(pinned)
+        known = {f.name for f in fields(DistillConfig)}
+        base = DistillConfig(**{k: v for k, v in values.items() if k in known}).validate()
+        space = spaces.build(list(params), search, base.ipc, defaults=not no_default_space)
+        both = [p.name for p in space if p.name in pinned]
+        if both:
+            raise ZoddError(f"{both[0]} is both --set and searched; choose one")
+        if search == "grid" and ctx.get_parameter_source("num_samples") == \
+                click.core.ParameterSource.COMMANDLINE:
+            raise ZoddError("grid search runs every combination once; --num-samples is for "
+                            "random and nevergrad search")
+        sweep = Sweep(base=base.to_dict(), params=space, search=search, num_samples=num_samples,
+                      scheduler=scheduler,
+                      scoring=Scoring(metric=metric.replace("-", "_"), mix=mix,
+                                      seeds=eval_seeds, epochs=eval_epochs, reports=reports),
+                      validation=validation, cpus=cpus, cpus_per_trial=cpus_per_trial,
+                      gpus_per_trial=gpus_per_trial, address=address, dashboard=dashboard,
+                      final=final, final_seeds=final_seeds).validate()
+        out_dir = Path(out) if out else Path("runs") / f"tune-{base.dataset}-ipc{base.ipc}"
+        _check_out(out_dir, overwrite)
+    try:
+        run(sweep, out_dir, resume=resume_dir is not None, quiet=quiet)
+    except Interrupted as exc:
+        click.echo(f"zodd: sweep interrupted ({exc}); continue with: zodd tune --resume "
+                   f"{out_dir}", err=True)
+        sys.exit(130)
 
 
 def main() -> None:

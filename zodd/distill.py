@@ -323,7 +323,9 @@ def distill(cfg: DistillConfig, data: ImageData, out: Path | None = None,
                 result.stopped_by = "interrupted"
             due = (loop.step % cfg.checkpoint_every == 0 if cfg.checkpoint_every
                    else time.perf_counter() - last_checkpoint >= CHECKPOINT_SECONDS)
-            if out is not None and (due or result.stopped_by == "interrupted"):
+            # a checkpoint also at the end, so a finished run can be extended with --resume
+            end = result.stopped_by != "iterations" or loop.step >= cfg.iterations
+            if out is not None and (due or end):
                 save_checkpoint(loop, out)
                 last_checkpoint = time.perf_counter()
             if result.stopped_by != "iterations":

@@ -8,6 +8,8 @@ no dashboard.
 """
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import Tensor
 
@@ -24,24 +26,33 @@ class _Worker:
             return box(candidates)
 
 
+def start_ray(num_cpus: int | None, address: str | None = None, dashboard: bool = False,
+              purpose: str = "--workers", extra: str = "ray"):
+    """Join ``address``, or start a local cluster bound to 127.0.0.1 (no dashboard unless asked);
+    returns (ray, whether this call started it). Starting nothing when Ray is already up."""
+    try:
+        import ray
+    except ImportError:
+        raise ZoddError(f"{purpose} needs Ray: pip install 'zodd[{extra}]'") from None
+    if ray.is_initialized():
+        return ray, False
+    # the notice that a local cluster uses token authentication (it does; nothing to act on)
+    logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
+        else:
+            ray.init(num_cpus=num_cpus, include_dashboard=dashboard, log_to_driver=False,
+                     configure_logging=False, _node_ip_address="127.0.0.1")
+    except Exception as exc:
+        raise ZoddError(f"could not start or join Ray ({type(exc).__name__}: {exc})") from None
+    return ray, True
+
+
 class RayPool:
     def __init__(self, workers: int, seed: int, address: str | None = None):
-        try:
-            import ray
-        except ImportError:
-            raise ZoddError("--workers needs Ray: pip install 'ray[default]'") from None
+        ray, self.owns = start_ray(workers, address)
         self.ray = ray
-        self.owns = not ray.is_initialized()
-        if self.owns:
-            try:
-                if address:
-                    ray.init(address=address, log_to_driver=False, configure_logging=False)
-                else:
-                    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
-                             configure_logging=False, _node_ip_address="127.0.0.1")
-            except Exception as exc:
-                raise ZoddError(f"could not start or join Ray ({type(exc).__name__}: {exc})") \
-                    from None
         actor = ray.remote(num_cpus=1)(_Worker)
         self.actors = [actor.remote(seed, i) for i in range(workers)]
 

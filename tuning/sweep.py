@@ -1,0 +1,409 @@
+"""A sweep: Ray Tune runs the trials; this module sets it up, resumes it, and turns its results
+into files other tools read.
+
+Files in the sweep's directory:
+
+* ``tune.json``      the sweep's settings (what ``--resume`` continues);
+* ``sweep/``         Ray Tune's experiment directory (trial logs, checkpoints, its own state);
+* ``results.csv``    one row per trial: its settings, status, last validation scores;
+* ``best.json``      the best trial's settings as a config for ``zodd distill --config``;
+* ``score-vs-alpha.png``  score, accuracy and Cluster-min against alpha (when alpha varies);
+* ``best/``          the best config distilled on the whole training data and evaluated once on
+                     the test set (``metrics.json``); skipped with ``final=False``.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from tuning import space as spaces
+from tuning.trial import METRIC_NAMES, Scoring, coerce, run_trial, trial_config, validation_split
+from zodd.config import DistillConfig
+from zodd.synthetic import atomic_write, save_json
+from zodd.types import ZoddError
+
+SETTINGS, EXPERIMENT = "tune.json", "sweep"
+SEARCHES = ("random", "grid", "nevergrad")  # and ng:NAME, any nevergrad optimiser
+SCHEDULERS = ("asha", "fifo")
+COLUMNS = ("trial", "status", "score", "acc", "cluster_min", "noise", "blur", "invert",
+           "iterations", "seconds")
+
+
+class Interrupted(Exception):
+    """The sweep stopped before every trial ended; ``--resume`` continues it."""
+
+
+@dataclass
+class Sweep:
+    base: dict  # the DistillConfig every trial starts from
+    params: list = field(default_factory=list)  # tuning.space.Param
+    search: str = "random"
+    num_samples: int = 8
+    scheduler: str = "asha"
+    scoring: Scoring = field(default_factory=Scoring)
+    validation: float = 0.2
+    cpus: int | None = None  # local cluster size; None: every core
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    address: str | None = None
+    dashboard: bool = False
+    final: bool = True
+    final_seeds: int = 3
+    final_epochs: int = 300
+
+    def validate(self) -> "Sweep":
+        DistillConfig.from_dict(self.base)
+        if not (self.search in SEARCHES or self.search.startswith("ng:")):
+            raise ZoddError(f"invalid search {self.search!r}: choose random, grid, nevergrad or "
+                            "ng:OPTIMISER")
+        if self.search.startswith("ng:"):
+            _nevergrad_optimizer(self.search)
+        if self.scheduler not in SCHEDULERS:
+            raise ZoddError(f"invalid scheduler {self.scheduler!r}: choose asha or fifo")
+        if self.scoring.metric not in METRIC_NAMES:
+            raise ZoddError(f"invalid metric {self.scoring.metric!r}: choose acc, cluster-min "
+                            "or mix")
+        if not 0 <= self.scoring.mix <= 1:
+            raise ZoddError(f"invalid mix weight {self.scoring.mix} (must be in [0, 1])")
+        for name, value in (("num-samples", self.num_samples), ("reports", self.scoring.reports),
+                            ("eval-seeds", self.scoring.seeds),
+                            ("eval-epochs", self.scoring.epochs),
+                            ("final-seeds", self.final_seeds),
+                            ("final-epochs", self.final_epochs)):
+            if value < 1:
+                raise ZoddError(f"invalid {name}: {value} (must be at least 1)")
+        if self.cpus is not None and self.cpus < 1:
+            raise ZoddError(f"invalid cpus: {self.cpus} (must be at least 1)")
+        if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
+            raise ZoddError("invalid resources per trial: cpus above 0, gpus at least 0")
+        if self.cpus is not None and self.cpus_per_trial > self.cpus:
+            raise ZoddError(f"cpus-per-trial {self.cpus_per_trial} is more than the "
+                            f"{self.cpus} CPUs of the cluster: no trial could start")
+        return self
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["params"] = spaces.to_dict(self.params)
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "Sweep":
+        try:
+            raw = dict(raw)
+            raw["params"] = spaces.from_dict(raw["params"])
+            raw["scoring"] = Scoring(**raw["scoring"])
+            return cls(**raw).validate()
+        except (KeyError, TypeError) as exc:
+            raise ZoddError(f"{SETTINGS} is not a zodd sweep ({type(exc).__name__}: {exc})") \
+                from None
+
+
+def _nevergrad_optimizer(search: str):
+    try:
+        import nevergrad as ng
+    except ImportError:
+        raise ZoddError("nevergrad search needs nevergrad: pip install 'zodd[tune]'") from None
+    name = "NGOpt" if search == "nevergrad" else search[3:]
+    if name not in ng.optimizers.registry:
+        raise ZoddError(f"unknown nevergrad optimiser {name!r} (e.g. NGOpt, OnePlusOne, "
+                        "TwoPointsDE, CMA)")
+    return ng.optimizers.registry[name]
+
+
+def load_settings(out: Path) -> Sweep:
+    path = out / SETTINGS
+    if not path.exists():
+        raise ZoddError(f"no sweep in {out} ({SETTINGS} missing)")
+    try:
+        return Sweep.from_dict(json.loads(path.read_text()))
+    except ValueError as exc:
+        raise ZoddError(f"{path} is not readable JSON ({exc})") from None
+
+
+# --- running ------------------------------------------------------------------------------------
+def _trainable(sweep: Sweep, data):
+    from ray import tune
+
+    fn = tune.with_parameters(run_trial, base=sweep.base,
+                              data=validation_split(data, sweep.validation),
+                              scoring=sweep.scoring, threads=max(1, int(sweep.cpus_per_trial)))
+    return tune.with_resources(fn, {"cpu": sweep.cpus_per_trial, "gpu": sweep.gpus_per_trial})
+
+
+def _searcher(sweep: Sweep):
+    if sweep.search in ("random", "grid"):
+        return None  # Ray Tune's basic variant generator: grid_search / sampled distributions
+    from ray.tune.search.nevergrad import NevergradSearch
+
+    return NevergradSearch(optimizer=_nevergrad_optimizer(sweep.search), metric="score",
+                           mode="max")
+
+
+def _scheduler(sweep: Sweep):
+    if sweep.scheduler == "fifo":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(time_attr="training_iteration", max_t=sweep.scoring.reports,
+                         grace_period=1, reduction_factor=2)
+
+
+def _progress_callback(quiet: bool, total: int):
+    from ray import tune
+
+    class Progress(tune.Callback):
+        """One line per report and per failure, on stderr."""
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            if quiet:
+                return
+            values = ", ".join(f"{k} {_fmt(trial.config.get(k))}" for k in sorted(trial.config))
+            print(f"trial {trial.trial_id} ({values}): iteration {result.get('iterations')}, "
+                  f"score {result['score']:.2f} (acc {result['acc']:.2f}, cluster-min "
+                  f"{result['cluster_min']:.2f})", file=sys.stderr, flush=True)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            print(f"trial {trial.trial_id} failed: {_error_line(trial)}", file=sys.stderr,
+                  flush=True)
+
+    return Progress()
+
+
+def _error_line(trial) -> str:
+    text = str(getattr(trial, "error_msg", None) or "")
+    for line in reversed(text.strip().splitlines()):
+        if line.strip():
+            return line.strip()[:300]
+    return "see its error.txt"
+
+
+def _fmt(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def run(sweep: Sweep, out: Path, resume: bool = False, quiet: bool = False,
+        load_data: Callable | None = None) -> dict:
+    """Run (or continue) the sweep in ``out``; returns the summary (also in the files)."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no banner on stdout
+    # a snapshot per report is what lets --resume continue a trial; no need to warn about it
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    from zodd import data as datasets
+    from zodd.parallel import start_ray
+
+    sweep.validate()
+    base = DistillConfig.from_dict(sweep.base)
+    data = (load_data or datasets.load)(base.dataset, base.data_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        save_json(sweep.to_dict(), out / SETTINGS)
+    # Ray Tune's own notes (how to restore, metrics of unstarted trials) say what ours say
+    logging.getLogger("ray.tune").setLevel(logging.ERROR)
+    ray, owns = start_ray(sweep.cpus, sweep.address, sweep.dashboard, purpose="zodd tune",
+                          extra="tune")
+    try:
+        from ray import tune
+
+        trainable = _trainable(sweep, data)
+        path = str((out / EXPERIMENT).resolve())
+        if resume:
+            if not tune.Tuner.can_restore(path):
+                raise ZoddError(f"nothing to resume in {out}: no Ray Tune state in {path}")
+            tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True,
+                                       resume_errored=False)
+        else:
+            total = (spaces.grid_size(sweep.params) if sweep.search == "grid"
+                     else sweep.num_samples)
+            tuner = tune.Tuner(
+                trainable,
+                param_space=spaces.to_ray(sweep.params, sweep.search),
+                tune_config=tune.TuneConfig(
+                    metric="score", mode="max", search_alg=_searcher(sweep),
+                    scheduler=_scheduler(sweep),
+                    num_samples=1 if sweep.search == "grid" else sweep.num_samples),
+                run_config=tune.RunConfig(
+                    name=EXPERIMENT, storage_path=str(out.resolve()), verbose=0,
+                    failure_config=tune.FailureConfig(max_failures=0),
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                    callbacks=[_progress_callback(quiet, total)]))
+        grid = tuner.fit()
+    finally:
+        if owns and ray.is_initialized():
+            ray.shutdown()
+    rows = result_rows(grid, sweep)
+    unfinished = [r for r in rows if r["status"] in ("pending", "running", "paused")]
+    write_csv(rows, sweep, out / "results.csv")
+    if unfinished or len(rows) < _expected(sweep):
+        raise Interrupted(f"{len(rows) - len(unfinished)} of {_expected(sweep)} trials ended")
+    return finish(sweep, rows, out, data, quiet)
+
+
+def _expected(sweep: Sweep) -> int:
+    return spaces.grid_size(sweep.params) if sweep.search == "grid" else sweep.num_samples
+
+
+def result_rows(grid, sweep: Sweep) -> list[dict]:
+    """One row per trial from Ray Tune's ResultGrid."""
+    names = [p.name for p in sweep.params]
+    target = DistillConfig.from_dict(sweep.base).iterations
+    rows = []
+    for result in grid:
+        metrics = result.metrics or {}
+        config = coerce(result.config or {})
+        row = {"trial": metrics.get("trial_id") or Path(str(result.path)).name}
+        row.update({n: config.get(n) for n in names})
+        if result.error is not None:
+            row["status"] = "failed"
+            row["error"] = _last_line(str(result.error))
+        elif not metrics or "score" not in metrics:
+            row["status"] = "pending"
+        elif metrics.get("iterations", 0) >= target:
+            row["status"] = "done"
+        elif metrics.get("done"):
+            row["status"] = "stopped early"
+        else:
+            row["status"] = "running"
+        for key in COLUMNS[2:-1]:
+            row[key] = metrics.get(key)
+        row["seconds"] = metrics.get("time_total_s")
+        rows.append(row)
+    return sorted(rows, key=lambda r: (r.get("score") is None, -(r.get("score") or 0.0)))
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else text[:300]
+
+
+def write_csv(rows: list[dict], sweep: Sweep, path: Path) -> None:
+    names = [p.name for p in sweep.params]
+    header = [COLUMNS[0], *names, *COLUMNS[1:], "error"]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, header, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _cell(row.get(k)) for k in header})
+    atomic_write(path, lambda f: f.write(buf.getvalue().encode()))
+
+
+def _cell(value):
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return "" if value is None else value
+
+
+def best_row(rows: list[dict]) -> dict:
+    """The highest score among trials that ran to the end (early-stopped ones scored on fewer
+    iterations); among all scored trials when none did."""
+    done = [r for r in rows if r["status"] == "done" and r.get("score") is not None]
+    scored = done or [r for r in rows if r.get("score") is not None]
+    if not scored:
+        raise ZoddError("no trial produced a score; see results.csv and the trials' error.txt")
+    return max(scored, key=lambda r: r["score"])
+
+
+def best_config(sweep: Sweep, row: dict) -> DistillConfig:
+    return trial_config(sweep.base, {p.name: row[p.name] for p in sweep.params})
+
+
+def summary(rows: list[dict], sweep: Sweep, limit: int = 20) -> str:
+    names = [p.name for p in sweep.params]
+    head = ["trial", *names, "status", "score", "acc", "cluster_min", "iters"]
+    table = [head]
+    for r in rows[:limit]:
+        table.append([str(r["trial"]), *(_fmt(r.get(n)) for n in names), r["status"],
+                      *(f"{r[k]:.2f}" if r.get(k) is not None else "-"
+                        for k in ("score", "acc", "cluster_min")),
+                      str(r.get("iterations") or "-")])
+    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in table]
+    lines.insert(1, "-" * len(lines[0]))
+    if len(rows) > limit:
+        lines.append(f"... {len(rows) - limit} more in results.csv")
+    return "\n".join(lines)
+
+
+def plot_alpha(rows: list[dict], path: Path, metric: str) -> bool:
+    """Score, accuracy and Cluster-min against alpha, one point per trial (hollow: stopped
+    early). False when alpha did not vary."""
+    points = [r for r in rows if r.get("alpha") is not None and r.get("score") is not None]
+    if len({r["alpha"] for r in points}) < 2:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key, colour, label in (("acc", "tab:blue", "accuracy"),
+                               ("cluster_min", "tab:red", "Cluster-min"),
+                               ("score", "black", f"score ({metric})")):
+        if key == "score" and metric in ("acc", "cluster_min"):
+            continue  # the same points again
+        for finished in (True, False):
+            sel = [r for r in points if (r["status"] == "done") == finished]
+            if sel:
+                ax.scatter([r["alpha"] for r in sel], [r[key] for r in sel], c=colour if finished
+                           else "none", edgecolors=colour, label=label if finished else None)
+    ax.set_xlabel("CVaR alpha")
+    ax.set_ylabel("validation score (%)")
+    ax.set_title("trials (hollow: stopped early)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+
+    def write(f):
+        fig.savefig(f, format="png", dpi=120)
+
+    atomic_write(path, write)
+    plt.close(fig)
+    return True
+
+
+def finish(sweep: Sweep, rows: list[dict], out: Path, data, quiet: bool) -> dict:
+    """The summary, best.json, the plot and, once, the test-set evaluation of the best config."""
+    best = best_row(rows)
+    cfg = best_config(sweep, best)
+    save_json(cfg.to_dict(), out / "best.json")
+    plotted = plot_alpha(rows, out / "score-vs-alpha.png", sweep.scoring.metric)
+    report = {"trials": len(rows), "failed": sum(r["status"] == "failed" for r in rows),
+              "stopped_early": sum(r["status"] == "stopped early" for r in rows),
+              "best": {k: best.get(k) for k in ("trial", "score", "acc", "cluster_min")},
+              "best_settings": {p.name: best[p.name] for p in sweep.params},
+              "metric": sweep.scoring.metric, "plot": plotted}
+    if not quiet:
+        print(summary(rows, sweep))
+        print(f"best trial {best['trial']}: " + ", ".join(
+            f"{k} {_fmt(v)}" for k, v in report["best_settings"].items())
+              + f" -> validation {sweep.scoring.metric} {best['score']:.2f}")
+        print(f"wrote {out / 'results.csv'}, {out / 'best.json'}"
+              + (f", {out / 'score-vs-alpha.png'}" if plotted else ""))
+    if sweep.final:
+        report["test"] = final_test(cfg, sweep, out / "best", data, quiet)
+    save_json(report, out / "summary.json")
+    return report
+
+
+def final_test(cfg: DistillConfig, sweep: Sweep, out: Path, data, quiet: bool) -> dict:
+    """The best config distilled on the whole training set (what ``zodd distill --config
+    best.json`` does) and evaluated on the test set: the sweep's one look at it."""
+    from zodd.distill import FLIP_OK, distill
+    from zodd.evaluate import EvalConfig, evaluate, format_table
+
+    if not quiet:
+        print(f"distilling the best config on the whole training set into {out} ...",
+              file=sys.stderr, flush=True)
+    result = distill(cfg, data, out)
+    ecfg = EvalConfig(seeds=sweep.final_seeds, epochs=sweep.final_epochs, width=cfg.width,
+                      depth=cfg.depth)
+    report = evaluate(result.synthetic, data, ecfg, flip=cfg.dataset in FLIP_OK)
+    save_json({**report, "set": "synthetic", "run": str(out)}, out / "metrics.json")
+    if not quiet:
+        print(format_table({f"best on test ({cfg.dataset} ipc{cfg.ipc})": report}))
+    return {m: report[m] for m in ("acc", "cluster_min", "noise", "blur", "invert")}
