@@ -26,6 +26,7 @@ class DistributionMatching:
 
 class BoundDM:
     differentiable = True
+    separable = True  # class b's block depends only on class b's images
 
     def __init__(self, ctx: StepContext, flip: bool):
         self.net, self.num_classes = ctx.net, ctx.num_classes

@@ -76,3 +76,132 @@ def test_gaussian_is_reproducible_from_the_generator():
     a = Gaussian(directions=5).estimate(f, x, torch.Generator().manual_seed(3)).grad
     b = Gaussian(directions=5).estimate(f, x, torch.Generator().manual_seed(3)).grad
     assert torch.equal(a, b)
+
+
+# --- the zero-order family ----------------------------------------------------------------------
+from zodd.estimators import Antithetic, Coordinate, Sphere  # noqa: E402
+from zodd.guard import Guarded  # noqa: E402
+
+ZERO_ORDER = [Gaussian, Antithetic, Sphere, Coordinate]
+SHAPE = (4, 1, 4, 4)  # 2 classes x 2 images of 4 x 4 pixels, class-major like S
+
+
+class Separable:
+    """Per-class quadratics: class c's block depends only on class c's images (like DM)."""
+
+    differentiable = False
+    separable = True
+
+    def __init__(self, classes=2, seed=0):
+        self.num_classes = classes
+        self.parts = [Quadratic(16 * SHAPE[0] // classes, seed=seed + c) for c in range(classes)]
+        self.calls = 0
+
+    def blocks(self, candidates):
+        self.calls += 1
+        per = candidates.unflatten(1, (self.num_classes, -1))
+        return torch.stack([q(per[:, c]) for c, q in enumerate(self.parts)], 1)
+
+    def __call__(self, candidates):
+        return self.blocks(candidates).sum(1)
+
+    def grad(self, x):
+        per = x.unflatten(0, (self.num_classes, -1))
+        return torch.cat([q.grad(per[c]) for c, q in enumerate(self.parts)])
+
+
+def _mean_error(est, f, x, draws=20):
+    """||mean of draws - true gradient|| / ||true gradient||."""
+    gen = torch.Generator().manual_seed(0)
+    mean = torch.stack([est.estimate(f, x, gen).grad.flatten() for _ in range(draws)]).mean(0)
+    true = f.grad(x)
+    return float((mean - true).norm() / true.norm())
+
+
+@pytest.mark.parametrize("cls", ZERO_ORDER)
+def test_every_zero_order_estimator_is_unbiased_on_a_quadratic(cls):
+    f = Quadratic(16, differentiable=False, seed=1)
+    x = torch.randn(16, dtype=torch.float64)
+    m = 16 if cls is Coordinate else 3000
+    assert _mean_error(cls(directions=m, sigma=1e-3), f, x) < 0.05
+
+
+def test_coordinate_over_every_coordinate_is_the_exact_gradient():
+    f = Quadratic(16, differentiable=False, seed=2)
+    x = torch.randn(16, dtype=torch.float64)
+    est = Coordinate(directions=16, sigma=0.5).estimate(f, x, torch.Generator())
+    assert torch.allclose(est.grad, f.grad(x))  # central differences are exact on quadratics
+    assert est.queries == 33 and f.calls == 1
+
+
+@pytest.mark.parametrize("cls, queries", [(Gaussian, 6), (Antithetic, 11), (Sphere, 6),
+                                          (Coordinate, 11)])
+def test_zero_order_estimators_report_their_queries_and_f_of_x(cls, queries):
+    f = Quadratic(16, differentiable=False)
+    x = torch.randn(16, dtype=torch.float64)
+    est = cls(directions=5, sigma=0.1).estimate(f, x, torch.Generator().manual_seed(0))
+    assert est.queries == queries == cls(directions=5).queries()
+    assert est.loss == pytest.approx(float(f(x[None])[0]))
+
+
+def _projected(grad, factor):
+    """P grad: each F x F block's sum, spread back over the block."""
+    g = grad.reshape(SHAPE)
+    return torch.nn.functional.interpolate(
+        torch.nn.functional.avg_pool2d(g, factor) * factor ** 2, scale_factor=factor).flatten()
+
+
+@pytest.mark.parametrize("cls", ZERO_ORDER)
+def test_lowres_directions_estimate_the_block_summed_gradient(cls):
+    f = Quadratic(64, differentiable=False, seed=3)
+    x = torch.randn(SHAPE, dtype=torch.float64)
+    m = 16 if cls is Coordinate else 4000
+    est = cls(directions=m, sigma=1e-3, lowres=2)
+    gen = torch.Generator().manual_seed(0)
+    mean = torch.stack([est.estimate(f, x, gen).grad.flatten() for _ in range(10)]).mean(0)
+    target = _projected(f.grad(x), 2)
+    assert float((mean - target).norm() / target.norm()) < 0.05
+    # the estimate lies in the block-constant images
+    assert torch.allclose(mean, _projected(mean, 2) / 4, atol=1e-9)
+
+
+@pytest.mark.parametrize("cls", ZERO_ORDER)
+def test_blockwise_estimates_are_unbiased_and_read_every_class_from_one_call(cls):
+    f = Separable()
+    x = torch.randn(SHAPE, dtype=torch.float64)
+    m = 32 if cls is Coordinate else 3000
+    est = cls(directions=m, sigma=1e-3, blockwise=True)
+    assert _mean_error(est, f, x) < 0.05
+    assert f.calls == 20
+
+
+def test_blockwise_gaussian_is_closer_to_the_gradient_than_plain_at_equal_queries():
+    f = Separable(classes=4)
+    x = torch.randn(SHAPE, dtype=torch.float64)
+
+    def cosine(est):
+        gen = torch.Generator().manual_seed(0)
+        true = f.grad(x)
+        return sum(float(torch.nn.functional.cosine_similarity(
+            est.estimate(f, x, gen).grad.flatten(), true, dim=0)) for _ in range(50)) / 50
+
+    assert cosine(Gaussian(8, 1e-3, blockwise=True)) > cosine(Gaussian(8, 1e-3)) + 0.1
+
+
+def test_blockwise_goes_through_the_fault_guard_and_leaves_failed_directions_out():
+    class Flaky(Separable):
+        def blocks(self, candidates):
+            out = super().blocks(candidates).clone()
+            out[1, 0] = float("nan")  # one direction always fails
+            return out
+
+    box = Guarded(Flaky(), retries=1)
+    assert box.separable and box.num_classes == 2
+    x = torch.randn(SHAPE, dtype=torch.float64)
+    est = Gaussian(directions=6, sigma=1e-3, blockwise=True).estimate(box, x, torch.Generator())
+    assert est.extra["failed_directions"] == 1 and box.failures == 1 and box.retried == 1
+    assert torch.isfinite(est.grad).all()
+    # a box that is not separable is estimated on the total, never per block
+    plain = Gaussian(directions=6, sigma=1e-3, blockwise=True).estimate(
+        Quadratic(64, differentiable=False), x, torch.Generator())
+    assert torch.isfinite(plain.grad).all()

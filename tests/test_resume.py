@@ -106,3 +106,15 @@ def test_resume_refuses_a_file_that_is_not_a_checkpoint(tmp_path):
     os.remove(run / "checkpoint.prev.pt")
     done = _run(["--resume", run])
     assert done.returncode == 2 and "no checkpoint" in done.stderr
+
+
+def test_a_finished_run_extended_with_resume_matches_one_long_run(tmp_path, reference):
+    """A run ends with a checkpoint, so --resume with more iterations continues it exactly."""
+    run = tmp_path / "run"
+    done = _run(["--estimator", "autograd", "--iterations", 12, "--out", run,
+                 "--checkpoint-every", 5])
+    assert done.returncode == 0, done.stderr
+    done = _run(["--resume", run, "--iterations", 30])
+    assert done.returncode == 0, done.stderr
+    assert _images(run) == _images(reference["autograd"])
+    assert _rows(run) == 30

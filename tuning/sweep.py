@@ -25,7 +25,7 @@ from typing import Callable
 
 from tuning import space as spaces
 from tuning.trial import METRIC_NAMES, Scoring, coerce, run_trial, trial_config, validation_split
-from zodd.config import DistillConfig
+from zodd.config import DistillConfig, nevergrad_optimizer
 from zodd.synthetic import atomic_write, save_json
 from zodd.types import ZoddError
 
@@ -79,6 +79,8 @@ class Sweep:
                             ("final-epochs", self.final_epochs)):
             if value < 1:
                 raise ZoddError(f"invalid {name}: {value} (must be at least 1)")
+        if not 0 < self.validation < 1:
+            raise ZoddError(f"invalid validation: {self.validation} (a fraction in (0, 1))")
         if self.cpus is not None and self.cpus < 1:
             raise ZoddError(f"invalid cpus: {self.cpus} (must be at least 1)")
         if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
@@ -106,15 +108,7 @@ class Sweep:
 
 
 def _nevergrad_optimizer(search: str):
-    try:
-        import nevergrad as ng
-    except ImportError:
-        raise ZoddError("nevergrad search needs nevergrad: pip install 'zodd[tune]'") from None
-    name = "NGOpt" if search == "nevergrad" else search[3:]
-    if name not in ng.optimizers.registry:
-        raise ZoddError(f"unknown nevergrad optimiser {name!r} (e.g. NGOpt, OnePlusOne, "
-                        "TwoPointsDE, CMA)")
-    return ng.optimizers.registry[name]
+    return nevergrad_optimizer("ng:NGOpt" if search == "nevergrad" else search)
 
 
 def load_settings(out: Path) -> Sweep:

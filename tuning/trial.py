@@ -42,9 +42,9 @@ class Scoring:
         return (1 - self.mix) * acc + self.mix * worst
 
 
-def validation_split(data: ImageData, fraction: float, seed: int = SPLIT_SEED) -> ImageData:
-    """The training data split in two, stratified by class with a fixed seed: ``train_x`` keeps
-    the rest, ``test_x`` holds ``fraction`` of every class (at least one image)."""
+def split_indices(data: ImageData, fraction: float, seed: int = SPLIT_SEED):
+    """(kept, held-out) training indices: ``fraction`` of every class held out (at least one
+    image), stratified, with a fixed seed."""
     if not 0 < fraction < 1:
         raise ZoddError(f"invalid validation fraction: {fraction} (must be in (0, 1))")
     gen = torch.Generator().manual_seed(seed)
@@ -56,9 +56,15 @@ def validation_split(data: ImageData, fraction: float, seed: int = SPLIT_SEED) -
             raise ZoddError(f"validation fraction {fraction} leaves no training images of a class")
         held.append(order[:n])
         keep.append(order[n:])
-    keep_i, held_i = torch.cat(keep).sort().values, torch.cat(held).sort().values
-    return replace(data, train_x=data.train_x[keep_i], train_y=data.train_y[keep_i],
-                   test_x=data.train_x[held_i], test_y=data.train_y[held_i])
+    return torch.cat(keep).sort().values, torch.cat(held).sort().values
+
+
+def validation_split(data: ImageData, fraction: float, seed: int = SPLIT_SEED) -> ImageData:
+    """The training data split in two: ``train_x`` keeps the rest, ``test_x`` holds the
+    validation images (``split_indices``); the real test set is dropped."""
+    keep, held = split_indices(data, fraction, seed)
+    return replace(data, train_x=data.train_x[keep], train_y=data.train_y[keep],
+                   test_x=data.train_x[held], test_y=data.train_y[held])
 
 
 def coerce(values: dict) -> dict:

@@ -37,10 +37,12 @@ class DistillConfig:
     # how S is updated
     objective: str = "dm"  # key of objectives.OBJECTIVES
     estimator: str = "auto"  # key of zodd.estimators.ESTIMATORS; auto: autograd if differentiable
-    optimizer: str = "auto"  # paper: s = lr / sqrt(1 + E) (eq. 18); sgd/adam: torch optimisers
+    optimizer: str = "auto"  # paper: s = lr / sqrt(1 + E) (eq. 18); sgd/adam: torch; ng:NAME: nevergrad
     lr: float | None = None  # None: the objective's / estimator's default (see distill.py)
     sigma: float | None = None  # smoothing radius (standardised pixels); None: the objective's
     directions: int = 32  # M, random directions per zero-order estimate
+    lowres: int = 1  # zero-order directions drawn at 1/lowres resolution and upsampled
+    blockwise: bool = False  # one finite difference per class from one call (separable objectives)
     augment: bool = True  # Siamese augmentation of real and synthetic batches in the objective
     command: str | None = None  # --objective command: the program and its arguments ({input})
     command_timeout: float = 60.0  # seconds per call of the program
@@ -88,10 +90,13 @@ class DistillConfig:
             "objective": tuple(OBJECTIVES), "estimator": ("auto", *ESTIMATORS),
         }
         for name, allowed in choices.items():
+            if name == "optimizer" and self.optimizer.startswith("ng:"):
+                nevergrad_optimizer(self.optimizer)
+                continue
             if getattr(self, name) not in allowed:
                 raise bad(name, "choose one of " + ", ".join(allowed))
         for name in ("ipc", "clusters", "batch_size", "directions", "iterations", "model_steps",
-                     "reinit_every"):
+                     "reinit_every", "lowres"):
             if getattr(self, name) < 1:
                 raise bad(name, "must be at least 1")
         for name in ("width", "depth", "max_queries", "checkpoint_every"):
@@ -110,6 +115,10 @@ class DistillConfig:
         if self.workers > 0 and estimators.choose(
                 self.estimator, OBJECTIVES[self.objective].differentiable) == "autograd":
             raise bad("workers", "parallel workers serve zero-order estimators only")
+        if self.optimizer.startswith("ng:") and estimators.choose(
+                self.estimator, OBJECTIVES[self.objective].differentiable) == "autograd":
+            raise bad("optimizer", "a nevergrad optimiser is zero-order: give --estimator "
+                      "gaussian (its --directions are the candidates asked per step)")
         if not (0.0 < self.alpha <= 1.0):
             raise bad("alpha", "must be in (0, 1]")
         for name in ("sigma", "model_lr", "lr", "max_seconds", "command_timeout"):
@@ -160,6 +169,19 @@ def _coerce(name: str, annotation: Any, value: Any) -> Any:
         if isinstance(value, str):
             return value
     raise ZoddError(f"invalid config field {name!r}: {value!r} is not of type {text}")
+
+
+def nevergrad_optimizer(spec: str):
+    """``ng:NAME`` -> the nevergrad optimiser class; a clear error when it is not one."""
+    try:
+        import nevergrad as ng
+    except ImportError:
+        raise ZoddError(f"--optimizer {spec} needs nevergrad: pip install 'zodd[tune]'") from None
+    name = spec.split(":", 1)[1]
+    if name not in ng.optimizers.registry:
+        raise ZoddError(f"invalid optimizer: {spec!r} (not a nevergrad optimiser; e.g. "
+                        "ng:OnePlusOne, ng:TwoPointsDE, ng:DiagonalCMA)")
+    return ng.optimizers.registry[name]
 
 
 def git_sha() -> str | None:

@@ -8,6 +8,7 @@ generator, the counters), so a resumed run continues bit for bit as if never int
 from __future__ import annotations
 
 import json
+import math
 import shlex
 import shutil
 import time
@@ -26,7 +27,7 @@ from zodd.models import build_model, default_shape
 from zodd.robust import RobustUpdater
 from zodd.synthetic import SyntheticSet, atomic_write, initialise, save, save_json
 from zodd.guard import Guarded
-from zodd.types import EvaluationError, StepContext, ZoddError
+from zodd.types import Estimate, EvaluationError, StepContext, ZoddError
 
 FLIP_OK = {"fashion-mnist", "cifar10"}  # data sets where a mirrored image keeps its class
 DEFAULT_LR = {("autograd", "dm"): 1.0, ("autograd", "gm"): 0.1}
@@ -83,6 +84,47 @@ def _optimizer(cfg: DistillConfig, estimator: str, x: torch.Tensor):
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, decay)
 
 
+class NevergradStep:
+    """S driven by a nevergrad optimiser through ask/tell. The optimiser sees a change of S from
+    its initial value (at 1/lowres resolution, upsampled: a low-dimensional parameterisation);
+    each step asks ``directions`` candidates, evaluates them and the current S in one call (one
+    query each), tells the losses and moves S to the optimiser's recommendation."""
+
+    def __init__(self, spec: str, x: torch.Tensor, sigma: float, asks: int, lowres: int,
+                 seed: int):
+        import nevergrad as ng
+        import numpy as np
+
+        from zodd.config import nevergrad_optimizer
+
+        self.base, self.asks, self.lowres = x.detach().clone(), asks, lowres
+        n, ch, h, w = x.shape
+        param = ng.p.Array(init=np.zeros((n, ch, h // lowres, w // lowres))).set_mutation(
+            sigma=sigma)
+        param.random_state = np.random.RandomState(seed)
+        self.opt = nevergrad_optimizer(spec)(parametrization=param, budget=None, num_workers=asks)
+
+    def _decode(self, value) -> torch.Tensor:
+        delta = torch.as_tensor(value, dtype=self.base.dtype)
+        if self.lowres > 1:
+            delta = torch.nn.functional.interpolate(delta, scale_factor=self.lowres,
+                                                    mode="nearest")
+        return self.base + delta
+
+    def step(self, box, x: torch.Tensor) -> Estimate:
+        asked = [self.opt.ask() for _ in range(self.asks)]
+        candidates = torch.stack([x.detach(), *(self._decode(c.value) for c in asked)])
+        losses = box(candidates)
+        if not torch.isfinite(losses[0]):
+            raise EvaluationError("no usable value: f(S) failed")
+        for c, loss in zip(asked, losses[1:].tolist()):
+            if math.isfinite(loss):
+                self.opt.tell(c, loss)
+        with torch.no_grad():
+            x.copy_(self._decode(self.opt.provide_recommendation().value))
+        return Estimate(float(losses[0]), torch.zeros_like(x), self.asks + 1)
+
+
 class Loop:
     """The state of one distillation and the step that advances it."""
 
@@ -104,7 +146,16 @@ class Loop:
         if self.estimator_name != "autograd" and cfg.directions * self.syn.images.numel() > 2**30:
             raise ZoddError(f"invalid directions: {cfg.directions} (directions x set size = "
                             f"{cfg.directions * self.syn.images.numel():,} values, over 2^30)")
+        if data.image_size % cfg.lowres:
+            raise ZoddError(f"invalid lowres: {cfg.lowres} (must divide {data.name}'s image size "
+                            f"{data.image_size})")
         self.x = self.syn.images.requires_grad_(True)
+        self.nevergrad = None
+        if cfg.optimizer.startswith("ng:"):
+            self.nevergrad = NevergradStep(cfg.optimizer, self.x, self.sigma, cfg.directions,
+                                           cfg.lowres,
+                                           int(torch.randint(2**31 - 1, (1,), generator=self.gen)))
+            self.estimator_name = cfg.optimizer
         self.opt, self.schedule = _optimizer(cfg, self.estimator_name, self.x)
         self.per_class = data.class_indices()
         self.n_real = min(cfg.batch_size, min(len(i) for i in self.per_class))
@@ -134,16 +185,20 @@ class Loop:
         box, guard = self._bind(real)
         row: dict = {}
         try:
-            estimate = self.estimator.estimate(box, self.x, self.gen)
+            if self.nevergrad is not None:
+                estimate = self.nevergrad.step(box, self.x)
+            else:
+                estimate = self.estimator.estimate(box, self.x, self.gen)
         except EvaluationError as exc:  # f(S) failed: the step is skipped
             estimate, row = None, {"skipped": str(exc)}
-        if estimate is not None:  # a failed step leaves S as it was
+        if estimate is not None and self.nevergrad is None:  # a failed step leaves S as it was
             if not torch.isfinite(estimate.grad).all():
                 raise ZoddError(f"the objective gave a non-finite gradient at step "
                                 f"{self.step + 1}; lower --lr or --sigma")
             self.x.grad = estimate.grad
             self.opt.step()
-        self.schedule.step()
+        if self.nevergrad is None:
+            self.schedule.step()
         if self.cfg.updater == "native" and self.cfg.objective == "gm":
             _train_on_synthetic(self.net, self.net_opt, self.syn, self.cfg.model_steps)  # DC's
         self.step += 1
@@ -195,7 +250,9 @@ class Loop:
         return guard, guard
 
     def estimator_queries(self) -> int:
-        return getattr(self.estimator, "directions", 0) + 1
+        if self.nevergrad is not None:
+            return self.nevergrad.asks + 1
+        return self.estimator.queries() if hasattr(self.estimator, "queries") else 1
 
     # --- checkpoints ----------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -287,6 +344,9 @@ def distill(cfg: DistillConfig, data: ImageData, out: Path | None = None,
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         if resume:
+            if loop.nevergrad is not None:
+                raise ZoddError("a run driven by a nevergrad optimiser cannot be resumed (its "
+                                "state is not in the checkpoint); its set is in synthetic.pt")
             state = read_checkpoint(out)
             check_resumable(DistillConfig.from_dict(json.loads(state["config"])), cfg)
             loop.load_state_dict(state)

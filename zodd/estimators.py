@@ -3,12 +3,26 @@
 An estimator is a small frozen dataclass whose fields are its hyper-parameters; it samples what it
 needs from ``gen``, calls the black box once with a batch of candidates, and combines the losses.
 ``ESTIMATORS`` maps the ``--estimator`` vocabulary to a factory taking the run's config.
+
+The zero-order ones share two ways to cut the effective dimension d of S:
+
+* **blockwise** (``--blockwise``): when the black box is ``separable`` (its ``blocks`` give one
+  loss per class, and class b's loss depends only on class b's images, as for DM and GM), every
+  class is perturbed in the same call and each class's images get the finite difference of their
+  own block. One call then serves ``classes`` estimates of dimension d / classes each.
+* **low-frequency directions** (``--lowres F``): directions are drawn at 1/F of the resolution and
+  upsampled (nearest), so they span the F x F block-constant images only. Then E[g] = P grad f,
+  with P the sum over each F x F block (F^2 times the projection onto block-constant images), for
+  every zero-order estimator here: biased towards smooth changes of S, with an F^2 smaller
+  dimension to search.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from zodd.types import BlackBox, Estimate, EvaluationError, ZoddError
@@ -30,38 +44,197 @@ class Autograd:
         return Estimate(float(loss.detach()), g, queries=1)
 
 
+def lowres_directions(m: int, shape: torch.Size, factor: int, gen: torch.Generator,
+                      dtype: torch.dtype) -> Tensor:
+    """``m`` Gaussian directions of ``shape`` ([N, ch, h, w] or flat), drawn at 1/factor of the
+    resolution and upsampled (nearest)."""
+    if factor == 1 or len(shape) < 3:
+        return torch.randn((m, *shape), generator=gen, dtype=dtype)
+    *lead, h, w = shape
+    z = torch.randn((m * math.prod(lead[:-1]), lead[-1], h // factor, w // factor), generator=gen,
+                    dtype=dtype)
+    return F.interpolate(z, scale_factor=factor, mode="nearest").reshape(m, *shape)
+
+
+def _separable(f: BlackBox) -> bool:
+    return (bool(getattr(f, "separable", False)) and callable(getattr(f, "blocks", None))
+            and getattr(f, "num_classes", None) is not None)
+
+
+def _evaluate(f: BlackBox, candidates: Tensor, blockwise: bool) -> Tensor:
+    """Losses [K] or, blockwise, [K, classes]."""
+    with torch.no_grad():
+        return f.blocks(candidates) if blockwise else f(candidates)
+
+
+def _per_image(values: Tensor, n: int) -> Tensor:
+    """[M] or [M, classes] -> [M, n]: each image gets its class's value (S is class-major)."""
+    if values.ndim == 1:
+        return values[:, None].expand(-1, n)
+    return values.repeat_interleave(n // values.shape[1], dim=1)
+
+
+def _combine(slopes: Tensor, ok: Tensor, v: Tensor) -> Tensor:
+    """sum_l slope_l v_l / (number of usable directions); slopes [M] or [M, n] per image."""
+    slopes = torch.where(ok.view(-1, *([1] * (slopes.ndim - 1))), slopes, torch.zeros_like(slopes))
+    if slopes.ndim == 1:
+        g = torch.tensordot(slopes, v, dims=1)
+    else:
+        g = torch.einsum("mn,mn...->n...", slopes, v)
+    return g / ok.sum()
+
+
+def _usable(f0: Tensor, fv: Tensor) -> Tensor:
+    """Directions whose values are all finite; none usable (or f(x) failed) skips the step."""
+    ok = torch.isfinite(fv) if fv.ndim == 1 else torch.isfinite(fv).all(1)
+    if not torch.isfinite(f0).all() or not ok.any():
+        raise EvaluationError("no usable value: f(S) or every perturbed set failed")
+    return ok
+
+
 @dataclass(frozen=True)
-class Gaussian:
+class _ZeroOrder:
+    directions: int = 32
+    sigma: float = 0.01
+    lowres: int = 1
+    blockwise: bool = False
+
+    def _directions(self, m: int, x: Tensor, gen: torch.Generator) -> Tensor:
+        return lowres_directions(m, x.shape, self.lowres, gen, x.dtype)
+
+    def _blockwise(self, f: BlackBox, x: Tensor) -> bool:
+        return self.blockwise and x.ndim == 4 and _separable(f)
+
+    def queries(self) -> int:
+        return self.directions + 1
+
+
+@dataclass(frozen=True)
+class Gaussian(_ZeroOrder):
     """Gaussian smoothing, forward differences (the paper's Algorithm 2, eq. 17).
 
     g = 1/M sum_l (f(x + sigma v_l) - f(x)) / sigma * v_l,  v_l ~ N(0, I);
     f(x) and the M perturbed sets go to the black box in one call (M + 1 queries), and f(x) is
-    reused as the reported loss.
+    reused as the reported loss. Failed directions (NaN after retries) are left out.
     """
 
-    directions: int = 32
-    sigma: float = 0.01
     name: str = "gaussian"
 
     def estimate(self, f: BlackBox, x: Tensor, gen: torch.Generator) -> Estimate:
         x = x.detach()
-        v = torch.randn((self.directions, *x.shape), generator=gen, dtype=x.dtype)
-        with torch.no_grad():
-            losses = f(torch.cat([x[None], x[None] + self.sigma * v]))
+        v = self._directions(self.directions, x, gen)
+        blockwise = self._blockwise(f, x)
+        losses = _evaluate(f, torch.cat([x[None], x[None] + self.sigma * v]), blockwise)
         f0, fv = losses[0], losses[1:]
-        ok = torch.isfinite(fv)
-        if not torch.isfinite(f0) or not ok.any():
-            raise EvaluationError("no usable value: f(S) or every perturbed set failed")
-        # failed directions (NaN after the black box's retries) are left out of the average
-        slopes = torch.where(ok, (fv - f0) / self.sigma, torch.zeros_like(fv))
-        g = torch.tensordot(slopes, v, dims=1) / ok.sum()
-        return Estimate(float(f0), g, queries=self.directions + 1,
+        ok = _usable(f0, fv)
+        slopes = (fv - f0) / self.sigma
+        g = _combine(_per_image(slopes, len(x)) if blockwise else slopes, ok, v)
+        return Estimate(float(f0.sum()), g, queries=self.directions + 1,
                         extra={"failed_directions": int((~ok).sum())})
+
+
+@dataclass(frozen=True)
+class Antithetic(_ZeroOrder):
+    """Central differences over Gaussian directions: g = 1/M sum_l (f(x + sigma v_l) -
+    f(x - sigma v_l)) / (2 sigma) v_l. Exact on quadratics for any sigma; 2M + 1 queries (f(x) is
+    evaluated for the reported loss)."""
+
+    name: str = "antithetic"
+
+    def estimate(self, f: BlackBox, x: Tensor, gen: torch.Generator) -> Estimate:
+        x = x.detach()
+        m = self.directions
+        v = self._directions(m, x, gen)
+        blockwise = self._blockwise(f, x)
+        losses = _evaluate(f, torch.cat([x[None], x[None] + self.sigma * v,
+                                         x[None] - self.sigma * v]), blockwise)
+        f0, plus, minus = losses[0], losses[1:m + 1], losses[m + 1:]
+        ok = _usable(f0, plus + minus)
+        slopes = (plus - minus) / (2 * self.sigma)
+        g = _combine(_per_image(slopes, len(x)) if blockwise else slopes, ok, v)
+        return Estimate(float(f0.sum()), g, queries=self.queries(),
+                        extra={"failed_directions": int((~ok).sum())})
+
+    def queries(self) -> int:
+        return 2 * self.directions + 1
+
+
+def _groups(f: BlackBox, blockwise: bool) -> int:
+    """Independent blocks of S: its classes when blockwise, else one."""
+    return int(f.num_classes) if blockwise else 1
+
+
+@dataclass(frozen=True)
+class Sphere(_ZeroOrder):
+    """Directions uniform on the unit sphere (of each class block when blockwise), forward
+    differences: g = D/M sum_l (f(x + sigma u_l) - f(x)) / sigma u_l, D the block's size.
+    Fixed-length perturbations (no Gaussian tails); M + 1 queries."""
+
+    name: str = "sphere"
+
+    def estimate(self, f: BlackBox, x: Tensor, gen: torch.Generator) -> Estimate:
+        x = x.detach()
+        blockwise = self._blockwise(f, x)
+        v = self._directions(self.directions, x, gen)
+        flat = v.reshape(self.directions, _groups(f, blockwise), -1)
+        u = (flat / flat.norm(dim=-1, keepdim=True)).reshape(v.shape)
+        losses = _evaluate(f, torch.cat([x[None], x[None] + self.sigma * u]), blockwise)
+        f0, fv = losses[0], losses[1:]
+        ok = _usable(f0, fv)
+        slopes = flat.shape[-1] * (fv - f0) / self.sigma
+        g = _combine(_per_image(slopes, len(x)) if blockwise else slopes, ok, u)
+        return Estimate(float(f0.sum()), g, queries=self.directions + 1,
+                        extra={"failed_directions": int((~ok).sum())})
+
+
+@dataclass(frozen=True)
+class Coordinate(_ZeroOrder):
+    """Central finite differences along M random coordinates (without replacement, per class
+    block when blockwise), scaled by the number of coordinates over M so that E[g] is the
+    gradient (exactly, on quadratics); 2M + 1 queries. With --lowres a coordinate is an F x F
+    pixel block."""
+
+    name: str = "coordinate"
+
+    def estimate(self, f: BlackBox, x: Tensor, gen: torch.Generator) -> Estimate:
+        x = x.detach()
+        m = self.directions
+        blockwise = self._blockwise(f, x)
+        groups = _groups(f, blockwise)
+        factor = self.lowres if x.ndim == 4 else 1
+        per_group = x.numel() // groups // factor ** 2
+        if m > per_group:
+            raise ZoddError(f"invalid directions: {m} coordinates asked, only {per_group} "
+                            "to choose from")
+        picks = torch.stack([torch.randperm(per_group, generator=gen)[:m]
+                             for _ in range(groups)], 1)  # [M, groups]
+        e = torch.zeros(m, groups, per_group, dtype=x.dtype)
+        e.scatter_(2, picks[..., None], 1.0)
+        if factor == 1:
+            v = e.reshape(m, *x.shape)
+        else:
+            n, ch, h, w = x.shape
+            low = e.reshape(m * n, ch, h // factor, w // factor)
+            v = F.interpolate(low, scale_factor=factor, mode="nearest").reshape(m, *x.shape)
+        losses = _evaluate(f, torch.cat([x[None], x[None] + self.sigma * v,
+                                         x[None] - self.sigma * v]), blockwise)
+        f0, plus, minus = losses[0], losses[1:m + 1], losses[m + 1:]
+        ok = _usable(f0, plus + minus)
+        slopes = per_group * (plus - minus) / (2 * self.sigma)
+        g = _combine(_per_image(slopes, len(x)) if blockwise else slopes, ok, v)
+        return Estimate(float(f0.sum()), g, queries=self.queries(),
+                        extra={"failed_directions": int((~ok).sum())})
+
+    def queries(self) -> int:
+        return 2 * self.directions + 1
 
 
 ESTIMATORS = {
     "autograd": lambda cfg: Autograd(),
-    "gaussian": lambda cfg: Gaussian(directions=cfg.directions, sigma=cfg.sigma),
+    "gaussian": lambda cfg: Gaussian(cfg.directions, cfg.sigma, cfg.lowres, cfg.blockwise),
+    "antithetic": lambda cfg: Antithetic(cfg.directions, cfg.sigma, cfg.lowres, cfg.blockwise),
+    "sphere": lambda cfg: Sphere(cfg.directions, cfg.sigma, cfg.lowres, cfg.blockwise),
+    "coordinate": lambda cfg: Coordinate(cfg.directions, cfg.sigma, cfg.lowres, cfg.blockwise),
 }
 
 

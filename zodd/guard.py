@@ -28,29 +28,60 @@ class Guarded:
     def differentiable(self) -> bool:
         return False  # used on the zero-order path only
 
-    def _once(self, candidates: Tensor) -> Tensor:
+    @property
+    def separable(self) -> bool:
+        return bool(getattr(self.box, "separable", False))
+
+    @property
+    def num_classes(self):
+        return getattr(self.box, "num_classes", None)
+
+    def _once(self, candidates: Tensor, blocks: bool) -> Tensor | None:
         try:
             with torch.no_grad():
-                losses = self.box(candidates)
-            if not isinstance(losses, Tensor) or losses.shape != (candidates.shape[0],):
+                losses = self.box.blocks(candidates) if blocks else self.box(candidates)
+            ok = isinstance(losses, Tensor) and (
+                losses.shape[:1] == candidates.shape[:1] and losses.ndim == 1 + blocks)
+            if not ok:
                 raise EvaluationError(f"returned {type(losses).__name__} of the wrong shape")
             return losses.detach().to(candidates.dtype)
         except EvaluationError as exc:
             self.messages.append(str(exc))
         except Exception as exc:  # the box's own bug or crash: counted like any failure
             self.messages.append(f"{type(exc).__name__}: {exc}")
-        return torch.full((candidates.shape[0],), math.nan, dtype=candidates.dtype)
+        return None
 
-    def __call__(self, candidates: Tensor) -> Tensor:
-        losses = self._once(candidates)
+    def _evaluate(self, candidates: Tensor, blocks: bool) -> Tensor:
+        """Losses [K] (or [K, B] blocks); a candidate that still fails after the retries is NaN."""
+        k = candidates.shape[0]
+
+        def bad_rows(values):
+            return ~torch.isfinite(values if values.ndim == 1 else values.sum(1))
+
+        losses = self._once(candidates, blocks)
         for _ in range(self.retries):
-            bad = ~torch.isfinite(losses)
+            bad = torch.ones(k, dtype=torch.bool) if losses is None else bad_rows(losses)
             if not bad.any():
                 break
             self.retried += int(bad.sum())
-            losses[bad] = self._once(candidates[bad])
-        failed = int((~torch.isfinite(losses)).sum())
+            again = self._once(candidates[bad], blocks)
+            if again is not None:
+                if losses is None:
+                    losses = again  # bad was every row
+                else:
+                    losses[bad] = again
+        if losses is None:
+            losses = torch.full((k,) if not blocks else (k, 1), math.nan, dtype=candidates.dtype)
+        failed = int(bad_rows(losses).sum())
         self.failures += failed
         if failed and not self.messages:
             self.messages.append(f"{failed} non-finite value(s)")
         return losses
+
+    def __call__(self, candidates: Tensor) -> Tensor:
+        return self._evaluate(candidates, blocks=False)
+
+    def blocks(self, candidates: Tensor) -> Tensor:
+        if not callable(getattr(self.box, "blocks", None)):
+            raise AttributeError("blocks")
+        return self._evaluate(candidates, blocks=True)

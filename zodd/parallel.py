@@ -21,9 +21,9 @@ class _Worker:
         torch.manual_seed(seed * 1009 + index)  # per-worker seed derived from the run's seed
         torch.set_num_threads(1)
 
-    def evaluate(self, box: BlackBox, candidates: Tensor) -> Tensor:
+    def evaluate(self, box: BlackBox, candidates: Tensor, blocks: bool = False) -> Tensor:
         with torch.no_grad():
-            return box(candidates)
+            return box.blocks(candidates) if blocks else box(candidates)
 
 
 def start_ray(num_cpus: int | None, address: str | None = None, dashboard: bool = False,
@@ -77,13 +77,23 @@ class RayBox:
     def __init__(self, pool: RayPool, box: BlackBox):
         self.pool, self.box = pool, box
         self.differentiable = False
+        self.separable = bool(getattr(box, "separable", False))
+        self.num_classes = getattr(box, "num_classes", None)
 
     def __call__(self, candidates: Tensor) -> Tensor:
+        return self._spread(candidates, blocks=False)
+
+    def blocks(self, candidates: Tensor) -> Tensor:
+        if not callable(getattr(self.box, "blocks", None)):
+            raise AttributeError("blocks")
+        return self._spread(candidates, blocks=True)
+
+    def _spread(self, candidates: Tensor, blocks: bool) -> Tensor:
         ray = self.pool.ray
         ref = ray.put(self.box)  # one copy of the bound objective in the object store per step
         chunks = [c for c in torch.tensor_split(candidates.detach(), len(self.pool.actors))
                   if len(c)]
-        futures = [a.evaluate.remote(ref, c) for a, c in zip(self.pool.actors, chunks)]
+        futures = [a.evaluate.remote(ref, c, blocks) for a, c in zip(self.pool.actors, chunks)]
         try:
             return torch.cat(ray.get(futures))
         except ray.exceptions.RayTaskError as exc:

@@ -62,7 +62,9 @@ class BlackBox(Protocol):
     """f: candidates ``[K, N, ch, h, w]`` -> losses ``[K]``.
 
     ``blocks`` is optional: when present it returns ``[K, B]`` losses (one per class) that sum to
-    the total, so an estimator can read B finite differences from one call.
+    the total. A box that also sets ``separable = True`` (and ``num_classes``) promises that class
+    b's block depends only on class b's images, so an estimator may perturb every class at once
+    and read B finite differences from one call.
     """
 
     differentiable: bool
