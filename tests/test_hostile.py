@@ -49,6 +49,10 @@ DISTILL_FLAGS = [
     (["--estimator", "gaussian", "--directions", "900000"], "directions"),
     (["--workers", "2"], "workers"),  # dm resolves to autograd: nothing to parallelise
     (["--workers", "-1"], "workers"),
+    (["--lowres", "0"], "lowres"), (["--estimator", "gaussian", "--lowres", "3"], "lowres"),
+    (["--optimizer", "bogus"], "optimizer"), (["--optimizer", "ng:NoSuchOptimiser"], "optimizer"),
+    (["--optimizer", "ng:OnePlusOne"], "optimizer"),  # dm resolves to autograd
+    (["--estimator", "coordinate", "--directions", "1000", "--ipc", "1"], "directions"),
     # NaN and infinities
     (["--alpha", "nan"], "alpha"), (["--lr", "inf"], "lr"), (["--sigma", "-inf"], "sigma"),
     (["--max-seconds", "nan"], "max-seconds"), (["--model-lr", "NaN"], "model-lr"),

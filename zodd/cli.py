@@ -120,14 +120,14 @@ def _config_file(path: str | None) -> dict:
 @click.option("--optimizer", type=str,
               help="Step rule for S: " + ", ".join(OPTIMIZERS) + " or ng:NAME (a nevergrad "
                    "optimiser, asked --directions candidates a step); paper: lr/sqrt(1+E) "
-                   "[default: auto].")
+                   "[default: auto: sgd for dm and gm, paper for scores].")
 @click.option("--lr", type=float, callback=_finite, help="Learning rate for S.")
 @click.option("--sigma", type=float, callback=_finite, help="Smoothing radius [default: 0.01 for dm/gm, 0.3 for scores].")
-@click.option("--directions", type=int, help="Directions per zero-order estimate [default: 32].")
+@click.option("--directions", type=int, help="Directions per zero-order estimate [default: 128].")
 @click.option("--lowres", type=int,
               help="Zero-order directions drawn at 1/N resolution and upsampled [default: 1].")
 @click.option("--blockwise/--no-blockwise", default=None,
-              help="One finite difference per class from each call (dm, gm) [default: off].")
+              help="One finite difference per class from each call (dm, gm) [default: on].")
 @click.option("--augment/--no-augment", default=None, help="Siamese augmentation [default: on].")
 @click.option("--command", type=str,
               help="With --objective command: the program scoring candidates, e.g. "

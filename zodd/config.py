@@ -40,9 +40,9 @@ class DistillConfig:
     optimizer: str = "auto"  # paper: s = lr / sqrt(1 + E) (eq. 18); sgd/adam: torch; ng:NAME: nevergrad
     lr: float | None = None  # None: the objective's / estimator's default (see distill.py)
     sigma: float | None = None  # smoothing radius (standardised pixels); None: the objective's
-    directions: int = 32  # M, random directions per zero-order estimate
+    directions: int = 128  # M, random directions per zero-order estimate
     lowres: int = 1  # zero-order directions drawn at 1/lowres resolution and upsampled
-    blockwise: bool = False  # one finite difference per class from one call (separable objectives)
+    blockwise: bool = True  # one finite difference per class from one call (separable objectives)
     augment: bool = True  # Siamese augmentation of real and synthetic batches in the objective
     command: str | None = None  # --objective command: the program and its arguments ({input})
     command_timeout: float = 60.0  # seconds per call of the program

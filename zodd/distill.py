@@ -30,7 +30,7 @@ from zodd.guard import Guarded
 from zodd.types import Estimate, EvaluationError, StepContext, ZoddError
 
 FLIP_OK = {"fashion-mnist", "cifar10"}  # data sets where a mirrored image keeps its class
-DEFAULT_LR = {("autograd", "dm"): 1.0, ("autograd", "gm"): 0.1}
+DEFAULT_LR = {"dm": 1.0, "gm": 0.1}  # SGD step sizes, exact or zero-order (BENCHMARKS.md)
 PAPER_LR = 0.1  # eq. 18: s = 0.1 / sqrt(1 + E)
 DEFAULT_SIGMA = 0.01  # smoothing radius for smooth objectives; scores declare their own
 CHECKPOINT, PREVIOUS = "checkpoint.pt", "checkpoint.prev.pt"
@@ -71,11 +71,11 @@ def _constant(epoch: int) -> float:
     return 1.0
 
 
-def _optimizer(cfg: DistillConfig, estimator: str, x: torch.Tensor):
+def _optimizer(cfg: DistillConfig, x: torch.Tensor):
     kind = cfg.optimizer
-    if kind == "auto":
-        kind = "sgd" if estimator == "autograd" else "paper"
-    lr = cfg.lr or (PAPER_LR if kind == "paper" else DEFAULT_LR.get((estimator, cfg.objective), 0.1))
+    if kind == "auto":  # the paper's decaying step only where no better one was measured
+        kind = "sgd" if cfg.objective in DEFAULT_LR else "paper"
+    lr = cfg.lr or (PAPER_LR if kind == "paper" else DEFAULT_LR.get(cfg.objective, 0.1))
     if kind == "adam":
         opt = torch.optim.Adam([x], lr=lr)
     else:
@@ -156,7 +156,7 @@ class Loop:
                                            cfg.lowres,
                                            int(torch.randint(2**31 - 1, (1,), generator=self.gen)))
             self.estimator_name = cfg.optimizer
-        self.opt, self.schedule = _optimizer(cfg, self.estimator_name, self.x)
+        self.opt, self.schedule = _optimizer(cfg, self.x)
         self.per_class = data.class_indices()
         self.n_real = min(cfg.batch_size, min(len(i) for i in self.per_class))
         # real images kept apart from S's initialisation, for scores on held-out data

@@ -1,0 +1,239 @@
+"""Zero-order distillation against autograd: how far each estimator and structure flag gets at an
+equal query budget or an equal wall time, on the DM objective.
+
+The objective is measured on networks and real batches the run never sees (``HeldOutDM``: 5 fixed
+networks, 64 real images per class, fixed augmentation), so curves from different methods are
+comparable; measuring is not counted in a run's time. A method is written
+``ESTIMATOR[+block][+lowF][+mM][+adam|+sgd][+lrX][+sY]`` (e.g. ``gaussian+block+low2+m256``)
+or ``ng:OPTIMISER[+lowF][+mM][+sY]``; ``autograd`` is the reference.
+
+    python benchmarks/zero_order.py --dataset digits --ipc 10 --max-queries 20000 \\
+        --methods autograd,gaussian,gaussian+block,gaussian+block+low2 --out benchmarks/results/zo
+    python benchmarks/zero_order.py --dataset fashion-mnist --ipc 1 --max-seconds 600 \\
+        --autograd-seconds 60 --methods autograd,gaussian --seeds 3 --evaluate --out DIR
+
+Writes ``DIR/curves.json`` (held-out DM against queries and seconds per run), ``DIR/table.json``
+and ``DIR/objective-vs-queries.png`` / ``objective-vs-seconds.png``; prints a table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from objectives import OBJECTIVES
+from zodd.config import DistillConfig
+from zodd.data import ImageData, load
+from zodd.distill import FLIP_OK, Loop
+from zodd.evaluate import EvalConfig, TestSets, evaluate
+from zodd.models import build_model
+from zodd.synthetic import SyntheticSet, initialise
+from zodd.types import StepContext
+
+
+class HeldOutDM:
+    """DM on fixed networks and real batches the runs never see."""
+
+    def __init__(self, data: ImageData, nets: int = 5, per_class: int = 64):
+        gen = torch.Generator().manual_seed(123)
+        self.boxes = []
+        for k in range(nets):
+            net = build_model(data.channels, data.num_classes, data.image_size,
+                              seed=1000 + k).requires_grad_(False)
+            real = data.train_x[torch.stack([i[torch.randperm(len(i), generator=gen)[:per_class]]
+                                             for i in data.class_indices()])]
+            ctx = StepContext(net, real, None, data.num_classes, seed=k)
+            self.boxes.append(OBJECTIVES["dm"]().bind(ctx))
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> float:
+        return sum(float(box(images.detach()[None])) for box in self.boxes) / len(self.boxes)
+
+
+def method_config(name: str, base: DistillConfig) -> DistillConfig:
+    parts = name.split("+")
+    head, flags = parts[0], parts[1:]
+    cfg = replace(base, estimator="autograd" if head == "autograd" else "gaussian")
+    if head.startswith("ng:"):
+        cfg = replace(cfg, optimizer=head)
+    elif head != "autograd":
+        cfg = replace(cfg, estimator=head)
+    for flag in flags:
+        if flag == "block":
+            cfg = replace(cfg, blockwise=True)
+        elif flag.startswith("low"):
+            cfg = replace(cfg, lowres=int(flag[3:]))
+        elif flag.startswith("m"):
+            cfg = replace(cfg, directions=int(flag[1:]))
+        elif flag in ("adam", "sgd", "paper"):
+            cfg = replace(cfg, optimizer=flag)
+        elif flag.startswith("lr"):
+            cfg = replace(cfg, lr=float(flag[2:]))
+        elif flag.startswith("s"):
+            cfg = replace(cfg, sigma=float(flag[1:]))
+        else:
+            raise SystemExit(f"unknown flag {flag!r} in method {name!r}")
+    return cfg.validate()
+
+
+def run(cfg: DistillConfig, data: ImageData, measure: HeldOutDM, max_seconds: float | None,
+        max_queries: int | None, points: int = 20) -> dict:
+    """One run, the held-out objective measured about ``points`` times along it (untimed)."""
+    torch.manual_seed(cfg.seed)
+    loop = Loop(cfg, data)
+    curve = [{"queries": 0, "seconds": 0.0, "objective": measure(loop.x)}]
+    spent, step_queries = 0.0, None
+    every_s = (max_seconds or math.inf) / points
+    every_q = (max_queries or math.inf) / points
+    next_s, next_q = every_s, every_q
+    while True:
+        t = time.perf_counter()
+        loop.advance()
+        spent += time.perf_counter() - t
+        step_queries = step_queries or loop.queries
+        done = ((max_seconds is not None and spent >= max_seconds)
+                or (max_queries is not None and loop.queries + step_queries > max_queries)
+                or loop.step >= cfg.iterations)
+        if done or spent >= next_s or loop.queries >= next_q:
+            curve.append({"queries": loop.queries, "seconds": round(spent, 3),
+                          "objective": measure(loop.x), "step": loop.step})
+            while next_s <= spent:
+                next_s += every_s
+            while next_q <= loop.queries:
+                next_q += every_q
+        if done:
+            break
+    loop.x.requires_grad_(False)
+    return {"curve": curve, "images": loop.x.detach().clone(), "steps": loop.step,
+            "queries": loop.queries, "seconds": spent}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--dataset", default="digits")
+    ap.add_argument("--ipc", type=int, default=10)
+    ap.add_argument("--methods", default="autograd,gaussian,gaussian+block,gaussian+block+low2")
+    ap.add_argument("--seeds", type=int, default=1)
+    ap.add_argument("--max-queries", type=int)
+    ap.add_argument("--max-seconds", type=float)
+    ap.add_argument("--autograd-seconds", type=float,
+                    help="autograd's own time budget (default: --max-seconds)")
+    ap.add_argument("--iterations", type=int, default=100_000)
+    ap.add_argument("--autograd-iterations", type=int, default=300,
+                    help="autograd's iteration cap (its queries are its iterations)")
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--evaluate", action="store_true", help="train networks on each final set")
+    ap.add_argument("--eval-seeds", type=int, default=1)
+    ap.add_argument("--eval-epochs", type=int, default=300)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    data = load(args.dataset)
+    measure = HeldOutDM(data)
+    base = DistillConfig(dataset=args.dataset, ipc=args.ipc, iterations=args.iterations,
+                         batch_size=args.batch_size)
+    tests = TestSets.build(data) if args.evaluate else None
+    ecfg = EvalConfig(seeds=args.eval_seeds, epochs=args.eval_epochs)
+    flip = args.dataset in FLIP_OK
+    results, table = {}, {}
+    if args.evaluate:  # the random-real initialisation, the floor every method starts from
+        accs = []
+        for seed in range(args.seeds):
+            init = initialise(data, args.ipc, "real", torch.Generator().manual_seed(seed))
+            accs.append(evaluate(init, data, ecfg, flip, tests)["acc"]["mean"])
+        table["random-real"] = {"acc": _stats(accs)}
+        print(f"random-real: acc {_fmt(table['random-real']['acc'])}", flush=True)
+    for name in args.methods.split(","):
+        runs = []
+        for seed in range(args.seeds):
+            cfg = replace(method_config(name, base), seed=seed)
+            if name == "autograd":
+                cfg = replace(cfg, iterations=args.autograd_iterations)
+            seconds = (args.autograd_seconds if name == "autograd" and args.autograd_seconds
+                       else args.max_seconds)
+            r = run(cfg, data, measure, seconds, args.max_queries)
+            if args.evaluate:
+                syn = SyntheticSet(r["images"], torch.arange(data.num_classes).repeat_interleave(
+                    args.ipc), data.num_classes)
+                rep = evaluate(syn, data, ecfg, flip, tests)
+                r["acc"], r["cluster_min"] = rep["acc"]["mean"], rep["cluster_min"]["mean"]
+            runs.append(r)
+            print(f"{name} seed {seed}: {r['steps']} steps, {r['queries']} queries, "
+                  f"{r['seconds']:.1f} s, held-out DM {r['curve'][0]['objective']:.4f} -> "
+                  f"{r['curve'][-1]['objective']:.4f}"
+                  + (f", acc {r['acc']:.2f}" if "acc" in r else ""), flush=True)
+        results[name] = [{k: v for k, v in r.items() if k != "images"} for r in runs]
+        table[name] = {"objective": _stats([r["curve"][-1]["objective"] for r in runs]),
+                       "start": runs[0]["curve"][0]["objective"],
+                       "queries": _stats([r["queries"] for r in runs]),
+                       "seconds": _stats([r["seconds"] for r in runs]),
+                       "steps": _stats([r["steps"] for r in runs])}
+        if args.evaluate:
+            table[name]["acc"] = _stats([r["acc"] for r in runs])
+            table[name]["cluster_min"] = _stats([r["cluster_min"] for r in runs])
+        _write(args, results, table)
+    _report(table)
+
+
+def _stats(values: list[float]) -> dict:
+    return {"mean": statistics.fmean(values),
+            "std": statistics.pstdev(values) if len(values) > 1 else 0.0}
+
+
+def _fmt(s: dict) -> str:
+    return f"{s['mean']:.4g} ± {s['std']:.2g}"
+
+
+def _write(args, results: dict, table: dict) -> None:
+    meta = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    (args.out / "curves.json").write_text(json.dumps({"args": meta, "runs": results}))
+    (args.out / "table.json").write_text(json.dumps({"args": meta, "table": table}, indent=1))
+    _plot(results, args.out, f"{args.dataset} IPC {args.ipc}: held-out DM")
+
+
+def _plot(results: dict, out: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for axis in ("queries", "seconds"):
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for name, runs in results.items():
+            for i, r in enumerate(runs):
+                xs = [max(p[axis], 1e-3 if axis == "seconds" else 1) for p in r["curve"]]
+                ax.plot(xs, [p["objective"] for p in r["curve"]], label=name if i == 0 else None,
+                        color=f"C{list(results).index(name) % 10}", alpha=0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel("objective queries" if axis == "queries" else "seconds (measuring excluded)")
+        ax.set_ylabel("held-out DM (lower is better)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / f"objective-vs-{axis}.png", dpi=110)
+        plt.close(fig)
+
+
+def _report(table: dict) -> None:
+    print(f"{'method':<32} {'held-out DM':>16} {'queries':>10} {'seconds':>8} {'acc':>14}")
+    for name, row in table.items():
+        if "objective" not in row:
+            print(f"{name:<32} {'':>16} {'':>10} {'':>8} {_fmt(row['acc']):>14}")
+            continue
+        acc = _fmt(row["acc"]) if "acc" in row else "-"
+        print(f"{name:<32} {_fmt(row['objective']):>16} {row['queries']['mean']:>10.0f} "
+              f"{row['seconds']['mean']:>8.1f} {acc:>14}")
+
+
+if __name__ == "__main__":
+    main()
