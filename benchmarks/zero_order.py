@@ -4,7 +4,7 @@ equal query budget or an equal wall time, on the DM objective.
 The objective is measured on networks and real batches the run never sees (``HeldOutDM``: 5 fixed
 networks, 64 real images per class, fixed augmentation), so curves from different methods are
 comparable; measuring is not counted in a run's time. A method is written
-``ESTIMATOR[+block][+lowF][+mM][+adam|+sgd][+lrX][+sY]`` (e.g. ``gaussian+block+low2+m256``)
+``ESTIMATOR[+block|+noblock][+lowF][+mM][+adam|+sgd|+paper][+lrX][+sY]`` (e.g. ``gaussian+block+low2+m256``)
 or ``ng:OPTIMISER[+lowF][+mM][+sY]``; ``autograd`` is the reference.
 
     python benchmarks/zero_order.py --dataset digits --ipc 10 --max-queries 20000 \\
@@ -65,8 +65,8 @@ def method_config(name: str, base: DistillConfig) -> DistillConfig:
     elif head != "autograd":
         cfg = replace(cfg, estimator=head)
     for flag in flags:
-        if flag == "block":
-            cfg = replace(cfg, blockwise=True)
+        if flag in ("block", "noblock"):
+            cfg = replace(cfg, blockwise=flag == "block")
         elif flag.startswith("low"):
             cfg = replace(cfg, lowres=int(flag[3:]))
         elif flag.startswith("m"):
@@ -207,18 +207,18 @@ def _plot(results: dict, out: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     for axis in ("queries", "seconds"):
-        fig, ax = plt.subplots(figsize=(7, 4.5))
+        fig, ax = plt.subplots(figsize=(10, 4.8))
         for name, runs in results.items():
             for i, r in enumerate(runs):
                 xs = [max(p[axis], 1e-3 if axis == "seconds" else 1) for p in r["curve"]]
                 ax.plot(xs, [p["objective"] for p in r["curve"]], label=name if i == 0 else None,
-                        color=f"C{list(results).index(name) % 10}", alpha=0.8)
+                        color=plt.cm.tab20(list(results).index(name) % 20), alpha=0.9)
         ax.set_xscale("log")
         ax.set_xlabel("objective queries" if axis == "queries" else "seconds (measuring excluded)")
         ax.set_ylabel("held-out DM (lower is better)")
         ax.set_title(title)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
         fig.tight_layout()
         fig.savefig(out / f"objective-vs-{axis}.png", dpi=110)
         plt.close(fig)

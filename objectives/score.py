@@ -13,3 +13,5 @@ class Score:
     # a piecewise-constant score needs a radius that crosses decision boundaries
     # (benchmarks/blackbox.py: 0.01 barely moves it, 1.0 diverges)
     default_sigma: float = 0.3
+    # each query is a full evaluation of a candidate set; the benchmarks ran with 32
+    default_directions: int = 32

@@ -123,7 +123,8 @@ def _config_file(path: str | None) -> dict:
                    "[default: auto: sgd for dm and gm, paper for scores].")
 @click.option("--lr", type=float, callback=_finite, help="Learning rate for S.")
 @click.option("--sigma", type=float, callback=_finite, help="Smoothing radius [default: 0.01 for dm/gm, 0.3 for scores].")
-@click.option("--directions", type=int, help="Directions per zero-order estimate [default: 128].")
+@click.option("--directions", type=int,
+              help="Directions per zero-order estimate [default: 128 for dm and gm, 32 for scores].")
 @click.option("--lowres", type=int,
               help="Zero-order directions drawn at 1/N resolution and upsampled [default: 1].")
 @click.option("--blockwise/--no-blockwise", default=None,

@@ -22,7 +22,8 @@ CVAR_TAILS = ("upper", "lower")
 CLUSTER_SPACES = ("pixel", "feature")
 INITS = ("real", "noise")
 OPTIMIZERS = ("auto", "paper", "sgd", "adam")
-METADATA_KEYS = ("version", "git_sha", "estimator_resolved", "sigma_resolved")  # written beside the settings
+METADATA_KEYS = ("version", "git_sha", "estimator_resolved", "sigma_resolved",
+                 "directions_resolved")  # written beside the settings
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class DistillConfig:
     optimizer: str = "auto"  # paper: s = lr / sqrt(1 + E) (eq. 18); sgd/adam: torch; ng:NAME: nevergrad
     lr: float | None = None  # None: the objective's / estimator's default (see distill.py)
     sigma: float | None = None  # smoothing radius (standardised pixels); None: the objective's
-    directions: int = 128  # M, random directions per zero-order estimate
+    directions: int | None = None  # M per zero-order estimate; None: 128 for dm/gm, 32 for scores
     lowres: int = 1  # zero-order directions drawn at 1/lowres resolution and upsampled
     blockwise: bool = True  # one finite difference per class from one call (separable objectives)
     augment: bool = True  # Siamese augmentation of real and synthetic batches in the objective
@@ -95,11 +96,11 @@ class DistillConfig:
                 continue
             if getattr(self, name) not in allowed:
                 raise bad(name, "choose one of " + ", ".join(allowed))
-        for name in ("ipc", "clusters", "batch_size", "directions", "iterations", "model_steps",
+        for name in ("ipc", "clusters", "batch_size", "iterations", "model_steps",
                      "reinit_every", "lowres"):
             if getattr(self, name) < 1:
                 raise bad(name, "must be at least 1")
-        for name in ("width", "depth", "max_queries", "checkpoint_every"):
+        for name in ("width", "depth", "max_queries", "checkpoint_every", "directions"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise bad(name, "must be at least 1")

@@ -33,6 +33,7 @@ FLIP_OK = {"fashion-mnist", "cifar10"}  # data sets where a mirrored image keeps
 DEFAULT_LR = {"dm": 1.0, "gm": 0.1}  # SGD step sizes, exact or zero-order (BENCHMARKS.md)
 PAPER_LR = 0.1  # eq. 18: s = 0.1 / sqrt(1 + E)
 DEFAULT_SIGMA = 0.01  # smoothing radius for smooth objectives; scores declare their own
+DEFAULT_DIRECTIONS = 128  # for dm/gm, whose candidates are cheap next to the real batch
 CHECKPOINT, PREVIOUS = "checkpoint.pt", "checkpoint.prev.pt"
 CHECKPOINT_FORMAT = "zodd-checkpoint-1"
 CHECKPOINT_SECONDS = 60.0  # when checkpoint_every is None
@@ -135,7 +136,10 @@ class Loop:
         self.objective = make_objective(cfg)
         self.estimator_name = estimators.choose(cfg.estimator, self.objective.differentiable)
         self.sigma = cfg.sigma or getattr(self.objective, "default_sigma", DEFAULT_SIGMA)
-        self.estimator = estimators.ESTIMATORS[self.estimator_name](replace(cfg, sigma=self.sigma))
+        self.directions = cfg.directions or getattr(self.objective, "default_directions",
+                                                    DEFAULT_DIRECTIONS)
+        self.estimator = estimators.ESTIMATORS[self.estimator_name](
+            replace(cfg, sigma=self.sigma, directions=self.directions))
         self.updater = RobustUpdater(mode=cfg.updater, alpha=cfg.alpha, tail=cfg.cvar_tail,
                                      clusters=cfg.clusters, cluster_space=cfg.cluster_space,
                                      lr=cfg.model_lr, steps=cfg.model_steps)
@@ -143,16 +147,22 @@ class Loop:
         if data.image_size >> depth < 1:
             raise ZoddError(f"invalid depth: {depth} (pools {data.name}'s {data.image_size} px "
                             "images below 1 px)")
-        if self.estimator_name != "autograd" and cfg.directions * self.syn.images.numel() > 2**30:
-            raise ZoddError(f"invalid directions: {cfg.directions} (directions x set size = "
-                            f"{cfg.directions * self.syn.images.numel():,} values, over 2^30)")
+        if self.estimator_name != "autograd" and self.directions * self.syn.images.numel() > 2**30:
+            raise ZoddError(f"invalid directions: {self.directions} (directions x set size = "
+                            f"{self.directions * self.syn.images.numel():,} values, over 2^30)")
         if data.image_size % cfg.lowres:
             raise ZoddError(f"invalid lowres: {cfg.lowres} (must divide {data.name}'s image size "
                             f"{data.image_size})")
+        if self.estimator_name == "coordinate":
+            coords = self.syn.images.numel() // cfg.lowres ** 2 // (
+                data.num_classes if cfg.blockwise else 1)
+            if self.directions > coords:
+                raise ZoddError(f"invalid directions: {self.directions} (the coordinate "
+                                f"estimator has {coords} coordinates to choose from here)")
         self.x = self.syn.images.requires_grad_(True)
         self.nevergrad = None
         if cfg.optimizer.startswith("ng:"):
-            self.nevergrad = NevergradStep(cfg.optimizer, self.x, self.sigma, cfg.directions,
+            self.nevergrad = NevergradStep(cfg.optimizer, self.x, self.sigma, self.directions,
                                            cfg.lowres,
                                            int(torch.randint(2**31 - 1, (1,), generator=self.gen)))
             self.estimator_name = cfg.optimizer
@@ -354,7 +364,8 @@ def distill(cfg: DistillConfig, data: ImageData, out: Path | None = None,
             atomic_write(out / "log.jsonl", lambda f: f.write(
                 "".join(json.dumps(r) + "\n" for r in result.rows).encode()))
         save_json({**cfg.to_dict(), "estimator_resolved": loop.estimator_name,
-                   "sigma_resolved": loop.sigma, **run_metadata()},
+                   "sigma_resolved": loop.sigma, "directions_resolved": loop.directions,
+                   **run_metadata()},
                   out / "config.json")
         log = open(out / "log.jsonl", "a")
     start = time.perf_counter() - loop.seconds
