@@ -202,8 +202,10 @@ def run(sweep: Sweep, out: Path, resume: bool = False, quiet: bool = False,
     ray, owns = start_ray(sweep.cpus, sweep.address, sweep.dashboard, purpose="zodd tune",
                           extra="tune")
     try:
-        from ray import tune
-
+        try:
+            from ray import tune
+        except ImportError:
+            raise ZoddError("zodd tune needs Ray Tune: pip install 'zodd[tune]'") from None
         trainable = _trainable(sweep, data)
         path = str((out / EXPERIMENT).resolve())
         if resume:

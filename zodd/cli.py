@@ -328,7 +328,8 @@ RESUME_RUNTIME = {"resume_dir", "quiet", "cpus", "address", "dashboard"}  # may 
               help="Distil the best config on the whole training set and evaluate it on the "
                    "test set.")
 @click.option("--final-seeds", type=int, default=3, show_default=True)
-@click.option("--out", type=click.Path(), help="Sweep directory [default: runs/tune-<dataset>].")
+@click.option("--out", type=click.Path(),
+              help="Sweep directory [default: runs/tune-<dataset>-ipc<ipc>].")
 @click.option("--overwrite", is_flag=True, help="Allow a non-empty --out.")
 @click.option("--resume", "resume_dir", type=click.Path(),
               help="Continue the interrupted sweep in this directory.")
