@@ -149,7 +149,7 @@ def _scheduler(sweep: Sweep):
                          grace_period=1, reduction_factor=2)
 
 
-def _progress_callback(quiet: bool, total: int):
+def _progress_callback(quiet: bool):
     from ray import tune
 
     class Progress(tune.Callback):
@@ -214,8 +214,6 @@ def run(sweep: Sweep, out: Path, resume: bool = False, quiet: bool = False,
             tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True,
                                        resume_errored=False)
         else:
-            total = (spaces.grid_size(sweep.params) if sweep.search == "grid"
-                     else sweep.num_samples)
             tuner = tune.Tuner(
                 trainable,
                 param_space=spaces.to_ray(sweep.params, sweep.search),
@@ -227,7 +225,7 @@ def run(sweep: Sweep, out: Path, resume: bool = False, quiet: bool = False,
                     name=EXPERIMENT, storage_path=str(out.resolve()), verbose=0,
                     failure_config=tune.FailureConfig(max_failures=0),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                    callbacks=[_progress_callback(quiet, total)]))
+                    callbacks=[_progress_callback(quiet)]))
         grid = tuner.fit()
     finally:
         if owns and ray.is_initialized():

@@ -13,28 +13,16 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from zodd.types import BlackBox, EvaluationError
+from zodd.types import BlackBox, EvaluationError, WrappedBox
 
 
 @dataclass
-class Guarded:
+class Guarded(WrappedBox):
     box: BlackBox
     retries: int = 2
     failures: int = 0  # candidate evaluations that failed after every retry
     retried: int = 0  # evaluations that needed another try
     messages: list[str] = field(default_factory=list)
-
-    @property
-    def differentiable(self) -> bool:
-        return False  # used on the zero-order path only
-
-    @property
-    def separable(self) -> bool:
-        return bool(getattr(self.box, "separable", False))
-
-    @property
-    def num_classes(self):
-        return getattr(self.box, "num_classes", None)
 
     def _once(self, candidates: Tensor, blocks: bool) -> Tensor | None:
         try:
@@ -77,11 +65,3 @@ class Guarded:
         if failed and not self.messages:
             self.messages.append(f"{failed} non-finite value(s)")
         return losses
-
-    def __call__(self, candidates: Tensor) -> Tensor:
-        return self._evaluate(candidates, blocks=False)
-
-    def blocks(self, candidates: Tensor) -> Tensor:
-        if not callable(getattr(self.box, "blocks", None)):
-            raise AttributeError("blocks")
-        return self._evaluate(candidates, blocks=True)

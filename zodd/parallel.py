@@ -13,7 +13,7 @@ import logging
 import torch
 from torch import Tensor
 
-from zodd.types import BlackBox, EvaluationError, ZoddError
+from zodd.types import BlackBox, EvaluationError, WrappedBox, ZoddError
 
 
 class _Worker:
@@ -73,22 +73,11 @@ class RayPool:
         self.close()
 
 
-class RayBox:
+class RayBox(WrappedBox):
     def __init__(self, pool: RayPool, box: BlackBox):
         self.pool, self.box = pool, box
-        self.differentiable = False
-        self.separable = bool(getattr(box, "separable", False))
-        self.num_classes = getattr(box, "num_classes", None)
 
-    def __call__(self, candidates: Tensor) -> Tensor:
-        return self._spread(candidates, blocks=False)
-
-    def blocks(self, candidates: Tensor) -> Tensor:
-        if not callable(getattr(self.box, "blocks", None)):
-            raise AttributeError("blocks")
-        return self._spread(candidates, blocks=True)
-
-    def _spread(self, candidates: Tensor, blocks: bool) -> Tensor:
+    def _evaluate(self, candidates: Tensor, blocks: bool) -> Tensor:
         ray = self.pool.ray
         ref = ray.put(self.box)  # one copy of the bound objective in the object store per step
         chunks = [c for c in torch.tensor_split(candidates.detach(), len(self.pool.actors))

@@ -83,6 +83,34 @@ class Objective(Protocol):
     def bind(self, ctx: StepContext) -> BlackBox: ...
 
 
+class WrappedBox:
+    """A BlackBox evaluating through another one (``self.box``) on the zero-order path: it
+    forwards what the inner box declares and routes totals and per-class blocks through one
+    ``_evaluate(candidates, blocks)``."""
+
+    box: BlackBox
+    differentiable = False  # used on the zero-order path only
+
+    @property
+    def separable(self) -> bool:
+        return bool(getattr(self.box, "separable", False))
+
+    @property
+    def num_classes(self):
+        return getattr(self.box, "num_classes", None)
+
+    def _evaluate(self, candidates: Tensor, blocks: bool) -> Tensor:
+        raise NotImplementedError
+
+    def __call__(self, candidates: Tensor) -> Tensor:
+        return self._evaluate(candidates, blocks=False)
+
+    def blocks(self, candidates: Tensor) -> Tensor:
+        if not callable(getattr(self.box, "blocks", None)):
+            raise AttributeError("blocks")
+        return self._evaluate(candidates, blocks=True)
+
+
 class EvaluationError(Exception):
     """A black box failed to give a value (crashed, timed out, printed garbage); the loop retries
     it, then counts it as a failure."""
