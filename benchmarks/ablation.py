@@ -1,113 +1,85 @@
 """Where the robust gain comes from: updater modes, CVaR tails and alpha.
 
-    python benchmarks/ablation.py --budget quick --out runs/ablation-quick   # digits, minutes
-    python benchmarks/ablation.py --budget cpu --out runs/ablation-cpu       # Fashion-MNIST
-    python benchmarks/ablation.py --budget full --out runs/ablation-full     # paper-sized, GPU
+    python benchmarks/ablation.py --budget quick --out runs/evidence-quick   # digits, minutes
+    python benchmarks/ablation.py --budget cpu --out runs/evidence-cpu       # Fashion-MNIST
+    python benchmarks/ablation.py --budget full --out runs/evidence-full     # paper-sized, GPU
+    python benchmarks/ablation.py --budget cpu --out runs/evidence-cpu --only 'ipc1-*'
 
-For each data set, IPC and objective it distils with the updater modes native, ce, robust-upper
-and robust-lower (alpha 0.8), and at IPC 10 the robust modes at alpha 0.2, 0.5 and 1.0 too, for
-several distillation seeds; each set is evaluated with several evaluation seeds. Every run is a
-directory under --out holding the CLI's files; runs already evaluated are skipped, so the script
-resumes where it stopped. It then prints the table (mean ± std over distillation seeds of the
-per-seed evaluation means), the paired differences robust - ce and ce - native, writes
-table.json, and plots Cluster-min and accuracy against alpha (when matplotlib is installed).
+For each IPC and objective of the budget (see grid.BUDGETS) it distils with the updater modes
+native, ce, robust-upper and robust-lower (alpha 0.8) and, at IPC 10, the robust modes at the
+budget's other alphas (alpha 1.0 once: both tails are then the mean), for several distillation
+seeds; each set is evaluated with several networks. Runs already evaluated are skipped, so the
+script resumes where it stopped; ``--only`` (glob, repeatable) restricts the settings run, and
+``--report`` rebuilds the table from the runs present without running anything. Writes
+ablation.json (table and paired differences), ablation.md and ablation-alpha.png.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import statistics
-import subprocess
 from pathlib import Path
 
-METRICS = ("acc", "cluster_min", "noise", "blur", "invert")
-BUDGETS = {
-    "quick": dict(dataset="digits", ipcs=(1, 10), objectives=("dm",), seeds=2, eval_seeds=2,
-                  iterations=100, batch_size=256, alphas=(0.2, 1.0)),
-    "cpu": dict(dataset="fashion-mnist", ipcs=(1, 10), objectives=("dm", "gm"), seeds=3,
-                eval_seeds=3, iterations=60, batch_size=32, alphas=(0.2, 0.5, 1.0)),
-    "full": dict(dataset="fashion-mnist", ipcs=(1, 10), objectives=("dm", "gm"), seeds=3,
-                 eval_seeds=3, iterations=1000, batch_size=256, alphas=(0.2, 0.5, 1.0)),
-}
+import grid
+
+PAPER_FIG2 = "the paper's Fig. 2 (GLaD, CIFAR-10): acc and Cluster-min both peak at α = 0.8"
 
 
-def settings(budget: dict):
-    """(name, flags) for every setting of the budget, seeds excluded."""
-    for ipc in budget["ipcs"]:
-        for obj in budget["objectives"]:
+def settings(budget: grid.Budget):
+    """(name, flags) for every setting, in the order they are run (cheap and central first)."""
+    for ipc in budget.ipcs:
+        for obj in budget.objectives:
             base = f"ipc{ipc}-{obj}"
-            yield f"{base}-native", ["--ipc", ipc, "--objective", obj, "--updater", "native"]
-            yield f"{base}-ce", ["--ipc", ipc, "--objective", obj, "--updater", "ce"]
-            alphas = (0.8, *budget["alphas"]) if ipc >= 10 else (0.8,)
+            common = ["--ipc", ipc, "--objective", obj]
+            yield f"{base}-native", [*common, "--updater", "native"]
+            yield f"{base}-ce", [*common, "--updater", "ce"]
             for tail in ("upper", "lower"):
-                for alpha in alphas:
-                    yield (f"{base}-robust-{tail}-a{alpha}",
-                           ["--ipc", ipc, "--objective", obj, "--updater", "robust",
-                            "--cvar-tail", tail, "--alpha", alpha])
+                yield robust(base, common, tail, 0.8)
+            if ipc >= 10:
+                for alpha in budget.alphas:
+                    for tail in ("upper",) if alpha == 1.0 else ("upper", "lower"):
+                        yield robust(base, common, tail, alpha)
 
 
-def sh(cmd: list) -> None:
-    cmd = [str(c) for c in cmd]
-    print("$", shlex.join(cmd), flush=True)
-    subprocess.run(cmd, check=True)
+def robust(base: str, common: list, tail: str, alpha: float) -> tuple[str, list]:
+    return (f"{base}-robust-{tail}-a{alpha}",
+            [*common, "--updater", "robust", "--cvar-tail", tail, "--alpha", alpha])
 
 
-def run_all(budget: dict, out: Path) -> dict[str, list[dict]]:
-    results: dict[str, list[dict]] = {}
-    for name, flags in settings(budget):
-        for seed in range(budget["seeds"]):
-            run = out / f"{name}-s{seed}"
-            if not (run / "metrics.json").exists():
-                sh(["zodd", "distill", "--dataset", budget["dataset"], *flags, "--seed", seed,
-                    "--iterations", budget["iterations"], "--batch-size", budget["batch_size"],
-                    "--out", run, "--overwrite", "--quiet"])
-                sh(["zodd", "evaluate", run, "--seeds", budget["eval_seeds"], "--quiet"])
-            metrics = json.loads((run / "metrics.json").read_text())
-            results.setdefault(name, []).append({m: metrics[m]["mean"] for m in METRICS})
-    return results
+def comparisons(budget: grid.Budget):
+    for ipc in budget.ipcs:
+        for obj in budget.objectives:
+            base = f"ipc{ipc}-{obj}"
+            yield f"{base}-ce", f"{base}-native"
+            yield f"{base}-robust-upper-a0.8", f"{base}-ce"
+            yield f"{base}-robust-lower-a0.8", f"{base}-ce"
+            yield f"{base}-robust-upper-a0.8", f"{base}-robust-lower-a0.8"
 
 
-def summary(values: list[float]) -> tuple[float, float]:
-    return statistics.mean(values), statistics.pstdev(values)
+def collect(budget: grid.Budget, out: Path, only: list[str] | None, run: bool) -> dict:
+    """Run the selected settings (unless ``run`` is false), then read every run present."""
+    if run:
+        for name, flags in settings(budget):
+            if grid.selected(name, only):
+                for seed in range(budget.seeds):
+                    grid.ensure_run(out, name, flags, seed, budget)
+    return grid.present(out, [name for name, _ in settings(budget)], budget.seeds)
 
 
-def report(results: dict[str, list[dict]], out: Path) -> None:
-    table = {name: {m: summary([r[m] for r in rows]) for m in METRICS}
-             for name, rows in results.items()}
-    print("\n| setting | " + " | ".join(METRICS) + " |\n|---|" + "---|" * len(METRICS))
-    for name, row in table.items():
-        print(f"| {name} | " + " | ".join(f"{m:.2f} ± {s:.2f}" for m, s in row.values()) + " |")
-
-    def paired(a: str, b: str) -> dict | None:
-        if a not in results or b not in results:
-            return None
-        return {m: summary([x[m] - y[m] for x, y in zip(results[a], results[b])])
-                for m in ("acc", "cluster_min")}
-
-    print("\n| comparison (paired over distillation seeds) | Δ acc | Δ Cluster-min | verdict |")
-    print("|---|---|---|---|")
-    diffs = {}
-    for name in results:
-        if name.endswith("-ce"):
-            base = name[: -len("-ce")]
-            pairs = [(f"{base}-ce", f"{base}-native")] + [
-                (f"{base}-robust-{t}-a0.8", f"{base}-ce") for t in ("upper", "lower")] + [
-                (f"{base}-robust-upper-a0.8", f"{base}-robust-lower-a0.8")]
-            for a, b in pairs:
-                d = paired(a, b)
-                if d is None:
-                    continue
-                (m, s) = d["cluster_min"]
-                verdict = "moved Cluster-min beyond the spread" if abs(m) > s else "within the spread"
-                diffs[f"{a} - {b}"] = d
-                print(f"| {a} − {b} | {d['acc'][0]:+.2f} ± {d['acc'][1]:.2f} | "
-                      f"{m:+.2f} ± {s:.2f} | {verdict} |")
-    (out / "table.json").write_text(json.dumps({"table": table, "paired": diffs}, indent=2))
-    plot(table, out)
+def report(budget: grid.Budget, results: dict, out: Path) -> None:
+    table = grid.summarise(results)
+    diffs = {f"{a} − {b}": d for a, b in comparisons(budget)
+             if (d := grid.paired(results, a, b)) is not None}
+    seeds = {name: len(rows) for name, rows in results.items()}
+    text = (f"{budget.describe()}\n\n" + grid.markdown_table(table) + "\n\n"
+            + grid.markdown_pairs(diffs) + "\n")
+    print("\n" + text)
+    (out / "ablation.md").write_text(text)
+    (out / "ablation.json").write_text(json.dumps(
+        {"budget": budget.__dict__, "seeds": seeds, "table": table, "paired": diffs}, indent=2))
+    plot(table, out / "ablation-alpha.png")
 
 
-def plot(table: dict, out: Path) -> None:
+def plot(table: dict, path: Path) -> None:
     try:
         import matplotlib
 
@@ -118,34 +90,44 @@ def plot(table: dict, out: Path) -> None:
         return
     curves: dict[tuple, list] = {}
     for name, row in table.items():
-        if "-robust-" in name and name.startswith("ipc10"):
+        if "-robust-" in name and not name.startswith("ipc1-"):
             base, tail_alpha = name.split("-robust-")
             tail, alpha = tail_alpha.split("-a")
-            curves.setdefault((base, tail), []).append((float(alpha), row))
-    if not curves:
+            tails = ("upper", "lower") if float(alpha) == 1.0 else (tail,)
+            for t in tails:  # alpha 1 is the mean whatever the tail: one run serves both curves
+                curves.setdefault((base, t), []).append((float(alpha), row))
+    if not any(len(points) > 1 for points in curves.values()):
         return
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, metric in zip(axes, ("cluster_min", "acc")):
         for (base, tail), points in sorted(curves.items()):
-            points.sort()
-            ax.errorbar([a for a, _ in points], [r[metric][0] for _, r in points],
-                        yerr=[r[metric][1] for _, r in points], marker="o", capsize=3,
-                        label=f"{base} {tail}")
-        ax.set_xlabel("CVaR alpha")
+            points.sort(key=lambda p: p[0])
+            line = ax.errorbar([a for a, _ in points], [r[metric][0] for _, r in points],
+                               yerr=[r[metric][1] for _, r in points], marker="o", capsize=3,
+                               label=f"{base} {tail}")
+            ce = table.get(f"{base}-ce")
+            if ce:
+                ax.axhline(ce[metric][0], ls="--", lw=0.8, color=line[0].get_color())
+        ax.axvline(0.8, color="grey", lw=0.6, ls=":")
+        ax.set_xlabel("CVaR α (dashed: CE; dotted: the paper's peak)")
         ax.set_ylabel(metric)
         ax.legend(fontsize=7)
+    fig.suptitle(PAPER_FIG2, fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "alpha.png", dpi=120)
-    print(f"wrote {out / 'alpha.png'}")
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--budget", choices=sorted(BUDGETS), default="quick")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--budget", choices=sorted(grid.BUDGETS), default="quick")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--only", action="append", help="run only settings matching this glob")
+    ap.add_argument("--report", action="store_true", help="rebuild the table; run nothing")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    report(run_all(BUDGETS[args.budget], args.out), args.out)
+    budget = grid.BUDGETS[args.budget]
+    report(budget, collect(budget, args.out, args.only, run=not args.report), args.out)
 
 
 if __name__ == "__main__":

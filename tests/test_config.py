@@ -12,7 +12,7 @@ def test_json_round_trip():
 @pytest.mark.parametrize("field, value", [
     ("ipc", 0), ("alpha", 0.0), ("alpha", 1.5), ("clusters", 0), ("batch_size", 0),
     ("dataset", "imagenet"), ("objective", "nope"), ("estimator", "nope"), ("sigma", -1.0),
-    ("lr", float("nan")), ("max_seconds", float("inf")), ("cvar_tail", "middle"),
+    ("lr", float("nan")), ("max_seconds", float("inf")), ("cvar_tail", "middle"), ("cvar_terms", "min"),
 ])
 def test_bad_values_name_their_field(field, value):
     with pytest.raises(ZoddError, match=field.replace("_", "-")):

@@ -32,7 +32,7 @@ DISTILL_FLAGS = [
     (["--dataset", "imagenet"], "dataset"), (["--dataset", ""], "dataset"),
     (["--objective", "nope"], "objective"), (["--objective", ""], "objective"),
     (["--estimator", "nope"], "estimator"), (["--updater", "best"], "updater"),
-    (["--cvar-tail", "middle"], "cvar-tail"), (["--init", "zeros"], "init"),
+    (["--cvar-tail", "middle"], "cvar-tail"), (["--cvar-terms", "ce"], "cvar-terms"), (["--init", "zeros"], "init"),
     (["--cluster-space", "latent"], "cluster-space"), (["--optimizer", "lbfgs"], "optimizer"),
     # wrong types
     (["--ipc", "ten"], "ipc"), (["--ipc", "1.5"], "ipc"), (["--alpha", "high"], "alpha"),

@@ -1,3 +1,4 @@
+import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
@@ -148,3 +149,38 @@ def test_feature_space_clusters_use_the_network_embedding():
         expected = torch.cat([assign_clusters(net.embed(real[c]), net.embed(synthetic[c])) + 3 * c
                               for c in range(2)])
     assert num == 6 and torch.equal(ids, expected)
+
+
+@pytest.mark.parametrize("terms, expected", [
+    ("mean+max", lambda ce, cv: ce + cv.mean() + cv.max()),
+    ("mean", lambda ce, cv: ce + cv.mean()),
+    ("max", lambda ce, cv: ce + cv.max()),
+])
+def test_cvar_terms_keep_the_named_aggregates(terms, expected):
+    gen = torch.Generator().manual_seed(3)
+    losses = torch.rand(60, generator=gen)
+    ids = torch.randint(0, 5, (60,), generator=gen)
+    cvars = torch.stack([cvar(losses[ids == k], 0.5) for k in range(5)])
+    loss, report = robust_loss(losses, ids, 5, 0.5, terms=terms)
+    assert torch.isclose(loss, expected(losses.mean(), cvars))
+    assert report["max_cvar"] == pytest.approx(cvars.max().item())
+
+
+def test_cvar_terms_train_the_network_differently():
+    gen = torch.Generator().manual_seed(0)
+    real = torch.randn(3, 20, 1, 4, 4, generator=gen)
+    weights = {}
+    for terms in ("mean+max", "mean", "max"):
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+        updater = RobustUpdater(alpha=0.3, lr=0.5, terms=terms)
+        updater.step(net, updater.optimizer(net), real, real[:, :2].clone(),
+                     torch.Generator().manual_seed(1))
+        weights[terms] = net[1].weight.detach().clone()
+    assert not torch.allclose(weights["mean"], weights["max"])
+    assert not torch.allclose(weights["mean"], weights["mean+max"])
+
+
+def test_unknown_cvar_terms_are_refused():
+    with pytest.raises(ValueError, match="terms"):
+        robust_loss(torch.rand(10), torch.zeros(10, dtype=torch.long), 1, 0.5, terms="min")

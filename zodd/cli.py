@@ -16,8 +16,8 @@ from pathlib import Path
 import click
 
 from zodd import __version__
-from zodd.config import (CLUSTER_SPACES, CVAR_TAILS, DATASETS, INITS, OPTIMIZERS, UPDATERS,
-                         DistillConfig)
+from zodd.config import (CLUSTER_SPACES, CVAR_TAILS, CVAR_TERMS, DATASETS, INITS, OPTIMIZERS,
+                         UPDATERS, DistillConfig)
 from zodd.types import ZoddError
 
 
@@ -144,6 +144,9 @@ def _config_file(path: str | None) -> dict:
 @click.option("--no-robust", is_flag=True, help="Plain CE network update (same as --updater ce).")
 @click.option("--alpha", type=float, callback=_finite, help="CVaR fraction in (0, 1] [default: 0.8].")
 @click.option("--cvar-tail", type=click.Choice(CVAR_TAILS), help="[default: upper]")
+@click.option("--cvar-terms", type=click.Choice(CVAR_TERMS),
+              help="CVaR aggregates over clusters added to CE (--updater ce: none) "
+                   "[default: mean+max].")
 @click.option("--clusters", type=int, help="Cluster centres per class when IPC > 10 [default: 10].")
 @click.option("--cluster-space", type=click.Choice(CLUSTER_SPACES), help="[default: pixel]")
 @click.option("--batch-size", type=int, help="Real samples per class each iteration [default: 256].")

@@ -19,6 +19,7 @@ from zodd.types import ZoddError
 DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "svhn")
 UPDATERS = ("robust", "ce", "native")
 CVAR_TAILS = ("upper", "lower")
+CVAR_TERMS = ("mean+max", "mean", "max")  # the CVaR terms added to CE (Table 4b)
 CLUSTER_SPACES = ("pixel", "feature")
 INITS = ("real", "noise")
 OPTIMIZERS = ("auto", "paper", "sgd", "adam")
@@ -58,6 +59,7 @@ class DistillConfig:
     updater: str = "robust"  # robust: CE + mean CVaR + max CVaR; ce: CE only; native: no real-data update
     alpha: float = 0.8  # CVaR tail fraction, in (0, 1]
     cvar_tail: str = "upper"  # upper: mean of the largest alpha-fraction; lower: of the smallest
+    cvar_terms: str = "mean+max"  # which cluster CVaR aggregates join CE: mean+max, mean or max
     clusters: int = 10  # cluster centres per class when ipc > 10
     cluster_space: str = "pixel"  # pixel: Euclidean on images; feature: network embedding
     batch_size: int = 256  # real samples per class drawn each iteration
@@ -87,6 +89,7 @@ class DistillConfig:
 
         choices = {
             "dataset": DATASETS, "updater": UPDATERS, "cvar_tail": CVAR_TAILS,
+            "cvar_terms": CVAR_TERMS,
             "cluster_space": CLUSTER_SPACES, "init": INITS, "optimizer": OPTIMIZERS,
             "objective": tuple(OBJECTIVES), "estimator": ("auto", *ESTIMATORS),
         }

@@ -141,6 +141,7 @@ class Loop:
         self.estimator = estimators.ESTIMATORS[self.estimator_name](
             replace(cfg, sigma=self.sigma, directions=self.directions))
         self.updater = RobustUpdater(mode=cfg.updater, alpha=cfg.alpha, tail=cfg.cvar_tail,
+                                     terms=cfg.cvar_terms,
                                      clusters=cfg.clusters, cluster_space=cfg.cluster_space,
                                      lr=cfg.model_lr, steps=cfg.model_steps)
         depth = cfg.depth or default_shape(data.image_size)[1]

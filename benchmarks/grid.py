@@ -1,0 +1,160 @@
+"""The shared machinery of the evidence benchmarks (paper.py, ablation.py): a grid of named
+settings, each distilled with several seeds and evaluated with several networks, resumable.
+
+A run is the directory ``OUT/NAME-sSEED`` holding the CLI's files (config.json, synthetic.pt,
+log.jsonl, metrics.json); a run whose metrics.json exists is not run again, so a script resumes
+where it stopped and two scripts pointed at the same OUT with the same budget share their runs.
+The random-real baseline of an IPC and seed is ``metrics_random.json`` inside a run of that IPC
+and seed (``zodd evaluate --baseline random``).
+"""
+from __future__ import annotations
+
+import json
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from fnmatch import fnmatch
+from pathlib import Path
+
+METRICS = ("acc", "cluster_min", "noise", "blur", "invert")
+
+
+@dataclass(frozen=True)
+class Budget:
+    dataset: str
+    ipcs: tuple[int, ...]
+    objectives: tuple[str, ...]
+    seeds: int  # distillation seeds
+    eval_seeds: int  # networks trained per distilled set
+    iterations: int
+    batch_size: int
+    alphas: tuple[float, ...] = ()
+    epochs: int = 300  # evaluation epochs
+
+    def describe(self) -> str:
+        return (f"{self.dataset}, {self.iterations} iterations, {self.batch_size} real images per "
+                f"class, {self.seeds} distillation seeds x {self.eval_seeds} evaluation networks "
+                f"({self.epochs} epochs)")
+
+
+# The budgets of the evidence benchmarks. paper.py and ablation.py use the same ones, so runs of a
+# setting they share (native, robust-upper at alpha 0.8) are made once when both write to one OUT.
+BUDGETS = {
+    # digits: minutes; a smoke test of the benchmark more than evidence
+    "quick": Budget("digits", ipcs=(1, 10), objectives=("dm",), seeds=2, eval_seeds=2,
+                    iterations=100, batch_size=256, alphas=(0.2, 1.0)),
+    # Fashion-MNIST on this 2-core machine: an IPC-10 run is ~2 min of distillation and ~5 min of
+    # evaluation (3 networks x 300 epochs), an IPC-1 run ~1 min in all
+    "cpu": Budget("fashion-mnist", ipcs=(1, 10), objectives=("dm", "gm"), seeds=3, eval_seeds=3,
+                  iterations=100, batch_size=32, alphas=(0.2, 0.5, 1.0)),
+    # the paper's iteration count, for a GPU machine
+    "full": Budget("fashion-mnist", ipcs=(1, 10), objectives=("dm", "gm"), seeds=3, eval_seeds=3,
+                   iterations=1000, batch_size=256, alphas=(0.2, 0.5, 1.0)),
+}
+
+
+def sh(cmd: list) -> None:
+    """Run a CLI command; ``zodd`` is this interpreter's (``python -m zodd.cli``), so the zodd
+    on PYTHONPATH serves the whole grid (a frozen copy, while the working tree changes)."""
+    cmd = [str(c) for c in cmd]
+    if cmd[0] == "zodd":
+        cmd = [sys.executable, "-m", "zodd.cli", *cmd[1:]]
+    print("$", shlex.join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def selected(name: str, only: list[str] | None) -> bool:
+    return not only or any(fnmatch(name, pattern) for pattern in only)
+
+
+def ensure_run(out: Path, name: str, flags: list, seed: int, budget: Budget) -> dict:
+    """Distil and evaluate one setting and seed unless already done; its metrics (means)."""
+    run = out / f"{name}-s{seed}"
+    if not (run / "metrics.json").exists():
+        sh(["zodd", "distill", "--dataset", budget.dataset, *flags, "--seed", seed,
+            "--iterations", budget.iterations, "--batch-size", budget.batch_size,
+            "--out", run, "--overwrite", "--quiet"])
+        started = time.perf_counter()
+        sh(["zodd", "evaluate", run, "--seeds", budget.eval_seeds, "--epochs", budget.epochs,
+            "--quiet"])
+        print(f"  evaluated in {time.perf_counter() - started:.0f} s", flush=True)
+    return read_metrics(run / "metrics.json") | {"distill_s": distill_seconds(run)}
+
+
+def ensure_random(out: Path, name: str, seed: int, budget: Budget) -> dict:
+    """The random-real baseline drawn with the run ``name``'s data set, IPC and seed."""
+    run = out / f"{name}-s{seed}"
+    target = run / "metrics_random.json"
+    if not target.exists():
+        sh(["zodd", "evaluate", run, "--baseline", "random", "--seeds", budget.eval_seeds,
+            "--epochs", budget.epochs, "--quiet"])
+    return read_metrics(target)
+
+
+def read_metrics(path: Path) -> dict:
+    metrics = json.loads(path.read_text())
+    return {m: metrics[m]["mean"] for m in METRICS}
+
+
+def present(out: Path, names: list[str], seeds: int) -> dict[str, list[dict]]:
+    """Metrics of the evaluated runs, per setting: seeds 0, 1, ... up to the first missing one
+    (paired differences match seeds)."""
+    results: dict[str, list[dict]] = {}
+    for name in names:
+        for seed in range(seeds):
+            path = out / f"{name}-s{seed}" / "metrics.json"
+            if not path.exists():
+                break
+            results.setdefault(name, []).append(read_metrics(path))
+    return results
+
+
+def distill_seconds(run: Path) -> float | None:
+    lines = (run / "log.jsonl").read_text().splitlines() if (run / "log.jsonl").exists() else []
+    return json.loads(lines[-1]).get("seconds") if lines else None
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and population std (ddof 0) over distillation seeds."""
+    return statistics.mean(values), statistics.pstdev(values)
+
+
+def summarise(results: dict[str, list[dict]]) -> dict[str, dict[str, tuple[float, float]]]:
+    return {name: {m: mean_std([r[m] for r in rows]) for m in METRICS}
+            for name, rows in results.items() if rows}
+
+
+def paired(results: dict[str, list[dict]], a: str, b: str) -> dict | None:
+    """a - b per distillation seed (same seed, same initialisation), mean and std over seeds."""
+    if not results.get(a) or not results.get(b):
+        return None
+    n = min(len(results[a]), len(results[b]))
+    return {m: mean_std([results[a][i][m] - results[b][i][m] for i in range(n)])
+            for m in METRICS} | {"seeds": n}
+
+
+def beyond_spread(diff: tuple[float, float]) -> bool:
+    """The paired difference's mean exceeds its std over seeds (a weak, stated test)."""
+    mean, std = diff
+    return abs(mean) > std
+
+
+def markdown_table(table: dict, label: str = "setting") -> str:
+    lines = [f"| {label} | " + " | ".join(METRICS) + " |", "|---|" + "---|" * len(METRICS)]
+    for name, row in table.items():
+        lines.append(f"| {name} | " + " | ".join(f"{row[m][0]:.2f} ± {row[m][1]:.2f}"
+                                                 for m in METRICS) + " |")
+    return "\n".join(lines)
+
+
+def markdown_pairs(diffs: dict[str, dict]) -> str:
+    lines = ["| comparison (paired over distillation seeds) | seeds | Δ acc | Δ Cluster-min | "
+             "verdict on Cluster-min |", "|---|---|---|---|---|"]
+    for label, d in diffs.items():
+        verdict = ("beyond the spread" if beyond_spread(d["cluster_min"]) else "within the spread")
+        lines.append(f"| {label} | {d['seeds']} | {d['acc'][0]:+.2f} ± {d['acc'][1]:.2f} | "
+                     f"{d['cluster_min'][0]:+.2f} ± {d['cluster_min'][1]:.2f} | {verdict} |")
+    return "\n".join(lines)
