@@ -1,17 +1,18 @@
 """Where the robust gain comes from: updater modes, CVaR tails and alpha.
 
-    python benchmarks/ablation.py --budget quick --out runs/evidence-quick   # digits, minutes
-    python benchmarks/ablation.py --budget cpu --out runs/evidence-cpu       # Fashion-MNIST
-    python benchmarks/ablation.py --budget full --out runs/evidence-full     # paper-sized, GPU
-    python benchmarks/ablation.py --budget cpu --out runs/evidence-cpu --only 'ipc1-*'
+    python benchmarks/ablation.py --budget quick --out runs/evidence   # digits, minutes
+    python benchmarks/ablation.py --budget cpu --out runs/evidence     # Fashion-MNIST, hours
+    python benchmarks/ablation.py --budget full --out runs/evidence    # paper-sized, GPU
+    python benchmarks/ablation.py --budget cpu --out runs/evidence --only 'ipc1-*'
 
 For each IPC and objective of the budget (see grid.BUDGETS) it distils with the updater modes
 native, ce, robust-upper and robust-lower (alpha 0.8) and, at IPC 10, the robust modes at the
 budget's other alphas (alpha 1.0 once: both tails are then the mean), for several distillation
-seeds; each set is evaluated with several networks. Runs already evaluated are skipped, so the
-script resumes where it stopped; ``--only`` (glob, repeatable) restricts the settings run, and
-``--report`` rebuilds the table from the runs present without running anything. Writes
-ablation.json (table and paired differences), ablation.md and ablation-alpha.png.
+seeds; each set is evaluated with several networks. Runs live under OUT/FOLDER/ (the budget's
+folder), are shared with paper.py, and are skipped once evaluated, so the script resumes where it
+stopped. ``--only`` (glob, repeatable) restricts the settings run; the table covers every run
+present, and ``--report`` rebuilds it without running anything. Writes ablation.json (table and
+paired differences), ablation.md and ablation-alpha.png beside the runs.
 """
 from __future__ import annotations
 
@@ -62,7 +63,7 @@ def collect(budget: grid.Budget, out: Path, only: list[str] | None, run: bool) -
             if grid.selected(name, only):
                 for seed in range(budget.seeds):
                     grid.ensure_run(out, name, flags, seed, budget)
-    return grid.present(out, [name for name, _ in settings(budget)], budget.seeds)
+    return grid.present(out, budget, [name for name, _ in settings(budget)])
 
 
 def report(budget: grid.Budget, results: dict, out: Path) -> None:
@@ -73,6 +74,7 @@ def report(budget: grid.Budget, results: dict, out: Path) -> None:
     text = (f"{budget.describe()}\n\n" + grid.markdown_table(table) + "\n\n"
             + grid.markdown_pairs(diffs) + "\n")
     print("\n" + text)
+    out = out / budget.folder
     (out / "ablation.md").write_text(text)
     (out / "ablation.json").write_text(json.dumps(
         {"budget": budget.__dict__, "seeds": seeds, "table": table, "paired": diffs}, indent=2))

@@ -1,7 +1,7 @@
 """The shared machinery of the evidence benchmarks (paper.py, ablation.py): a grid of named
 settings, each distilled with several seeds and evaluated with several networks, resumable.
 
-A run is the directory ``OUT/NAME-sSEED`` holding the CLI's files (config.json, synthetic.pt,
+A run is the directory ``OUT/FOLDER/NAME-sSEED`` (FOLDER: the budget's, by default its data set) holding the CLI's files (config.json, synthetic.pt,
 log.jsonl, metrics.json); a run whose metrics.json exists is not run again, so a script resumes
 where it stopped and two scripts pointed at the same OUT with the same budget share their runs.
 The random-real baseline of an IPC and seed is ``metrics_random.json`` inside a run of that IPC
@@ -33,6 +33,11 @@ class Budget:
     batch_size: int
     alphas: tuple[float, ...] = ()
     epochs: int = 300  # evaluation epochs
+    folder: str = ""  # where its runs live under OUT; "": the data set's name
+
+    def __post_init__(self):
+        if not self.folder:
+            object.__setattr__(self, "folder", self.dataset)
 
     def describe(self) -> str:
         return (f"{self.dataset}, {self.iterations} iterations, {self.batch_size} real images per "
@@ -45,7 +50,10 @@ class Budget:
 BUDGETS = {
     # digits: minutes; a smoke test of the benchmark more than evidence
     "quick": Budget("digits", ipcs=(1, 10), objectives=("dm",), seeds=2, eval_seeds=2,
-                    iterations=100, batch_size=256, alphas=(0.2, 1.0)),
+                    iterations=100, batch_size=256, alphas=(0.2, 1.0), folder="digits-quick"),
+    # digits with the evidence's seeds: minutes
+    "digits": Budget("digits", ipcs=(1, 10), objectives=("dm", "gm"), seeds=3, eval_seeds=3,
+                     iterations=100, batch_size=256, alphas=(0.2, 0.5, 1.0)),
     # Fashion-MNIST on this 2-core machine: an IPC-10 run is ~2 min of distillation and ~5 min of
     # evaluation (3 networks x 300 epochs), an IPC-1 run ~1 min in all
     "cpu": Budget("fashion-mnist", ipcs=(1, 10), objectives=("dm", "gm"), seeds=3, eval_seeds=3,
@@ -72,7 +80,7 @@ def selected(name: str, only: list[str] | None) -> bool:
 
 def ensure_run(out: Path, name: str, flags: list, seed: int, budget: Budget) -> dict:
     """Distil and evaluate one setting and seed unless already done; its metrics (means)."""
-    run = out / f"{name}-s{seed}"
+    run = run_dir(out, budget, name, seed)
     if not (run / "metrics.json").exists():
         sh(["zodd", "distill", "--dataset", budget.dataset, *flags, "--seed", seed,
             "--iterations", budget.iterations, "--batch-size", budget.batch_size,
@@ -86,7 +94,7 @@ def ensure_run(out: Path, name: str, flags: list, seed: int, budget: Budget) -> 
 
 def ensure_random(out: Path, name: str, seed: int, budget: Budget) -> dict:
     """The random-real baseline drawn with the run ``name``'s data set, IPC and seed."""
-    run = out / f"{name}-s{seed}"
+    run = run_dir(out, budget, name, seed)
     target = run / "metrics_random.json"
     if not target.exists():
         sh(["zodd", "evaluate", run, "--baseline", "random", "--seeds", budget.eval_seeds,
@@ -99,13 +107,18 @@ def read_metrics(path: Path) -> dict:
     return {m: metrics[m]["mean"] for m in METRICS}
 
 
-def present(out: Path, names: list[str], seeds: int) -> dict[str, list[dict]]:
+def run_dir(out: Path, budget: Budget, name: str, seed: int) -> Path:
+    return out / budget.folder / f"{name}-s{seed}"
+
+
+def present(out: Path, budget: Budget, names: list[str],
+            file: str = "metrics.json") -> dict[str, list[dict]]:
     """Metrics of the evaluated runs, per setting: seeds 0, 1, ... up to the first missing one
     (paired differences match seeds)."""
     results: dict[str, list[dict]] = {}
     for name in names:
-        for seed in range(seeds):
-            path = out / f"{name}-s{seed}" / "metrics.json"
+        for seed in range(budget.seeds):
+            path = run_dir(out, budget, name, seed) / file
             if not path.exists():
                 break
             results.setdefault(name, []).append(read_metrics(path))
