@@ -7,8 +7,9 @@
 
 For each IPC and objective of the budget (see grid.BUDGETS) it distils with the updater modes
 native, ce, robust-upper and robust-lower (alpha 0.8) and, at IPC 10, the robust modes at the
-budget's other alphas (alpha 1.0 once: both tails are then the mean), for several distillation
-seeds; each set is evaluated with several networks. Runs live under OUT/FOLDER/ (the budget's
+budget's other alphas (alpha 1.0 once: both tails are then the mean), and, at the budget's
+``trained_ipcs``, ce and both robust tails with theta trained for longer (``-trained``: 10 network
+updates per iteration, a fresh network every 100), for several distillation seeds; each set is evaluated with several networks. Runs live under OUT/FOLDER/ (the budget's
 folder), are shared with paper.py, and are skipped once evaluated, so the script resumes where it
 stopped. ``--only`` (glob, repeatable) restricts the settings run; the table covers every run
 present, and ``--report`` rebuilds it without running anything. Writes ablation.json (table and
@@ -22,6 +23,9 @@ from pathlib import Path
 
 import grid
 
+# theta trained for longer: 10 updates per iteration and one network for 100 iterations (the
+# defaults, 1 update and a fresh network every 10, leave theta near its initialisation)
+TRAINED = ("trained", ["--model-steps", 10, "--reinit-every", 100])
 PAPER_FIG2 = "the paper's Fig. 2 (GLaD, CIFAR-10): acc and Cluster-min both peak at α = 0.8"
 
 
@@ -39,6 +43,12 @@ def settings(budget: grid.Budget):
                 for alpha in budget.alphas:
                     for tail in ("upper",) if alpha == 1.0 else ("upper", "lower"):
                         yield robust(base, common, tail, alpha)
+            if ipc in budget.trained_ipcs:
+                suffix, flags = TRAINED
+                yield f"{base}-ce-{suffix}", [*common, "--updater", "ce", *flags]
+                for tail in ("upper", "lower"):
+                    name, robust_flags = robust(base, common, tail, 0.8)
+                    yield f"{name}-{suffix}", [*robust_flags, *flags]
 
 
 def robust(base: str, common: list, tail: str, alpha: float) -> tuple[str, list]:
@@ -54,6 +64,11 @@ def comparisons(budget: grid.Budget):
             yield f"{base}-robust-upper-a0.8", f"{base}-ce"
             yield f"{base}-robust-lower-a0.8", f"{base}-ce"
             yield f"{base}-robust-upper-a0.8", f"{base}-robust-lower-a0.8"
+            if ipc in budget.trained_ipcs:
+                t = TRAINED[0]
+                yield f"{base}-ce-{t}", f"{base}-ce"
+                yield f"{base}-robust-upper-a0.8-{t}", f"{base}-ce-{t}"
+                yield f"{base}-robust-lower-a0.8-{t}", f"{base}-ce-{t}"
 
 
 def collect(budget: grid.Budget, out: Path, only: list[str] | None, run: bool) -> dict:

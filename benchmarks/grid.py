@@ -34,6 +34,7 @@ class Budget:
     alphas: tuple[float, ...] = ()
     epochs: int = 300  # evaluation epochs
     folder: str = ""  # where its runs live under OUT; "": the data set's name
+    trained_ipcs: tuple[int, ...] = ()  # IPCs where ablation.py also trains theta for longer
 
     def __post_init__(self):
         if not self.folder:
@@ -50,17 +51,19 @@ class Budget:
 BUDGETS = {
     # digits: minutes; a smoke test of the benchmark more than evidence
     "quick": Budget("digits", ipcs=(1, 10), objectives=("dm",), seeds=2, eval_seeds=2,
-                    iterations=100, batch_size=256, alphas=(0.2, 1.0), folder="digits-quick"),
+                    iterations=100, batch_size=256, alphas=(0.2, 1.0), folder="digits-quick",
+                    trained_ipcs=(1, 10)),
     # digits with the evidence's seeds: minutes
     "digits": Budget("digits", ipcs=(1, 10), objectives=("dm", "gm"), seeds=3, eval_seeds=3,
                      iterations=100, batch_size=256, alphas=(0.2, 0.5, 1.0)),
     # Fashion-MNIST on this 2-core machine: an IPC-10 run is ~2 min of distillation and ~5 min of
     # evaluation (3 networks x 300 epochs), an IPC-1 run ~1 min in all
     "cpu": Budget("fashion-mnist", ipcs=(1, 10), objectives=("dm", "gm"), seeds=3, eval_seeds=3,
-                  iterations=100, batch_size=32, alphas=(0.2, 0.5, 1.0)),
+                  iterations=100, batch_size=32, alphas=(0.2, 0.5, 1.0), trained_ipcs=(1,)),
     # the paper's iteration count, for a GPU machine
     "full": Budget("fashion-mnist", ipcs=(1, 10), objectives=("dm", "gm"), seeds=3, eval_seeds=3,
-                   iterations=1000, batch_size=256, alphas=(0.2, 0.5, 1.0)),
+                   iterations=1000, batch_size=256, alphas=(0.2, 0.5, 1.0),
+                   trained_ipcs=(1, 10)),
 }
 
 

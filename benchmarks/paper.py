@@ -13,7 +13,7 @@ initialisation of the same seeds; on the budget's last data set at IPC 10 (dm) i
 Table 4b ablation: CE only, CE + mean CVaR, CE + max CVaR, CE + both. Each cell is the mean ±
 std over distillation seeds of the per-seed means over evaluation networks. Runs live under
 OUT/FOLDER/ and are shared with ablation.py (the same setting names); a finished run is never
-run again, so the command resumes where it stopped.
+run again, so the command resumes where it stopped; ``--only GLOB`` runs some settings only.
 
 Writes OUT/paper.md and OUT/paper.json (every table) and two figures per data set, both from
 distillation seed 0 at IPC 10 with dm: ``FOLDER-sets.png`` (the random-real initialisation and
@@ -54,8 +54,10 @@ def settings(budget: grid.Budget, ablation: bool):
                     "--cvar-terms", terms])
 
 
-def run(budget: grid.Budget, out: Path, ablation: bool) -> None:
+def run(budget: grid.Budget, out: Path, ablation: bool, only: list[str] | None) -> None:
     for name, flags in settings(budget, ablation):
+        if not grid.selected(name, only):
+            continue
         for seed in range(budget.seeds):
             grid.ensure_run(out, name, flags, seed, budget)
             if name.endswith("-native"):
@@ -182,6 +184,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--budget", choices=sorted(PLANS), default="quick")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--only", action="append",
+                    help="run only settings matching this glob (e.g. 'ipc1-*'); tables cover all")
+    ap.add_argument("--dataset", action="append",
+                    help="run only this data set of the budget (repeatable); tables cover all")
     ap.add_argument("--report", action="store_true", help="rebuild tables and figures; run nothing")
     ap.add_argument("--publish", type=Path, help="copy the tables and figures to this directory")
     args = ap.parse_args()
@@ -190,8 +196,8 @@ def main() -> None:
     reports, made = [], []
     for i, budget in enumerate(budgets):
         ablation = i == len(budgets) - 1
-        if not args.report:
-            run(budget, args.out, ablation)
+        if not args.report and (not args.dataset or budget.dataset in args.dataset):
+            run(budget, args.out, ablation, args.only)
         reports.append(tables(budget, args.out, ablation))
         made += figures(budget, args.out)
     text = "\n".join(markdown(r) for r in reports)

@@ -27,33 +27,12 @@ from pathlib import Path
 
 import torch
 
-from objectives import OBJECTIVES
+from objectives.distribution import HeldOutDM
 from zodd.config import DistillConfig
 from zodd.data import ImageData, load
 from zodd.distill import FLIP_OK, Loop
 from zodd.evaluate import EvalConfig, TestSets, evaluate
-from zodd.models import build_model
 from zodd.synthetic import SyntheticSet, initialise
-from zodd.types import StepContext
-
-
-class HeldOutDM:
-    """DM on fixed networks and real batches the runs never see."""
-
-    def __init__(self, data: ImageData, nets: int = 5, per_class: int = 64):
-        gen = torch.Generator().manual_seed(123)
-        self.boxes = []
-        for k in range(nets):
-            net = build_model(data.channels, data.num_classes, data.image_size,
-                              seed=1000 + k).requires_grad_(False)
-            real = data.train_x[torch.stack([i[torch.randperm(len(i), generator=gen)[:per_class]]
-                                             for i in data.class_indices()])]
-            ctx = StepContext(net, real, None, data.num_classes, seed=k)
-            self.boxes.append(OBJECTIVES["dm"]().bind(ctx))
-
-    @torch.no_grad()
-    def __call__(self, images: torch.Tensor) -> float:
-        return sum(float(box(images.detach()[None])) for box in self.boxes) / len(self.boxes)
 
 
 def method_config(name: str, base: DistillConfig) -> DistillConfig:

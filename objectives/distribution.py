@@ -56,3 +56,32 @@ class BoundDM:
 
     def __call__(self, candidates: Tensor) -> Tensor:
         return self.blocks(candidates).sum(1)
+
+
+class HeldOutDM:
+    """DM measured on ``nets`` fixed networks and real batches that no run sees: a yardstick for
+    comparing synthetic sets (estimators, budgets) on the objective itself.
+
+    The networks are ConvNets of the data's default shape seeded ``net_seed + k``; each draws
+    ``per_class`` real images per class with a generator seeded ``seed``. Deterministic: the
+    same arguments give the same yardstick.
+    """
+
+    def __init__(self, data, nets: int = 5, per_class: int = 64, seed: int = 123,
+                 net_seed: int = 1000):
+        from zodd.models import build_model
+
+        gen = torch.Generator().manual_seed(seed)
+        self.boxes = []
+        for k in range(nets):
+            net = build_model(data.channels, data.num_classes, data.image_size,
+                              seed=net_seed + k).requires_grad_(False)
+            real = data.train_x[torch.stack([i[torch.randperm(len(i), generator=gen)[:per_class]]
+                                             for i in data.class_indices()])]
+            self.boxes.append(BoundDM(StepContext(net, real, None, data.num_classes, seed=k),
+                                      flip=False))
+
+    @torch.no_grad()
+    def __call__(self, images: Tensor) -> float:
+        """The mean DM of one synthetic set ``[classes * ipc, C, H, W]`` over the networks."""
+        return sum(float(box(images.detach()[None])) for box in self.boxes) / len(self.boxes)

@@ -129,7 +129,7 @@ class Gaussian(_ZeroOrder):
         ok = _usable(f0, fv)
         slopes = (fv - f0) / self.sigma
         g = _combine(_per_image(slopes, len(x)) if blockwise else slopes, ok, v)
-        return Estimate(float(f0.sum()), g, queries=self.directions + 1,
+        return Estimate(float(f0.sum()), g, queries=self.queries(),
                         extra={"failed_directions": int((~ok).sum())})
 
 
@@ -183,7 +183,7 @@ class Sphere(_ZeroOrder):
         ok = _usable(f0, fv)
         slopes = flat.shape[-1] * (fv - f0) / self.sigma
         g = _combine(_per_image(slopes, len(x)) if blockwise else slopes, ok, u)
-        return Estimate(float(f0.sum()), g, queries=self.directions + 1,
+        return Estimate(float(f0.sum()), g, queries=self.queries(),
                         extra={"failed_directions": int((~ok).sum())})
 
 
