@@ -32,7 +32,12 @@ DISTILL_FLAGS = [
     (["--dataset", "imagenet"], "dataset"), (["--dataset", ""], "dataset"),
     (["--objective", "nope"], "objective"), (["--objective", ""], "objective"),
     (["--estimator", "nope"], "estimator"), (["--updater", "best"], "updater"),
-    (["--cvar-tail", "middle"], "cvar-tail"), (["--cvar-terms", "ce"], "cvar-terms"), (["--init", "zeros"], "init"),
+    (["--cvar-tail", "middle"], "cvar-tail"), (["--cvar-terms", "ce"], "cvar-terms"),
+    (["--init", "zeros"], "init"),
+    (["--objective", "prototype", "--surrogate", "prototype"], "surrogate"),
+    (["--surrogate", "dm"], "surrogate"),  # dm alone resolves to autograd: nothing to guide
+    (["--objective", "prototype", "--surrogate", "dm", "--estimator", "sphere"], "surrogate"),
+    (["--objective", "prototype", "--surrogate", "dm", "--lowres", "2"], "surrogate"),
     (["--cluster-space", "latent"], "cluster-space"), (["--optimizer", "lbfgs"], "optimizer"),
     # wrong types
     (["--ipc", "ten"], "ipc"), (["--ipc", "1.5"], "ipc"), (["--alpha", "high"], "alpha"),

@@ -42,6 +42,21 @@ def test_every_candidate_of_a_step_sees_the_same_network_batch_and_augmentation(
     assert torch.allclose(changed[1, 1:], changed[0, 1:], rtol=1e-5, atol=1e-6)
 
 
+def test_a_surrogate_guides_a_score_end_to_end(tmp_path):
+    """--surrogate dm on the nearest-prototype score: one more query a step, recorded in
+    config.json; the run trains a network for the surrogate although the score needs none."""
+    out = tmp_path / "run"
+    done = subprocess.run([*CLI, "--objective", "prototype", "--surrogate", "dm", "--ipc", "2",
+                           "--batch-size", "16", "--iterations", "3", "--directions", "8",
+                           "--quiet", "--out", str(out)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["queries"] for r in rows] == [10, 20, 30]
+    assert "ce" in rows[0]  # the updater trained the surrogate's network
+    assert json.loads((out / "config.json").read_text())["surrogate"] == "dm"
+
+
 @pytest.mark.parametrize("flags", [
     ["--estimator", "antithetic", "--directions", "8"],
     ["--estimator", "sphere", "--no-blockwise"],

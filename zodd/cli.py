@@ -129,6 +129,10 @@ def _config_file(path: str | None) -> dict:
               help="Zero-order directions drawn at 1/N resolution and upsampled [default: 1].")
 @click.option("--blockwise/--no-blockwise", default=None,
               help="One finite difference per class from each call (dm, gm) [default: on].")
+@click.option("--surrogate", type=str,
+              help="A differentiable objective (dm, gm) whose gradient at S guides "
+                   "--estimator gaussian: its direction gets its own finite difference, the "
+                   "random directions span the rest (unbiased; one more query a step).")
 @click.option("--augment/--no-augment", default=None, help="Siamese augmentation [default: on].")
 @click.option("--command", type=str,
               help="With --objective command: the program scoring candidates, e.g. "

@@ -45,6 +45,7 @@ class DistillConfig:
     directions: int | None = None  # M per zero-order estimate; None: 128 for dm/gm, 32 for scores
     lowres: int = 1  # zero-order directions drawn at 1/lowres resolution and upsampled
     blockwise: bool = True  # one finite difference per class from one call (separable objectives)
+    surrogate: str | None = None  # a differentiable objective whose gradient guides gaussian
     augment: bool = True  # Siamese augmentation of real and synthetic batches in the objective
     command: str | None = None  # --objective command: the program and its arguments ({input})
     command_timeout: float = 60.0  # seconds per call of the program
@@ -123,6 +124,15 @@ class DistillConfig:
                 self.estimator, OBJECTIVES[self.objective].differentiable) == "autograd":
             raise bad("optimizer", "a nevergrad optimiser is zero-order: give --estimator "
                       "gaussian (its --directions are the candidates asked per step)")
+        if self.surrogate is not None:
+            if self.surrogate not in OBJECTIVES or not OBJECTIVES[self.surrogate].differentiable:
+                raise bad("surrogate", "choose a differentiable objective: " + ", ".join(
+                    n for n, o in OBJECTIVES.items() if o.differentiable))
+            if (estimators.choose(self.estimator, OBJECTIVES[self.objective].differentiable)
+                    != "gaussian" or self.optimizer.startswith("ng:")):
+                raise bad("surrogate", "a surrogate guides --estimator gaussian only")
+            if self.lowres != 1:
+                raise bad("surrogate", "a surrogate's guide is full-resolution: use --lowres 1")
         if not (0.0 < self.alpha <= 1.0):
             raise bad("alpha", "must be in (0, 1]")
         for name in ("sigma", "model_lr", "lr", "max_seconds", "command_timeout"):

@@ -134,6 +134,9 @@ class Loop:
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.syn = initialise(data, cfg.ipc, cfg.init, self.gen)
         self.objective = make_objective(cfg)
+        self.surrogate = (OBJECTIVES[cfg.surrogate](flip=cfg.dataset in FLIP_OK)
+                          if cfg.surrogate else None)
+        self.guide_box = None  # the surrogate bound to the step's context
         self.estimator_name = estimators.choose(cfg.estimator, self.objective.differentiable)
         self.sigma = cfg.sigma or getattr(self.objective, "default_sigma", DEFAULT_SIGMA)
         self.directions = cfg.directions or getattr(self.objective, "default_directions",
@@ -199,7 +202,7 @@ class Loop:
             if self.nevergrad is not None:
                 estimate = self.nevergrad.step(box, self.x)
             else:
-                estimate = self.estimator.estimate(box, self.x, self.gen)
+                estimate = self.estimator.estimate(box, self.x, self.gen, **self._guide())
         except EvaluationError as exc:  # f(S) failed: the step is skipped
             estimate, row = None, {"skipped": str(exc)}
         if estimate is not None and self.nevergrad is None:  # a failed step leaves S as it was
@@ -224,7 +227,7 @@ class Loop:
     def _refresh_network(self) -> None:
         """A fresh network when due (every iteration for native DM); none for objectives that
         score S alone."""
-        if not getattr(self.objective, "uses_network", True):
+        if not getattr(self.objective, "uses_network", True) and self.surrogate is None:
             return
         native = self.cfg.updater == "native"
         period = 1 if native and self.cfg.objective == "dm" else self.cfg.reinit_every
@@ -255,10 +258,21 @@ class Loop:
                           augment=self.cfg.augment, held_out=held_out,
                           pixel_mean=self.data.mean, pixel_std=self.data.std)
         box = self.objective.bind(ctx)
+        if self.surrogate is not None:
+            self.guide_box = self.surrogate.bind(ctx)
         if self.estimator_name == "autograd":
             return box, None
         guard = Guarded(self.pool.wrap(box) if self.pool else box, self.cfg.retries)
         return guard, guard
+
+    def _guide(self) -> dict:
+        """The surrogate's exact gradient at S, as the estimator's ``guide`` (not a query of the
+        black box)."""
+        if self.guide_box is None:
+            return {}
+        x = self.x.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(self.guide_box(x[None])[0], x)
+        return {"guide": g}
 
     def estimator_queries(self) -> int:
         if self.nevergrad is not None:

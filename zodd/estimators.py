@@ -15,6 +15,18 @@ The zero-order ones share two ways to cut the effective dimension d of S:
   with P the sum over each F x F block (F^2 times the projection onto block-constant images), for
   every zero-order estimator here: biased towards smooth changes of S, with an F^2 smaller
   dimension to search.
+
+And ``gaussian`` takes a guide (``--surrogate``): the gradient of a differentiable surrogate
+objective at S, e.g. DM while the target is a score with no gradient. Its unit direction u (per
+class when blockwise) gets its own finite difference, and the random directions are drawn in the
+complement of u:
+
+    g = D_u f u + 1/M sum_l D_{v_l} f v_l,   v_l = (I - u u^T) z_l,  z_l ~ N(0, I)
+
+E[g] = u u^T grad f + (I - u u^T) grad f = grad f: unbiased whatever the guide, with the part of
+the gradient along u measured without sampling noise; the better the surrogate agrees with the
+target, the smaller the variance left (M + 2 queries). This keeps the step size of the unguided
+estimator, unlike Guided ES's reweighted sampling, whose scale depends on the subspace's size.
 """
 from __future__ import annotations
 
@@ -98,6 +110,7 @@ class _ZeroOrder:
     sigma: float = 0.01
     lowres: int = 1
     blockwise: bool = False
+    guided: bool = False  # a surrogate's gradient comes with each call (Gaussian only)
 
     def _directions(self, m: int, x: Tensor, gen: torch.Generator) -> Tensor:
         return lowres_directions(m, x.shape, self.lowres, gen, x.dtype)
@@ -106,7 +119,22 @@ class _ZeroOrder:
         return self.blockwise and x.ndim == 4 and _separable(f)
 
     def queries(self) -> int:
-        return self.directions + 1
+        return self.directions + 1 + self.guided
+
+
+def _unit_rows(g: Tensor, rows: int) -> Tensor:
+    """``g`` split into ``rows`` equal row blocks, each scaled to unit norm (a zero block stays
+    zero); returned in ``g``'s shape."""
+    flat = g.reshape(rows, -1)
+    norms = flat.norm(dim=1, keepdim=True)
+    return torch.where(norms > 0, flat / norms.clamp_min(1e-30), torch.zeros_like(flat)).view_as(g)
+
+
+def _project_out(v: Tensor, u: Tensor, rows: int) -> Tensor:
+    """Each direction of ``v [M, *u.shape]`` minus its component along ``u``, block by block."""
+    m = v.shape[0]
+    vf, uf = v.reshape(m, rows, -1), u.reshape(rows, -1)
+    return (vf - (vf * uf).sum(-1, keepdim=True) * uf).view_as(v)
 
 
 @dataclass(frozen=True)
@@ -120,15 +148,32 @@ class Gaussian(_ZeroOrder):
 
     name: str = "gaussian"
 
-    def estimate(self, f: BlackBox, x: Tensor, gen: torch.Generator) -> Estimate:
+    def estimate(self, f: BlackBox, x: Tensor, gen: torch.Generator,
+                 guide: Tensor | None = None) -> Estimate:
+        """``guide``: a surrogate's gradient at ``x`` (see the module docstring); required when
+        the estimator was built ``guided``, refused otherwise."""
+        if (guide is not None) != self.guided:
+            raise ValueError("a guided estimator needs a guide, an unguided one takes none")
         x = x.detach()
         v = self._directions(self.directions, x, gen)
         blockwise = self._blockwise(f, x)
-        losses = _evaluate(f, torch.cat([x[None], x[None] + self.sigma * v]), blockwise)
-        f0, fv = losses[0], losses[1:]
+        extra: list[Tensor] = []
+        if guide is not None:
+            rows = getattr(f, "num_classes", 1) if blockwise else 1
+            u = _unit_rows(guide.detach().to(x.dtype), rows)
+            v = _project_out(v, u, rows)
+            extra = [x[None] + self.sigma * u[None]]
+        losses = _evaluate(f, torch.cat([x[None], *extra, x[None] + self.sigma * v]), blockwise)
+        f0, fv = losses[0], losses[1 + len(extra):]
         ok = _usable(f0, fv)
         slopes = (fv - f0) / self.sigma
         g = _combine(_per_image(slopes, len(x)) if blockwise else slopes, ok, v)
+        if guide is not None:
+            along = (losses[1] - f0) / self.sigma  # [] or, blockwise, [classes]
+            if not torch.isfinite(along).all():
+                raise EvaluationError("the guided direction's value failed")
+            g = g + (_per_image(along[None], len(x))[0].view(-1, *[1] * (x.ndim - 1)) * u
+                     if blockwise else along * u)
         return Estimate(float(f0.sum()), g, queries=self.queries(),
                         extra={"failed_directions": int((~ok).sum())})
 
@@ -231,7 +276,8 @@ class Coordinate(_ZeroOrder):
 
 ESTIMATORS = {
     "autograd": lambda cfg: Autograd(),
-    "gaussian": lambda cfg: Gaussian(cfg.directions, cfg.sigma, cfg.lowres, cfg.blockwise),
+    "gaussian": lambda cfg: Gaussian(cfg.directions, cfg.sigma, cfg.lowres, cfg.blockwise,
+                                     guided=getattr(cfg, "surrogate", None) is not None),
     "antithetic": lambda cfg: Antithetic(cfg.directions, cfg.sigma, cfg.lowres, cfg.blockwise),
     "sphere": lambda cfg: Sphere(cfg.directions, cfg.sigma, cfg.lowres, cfg.blockwise),
     "coordinate": lambda cfg: Coordinate(cfg.directions, cfg.sigma, cfg.lowres, cfg.blockwise),
