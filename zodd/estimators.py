@@ -23,7 +23,8 @@ complement of u:
 
     g = D_u f u + 1/M sum_l D_{v_l} f v_l,   v_l = (I - u u^T) z_l,  z_l ~ N(0, I)
 
-E[g] = u u^T grad f + (I - u u^T) grad f = grad f: unbiased whatever the guide, with the part of
+(the difference along u is taken at the distance a random direction reaches, sigma sqrt(d),
+and divided by it). E[g] = u u^T grad f + (I - u u^T) grad f = grad f: unbiased whatever the guide, with the part of
 the gradient along u measured without sampling noise; the better the surrogate agrees with the
 target, the smaller the variance left (M + 2 queries). This keeps the step size of the unguided
 estimator, unlike Guided ES's reweighted sampling, whose scale depends on the subspace's size.
@@ -162,14 +163,17 @@ class Gaussian(_ZeroOrder):
             rows = getattr(f, "num_classes", 1) if blockwise else 1
             u = _unit_rows(guide.detach().to(x.dtype), rows)
             v = _project_out(v, u, rows)
-            extra = [x[None] + self.sigma * u[None]]
+            # perturb along u as far as a random direction reaches (|z| ~ sqrt(block size)), so
+            # that a piecewise-constant score sees the guided step as often as a random one
+            reach = math.sqrt(x.numel() / rows)
+            extra = [x[None] + self.sigma * reach * u[None]]
         losses = _evaluate(f, torch.cat([x[None], *extra, x[None] + self.sigma * v]), blockwise)
         f0, fv = losses[0], losses[1 + len(extra):]
         ok = _usable(f0, fv)
         slopes = (fv - f0) / self.sigma
         g = _combine(_per_image(slopes, len(x)) if blockwise else slopes, ok, v)
         if guide is not None:
-            along = (losses[1] - f0) / self.sigma  # [] or, blockwise, [classes]
+            along = (losses[1] - f0) / (self.sigma * reach)  # [] or, blockwise, [classes]
             if not torch.isfinite(along).all():
                 raise EvaluationError("the guided direction's value failed")
             g = g + (_per_image(along[None], len(x))[0].view(-1, *[1] * (x.ndim - 1)) * u
