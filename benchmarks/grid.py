@@ -10,11 +10,13 @@ and seed (``zodd evaluate --baseline random``).
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import statistics
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
@@ -81,27 +83,52 @@ def selected(name: str, only: list[str] | None) -> bool:
     return not only or any(fnmatch(name, pattern) for pattern in only)
 
 
-def ensure_run(out: Path, name: str, flags: list, seed: int, budget: Budget) -> dict:
-    """Distil and evaluate one setting and seed unless already done; its metrics (means)."""
+def ensure_run(out: Path, name: str, flags: list, seed: int, budget: Budget) -> dict | None:
+    """Distil and evaluate one setting and seed unless already done; its metrics (means), or
+    None when another process holds the run (two scripts may share OUT)."""
     run = run_dir(out, budget, name, seed)
     if not (run / "metrics.json").exists():
-        sh(["zodd", "distill", "--dataset", budget.dataset, *flags, "--seed", seed,
-            "--iterations", budget.iterations, "--batch-size", budget.batch_size,
-            "--out", run, "--overwrite", "--quiet"])
-        started = time.perf_counter()
-        sh(["zodd", "evaluate", run, "--seeds", budget.eval_seeds, "--epochs", budget.epochs,
-            "--quiet"])
-        print(f"  evaluated in {time.perf_counter() - started:.0f} s", flush=True)
+        with claimed(run) as mine:
+            if not mine:
+                print(f"  {run} is being made by another process: skipped", flush=True)
+                return None
+            sh(["zodd", "distill", "--dataset", budget.dataset, *flags, "--seed", seed,
+                "--iterations", budget.iterations, "--batch-size", budget.batch_size,
+                "--out", run, "--overwrite", "--quiet"])
+            started = time.perf_counter()
+            sh(["zodd", "evaluate", run, "--seeds", budget.eval_seeds, "--epochs", budget.epochs,
+                "--quiet"])
+            print(f"  evaluated in {time.perf_counter() - started:.0f} s", flush=True)
     return read_metrics(run / "metrics.json") | {"distill_s": distill_seconds(run)}
 
 
-def ensure_random(out: Path, name: str, seed: int, budget: Budget) -> dict:
+@contextmanager
+def claimed(run: Path):
+    """Yields whether this process got the run: a lock file beside it, made exclusively."""
+    lock = run.parent / f"{run.name}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        yield False
+        return
+    os.close(fd)
+    try:
+        yield True
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def ensure_random(out: Path, name: str, seed: int, budget: Budget) -> dict | None:
     """The random-real baseline drawn with the run ``name``'s data set, IPC and seed."""
     run = run_dir(out, budget, name, seed)
     target = run / "metrics_random.json"
     if not target.exists():
-        sh(["zodd", "evaluate", run, "--baseline", "random", "--seeds", budget.eval_seeds,
-            "--epochs", budget.epochs, "--quiet"])
+        with claimed(run.parent / f"{run.name}-random") as mine:
+            if not mine:
+                return None
+            sh(["zodd", "evaluate", run, "--baseline", "random", "--seeds", budget.eval_seeds,
+                "--epochs", budget.epochs, "--quiet"])
     return read_metrics(target)
 
 

@@ -59,8 +59,8 @@ def run(budget: grid.Budget, out: Path, ablation: bool, only: list[str] | None) 
         if not grid.selected(name, only):
             continue
         for seed in range(budget.seeds):
-            grid.ensure_run(out, name, flags, seed, budget)
-            if name.endswith("-native"):
+            made = grid.ensure_run(out, name, flags, seed, budget)
+            if made is not None and name.endswith("-native"):  # the random set needs its config
                 grid.ensure_random(out, name, seed, budget)
 
 
