@@ -1,0 +1,82 @@
+"""The evidence benchmarks' bookkeeping (benchmarks/grid.py, paper.py, ablation.py) on fake runs:
+paired differences, verdicts and tables must be right before hours of runs rest on them."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import ablation  # noqa: E402
+import grid  # noqa: E402
+import paper  # noqa: E402
+
+BUDGET = grid.Budget("digits", ipcs=(1,), objectives=("dm",), seeds=3, eval_seeds=2,
+                     iterations=5, batch_size=8)
+
+
+def fake_run(out, name, seed, acc, cluster_min, file="metrics.json"):
+    run = grid.run_dir(out, BUDGET, name, seed)
+    run.mkdir(parents=True, exist_ok=True)
+    values = dict(acc=acc, cluster_min=cluster_min, noise=acc - 1, blur=acc - 2, invert=10.0)
+    (run / file).write_text(json.dumps({m: {"mean": v, "std": 0.0} for m, v in values.items()}))
+
+
+def test_paired_differences_and_verdicts(tmp_path):
+    for seed, (native, robust) in enumerate([(80, 83), (82, 84), (81, 85)]):
+        fake_run(tmp_path, "ipc1-dm-native", seed, 90.0, native)
+        fake_run(tmp_path, "ipc1-dm-native", seed, 70.0, 60.0, "metrics_random.json")
+        fake_run(tmp_path, f"ipc1-dm-{paper.ROBUST}", seed, 90.5, robust)
+    report = paper.tables(BUDGET, tmp_path, ablation=False)
+    d = report["paired"]["IPC 1, dm: robust − native"]
+    assert d["seeds"] == 3
+    assert d["cluster_min"][0] == pytest.approx(3.0)  # (3 + 2 + 4) / 3
+    assert d["cluster_min"][1] == pytest.approx((2 / 3) ** 0.5)  # population std of 3, 2, 4
+    table = report["main"]["IPC 1, dm"]
+    assert table["random real"]["acc"] == (70.0, 0.0)
+    text = paper.markdown(report)
+    assert "raised Cluster-min by 3.00 points, beyond the seed-to-seed spread" in text
+
+
+def test_a_change_within_the_spread_is_called_so(tmp_path):
+    for seed, (native, robust) in enumerate([(80, 83), (82, 80), (81, 81)]):
+        fake_run(tmp_path, "ipc1-dm-native", seed, 90.0, native)
+        fake_run(tmp_path, f"ipc1-dm-{paper.ROBUST}", seed, 90.0, robust)
+    text = paper.markdown(paper.tables(BUDGET, tmp_path, ablation=False))
+    assert "no Cluster-min change beyond the seed-to-seed spread (+0.33" in text
+
+
+def test_pairs_stop_at_the_first_missing_seed(tmp_path):
+    """Seed 1 missing: only seed 0 pairs, and seed 2 is not paired with another seed's run."""
+    fake_run(tmp_path, "ipc1-dm-ce", 0, 90.0, 80.0)
+    fake_run(tmp_path, "ipc1-dm-ce", 2, 90.0, 99.0)
+    for seed in range(3):
+        fake_run(tmp_path, "ipc1-dm-native", seed, 90.0, 70.0)
+    results = ablation.collect(BUDGET, tmp_path, None, run=False)
+    assert len(results["ipc1-dm-ce"]) == 1 and len(results["ipc1-dm-native"]) == 3
+    d = grid.paired(results, "ipc1-dm-ce", "ipc1-dm-native")
+    assert d["seeds"] == 1 and d["cluster_min"] == (10.0, 0.0)
+
+
+def test_a_claimed_run_is_not_made_twice(tmp_path):
+    run = tmp_path / "x-s0"
+    with grid.claimed(run) as first, grid.claimed(run) as second:
+        assert first and not second
+    with grid.claimed(run) as again:
+        assert again  # released
+
+
+def test_ablation_settings_name_each_run_once():
+    names = [n for n, _ in ablation.settings(grid.BUDGETS["cpu"])]
+    assert len(names) == len(set(names))
+    assert "ipc10-dm-robust-lower-a1.0" not in names  # alpha 1 is the mean for both tails
+    shared = {n for n, _ in paper.settings(grid.BUDGETS["cpu"], ablation=True)} & set(names)
+    assert {"ipc10-dm-native", "ipc10-dm-ce", f"ipc10-dm-{paper.ROBUST}"} <= shared
+
+
+def test_shared_settings_have_the_same_flags_in_both_scripts():
+    budget = grid.BUDGETS["cpu"]
+    ours = dict(ablation.settings(budget))
+    for name, flags in paper.settings(budget, ablation=True):
+        if name in ours:
+            assert [str(f) for f in flags] == [str(f) for f in ours[name]], name
