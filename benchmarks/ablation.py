@@ -87,13 +87,47 @@ def report(budget: grid.Budget, results: dict, out: Path) -> None:
              if (d := grid.paired(results, a, b)) is not None}
     seeds = {name: len(rows) for name, rows in results.items()}
     text = (f"{budget.describe()}\n\n" + grid.markdown_table(table) + "\n\n"
-            + grid.markdown_pairs(diffs) + "\n")
+            + grid.markdown_pairs(diffs) + "\n\n" + "\n".join(verdicts(budget, diffs)) + "\n")
     print("\n" + text)
     out = out / budget.folder
     (out / "ablation.md").write_text(text)
     (out / "ablation.json").write_text(json.dumps(
         {"budget": budget.__dict__, "seeds": seeds, "table": table, "paired": diffs}, indent=2))
     plot(table, out / "ablation-alpha.png")
+
+
+CHANGES = {"ce − {b}-native": "real-data CE over native",
+           "robust-upper-a0.8 − {b}-ce": "CVaR (upper tail) over CE",
+           "robust-lower-a0.8 − {b}-ce": "CVaR (lower tail) over CE",
+           "robust-upper-a0.8 − {b}-robust-lower-a0.8": "upper over lower tail",
+           "ce-trained − {b}-ce": "training theta longer (CE)",
+           "robust-upper-a0.8-trained − {b}-ce-trained": "CVaR (upper) over CE, theta trained longer",
+           "robust-lower-a0.8-trained − {b}-ce-trained": "CVaR (lower) over CE, theta trained longer"}
+
+
+def verdicts(budget: grid.Budget, diffs: dict) -> list[str]:
+    """One plain sentence per setting: which change moved Cluster-min beyond the spread."""
+    lines = []
+    for ipc in budget.ipcs:
+        for obj in budget.objectives:
+            b = f"ipc{ipc}-{obj}"
+            moved, seen = [], 0
+            for key, label in CHANGES.items():
+                a, rest = key.split(" − ")
+                d = diffs.get(f"{b}-{a} − {rest.format(b=b)}")
+                if d is None:
+                    continue
+                seen += 1
+                if grid.beyond_spread(d["cluster_min"]):
+                    m, sd = d["cluster_min"]
+                    moved.append(f"{label} ({m:+.2f} ± {sd:.2f}, {d['seeds']} seeds)")
+            if not seen:
+                continue
+            lines.append(f"- IPC {ipc}, {obj}: " + (
+                "Cluster-min moved beyond the seed-to-seed spread with " + "; ".join(moved) + "."
+                if moved else f"no change ({seen} compared) moved Cluster-min beyond the "
+                "seed-to-seed spread."))
+    return lines
 
 
 def plot(table: dict, path: Path) -> None:

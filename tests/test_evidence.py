@@ -80,3 +80,16 @@ def test_shared_settings_have_the_same_flags_in_both_scripts():
     for name, flags in paper.settings(budget, ablation=True):
         if name in ours:
             assert [str(f) for f in flags] == [str(f) for f in ours[name]], name
+
+
+def test_ablation_names_the_change_that_moved_cluster_min(tmp_path):
+    for seed, (native, ce, upper) in enumerate([(70, 75, 75), (71, 77, 76), (72, 76, 77)]):
+        fake_run(tmp_path, "ipc1-dm-native", seed, 90.0, native)
+        fake_run(tmp_path, "ipc1-dm-ce", seed, 90.0, ce)
+        fake_run(tmp_path, "ipc1-dm-robust-upper-a0.8", seed, 90.0, upper)
+    results = ablation.collect(BUDGET, tmp_path, None, run=False)
+    diffs = {f"{a} − {b}": d for a, b in ablation.comparisons(BUDGET)
+             if (d := grid.paired(results, a, b)) is not None}
+    (line,) = ablation.verdicts(BUDGET, diffs)
+    assert "real-data CE over native (+5.00 ± 0.82, 3 seeds)" in line
+    assert "CVaR (upper tail) over CE" not in line  # 0, +(-1), +1: within the spread
