@@ -85,8 +85,8 @@ def tables(budget: grid.Budget, out: Path, ablation: bool) -> dict:
             d = grid.paired(results, f"{base}-{ROBUST}", f"{base}-native")
             if d:
                 diffs[f"IPC {ipc}, {obj}: robust − native"] = d
-    terms = grid.summarise({label: results[name] for label, name in TERMS.items()
-                            if results.get(name)})
+    terms = grid.summarise({label: results[f"ipc10-dm-{name}"] for label, name in TERMS.items()
+                            if results.get(f"ipc10-dm-{name}")})
     return {"budget": budget.__dict__, "main": main, "paired": diffs, "terms": terms}
 
 
