@@ -86,7 +86,7 @@ def tables(budget: grid.Budget, out: Path, ablation: bool) -> dict:
             if d:
                 diffs[f"IPC {ipc}, {obj}: robust − native"] = d
     terms = grid.summarise({label: results[f"ipc10-dm-{name}"] for label, name in TERMS.items()
-                            if results.get(f"ipc10-dm-{name}")})
+                            if ablation and results.get(f"ipc10-dm-{name}")})
     return {"budget": budget.__dict__, "main": main, "paired": diffs, "terms": terms}
 
 
