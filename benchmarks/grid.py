@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -123,6 +124,10 @@ def ensure_random(out: Path, name: str, seed: int, budget: Budget) -> dict | Non
     """The random-real baseline drawn with the run ``name``'s data set, IPC and seed."""
     run = run_dir(out, budget, name, seed)
     target = run / "metrics_random.json"
+    ipc = name.split("-", 1)[0]  # the random set depends on data set, IPC and seed only
+    twins = sorted(run.parent.glob(f"{ipc}-*-s{seed}/metrics_random.json"))
+    if not target.exists() and twins:
+        shutil.copy(twins[0], target)  # another objective's run drew the same set
     if not target.exists():
         with claimed(run.parent / f"{run.name}-random") as mine:
             if not mine:

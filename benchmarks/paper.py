@@ -79,7 +79,8 @@ def tables(budget: grid.Budget, out: Path, ablation: bool) -> dict:
             rows = {"random real": randoms.get(f"{base}-native"),
                     f"{obj.upper()} (native)": results.get(f"{base}-native"),
                     f"{obj.upper()} + robust updater": results.get(f"{base}-{ROBUST}")}
-            rows = {k: v for k, v in rows.items() if v}
+            rows = {(k if len(v) == budget.seeds else f"{k} [{len(v)} of {budget.seeds} seeds]"): v
+                    for k, v in rows.items() if v}
             if rows:
                 main[f"IPC {ipc}, {obj}"] = grid.summarise(rows)
             d = grid.paired(results, f"{base}-{ROBUST}", f"{base}-native")
