@@ -42,14 +42,16 @@ RESUMABLE_CHANGES = {"iterations", "max_seconds", "max_queries", "checkpoint_eve
                      "workers", "ray_address", "max_failures"}
 
 
-def make_objective(cfg: DistillConfig):
+def make_objective(cfg: DistillConfig, name: str | None = None):
+    """The objective ``name`` (default: the run's ``--objective``) for this run's data set."""
+    name = name or cfg.objective
     flip = cfg.dataset in FLIP_OK
-    if cfg.objective == "command":
+    if name == "command":
         argv = tuple(shlex.split(cfg.command or ""))
         if not argv or not (shutil.which(argv[0]) or Path(argv[0]).is_file()):
             raise ZoddError(f"--command: program {argv[0] if argv else ''!r} not found")
         return OBJECTIVES["command"](argv=argv, timeout=cfg.command_timeout, flip=flip)
-    return OBJECTIVES[cfg.objective](flip=flip)
+    return OBJECTIVES[name](flip=flip)
 
 
 @dataclass
@@ -134,8 +136,7 @@ class Loop:
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.syn = initialise(data, cfg.ipc, cfg.init, self.gen)
         self.objective = make_objective(cfg)
-        self.surrogate = (OBJECTIVES[cfg.surrogate](flip=cfg.dataset in FLIP_OK)
-                          if cfg.surrogate else None)
+        self.surrogate = make_objective(cfg, cfg.surrogate) if cfg.surrogate else None
         self.guide_box = None  # the surrogate bound to the step's context
         self.estimator_name = estimators.choose(cfg.estimator, self.objective.differentiable)
         self.sigma = cfg.sigma or getattr(self.objective, "default_sigma", DEFAULT_SIGMA)
@@ -270,9 +271,7 @@ class Loop:
         black box)."""
         if self.guide_box is None:
             return {}
-        x = self.x.detach().requires_grad_(True)
-        (g,) = torch.autograd.grad(self.guide_box(x[None])[0], x)
-        return {"guide": g}
+        return {"guide": estimators.Autograd().estimate(self.guide_box, self.x, self.gen).grad}
 
     def estimator_queries(self) -> int:
         if self.nevergrad is not None:

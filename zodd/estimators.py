@@ -281,7 +281,7 @@ class Coordinate(_ZeroOrder):
 ESTIMATORS = {
     "autograd": lambda cfg: Autograd(),
     "gaussian": lambda cfg: Gaussian(cfg.directions, cfg.sigma, cfg.lowres, cfg.blockwise,
-                                     guided=getattr(cfg, "surrogate", None) is not None),
+                                     guided=cfg.surrogate is not None),
     "antithetic": lambda cfg: Antithetic(cfg.directions, cfg.sigma, cfg.lowres, cfg.blockwise),
     "sphere": lambda cfg: Sphere(cfg.directions, cfg.sigma, cfg.lowres, cfg.blockwise),
     "coordinate": lambda cfg: Coordinate(cfg.directions, cfg.sigma, cfg.lowres, cfg.blockwise),

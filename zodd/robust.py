@@ -101,7 +101,7 @@ def robust_loss(per_sample: Tensor, cluster_ids: Tensor, num_clusters: int, alph
     ce = per_sample.mean()
     parts = {"mean": cvars.mean(), "max": cvars.max()}
     kept = terms.split("+")
-    if not kept or any(t not in parts for t in kept):
+    if any(t not in parts for t in kept):
         raise ValueError(f"terms must be mean+max, mean or max, got {terms!r}")
     report = {"ce": ce.item(), "mean_cvar": parts["mean"].item(), "max_cvar": parts["max"].item()}
     return ce + sum(parts[t] for t in kept), report
