@@ -66,7 +66,7 @@ BUDGETS = {
     # the paper's iteration count, for a GPU machine
     "full": Budget("fashion-mnist", ipcs=(1, 10), objectives=("dm", "gm"), seeds=3, eval_seeds=3,
                    iterations=1000, batch_size=256, alphas=(0.2, 0.5, 1.0),
-                   trained_ipcs=(1, 10)),
+                   folder="fashion-mnist-full", trained_ipcs=(1, 10)),
 }
 
 

@@ -41,7 +41,7 @@ class BoundCommand:
 
     def __init__(self, spec: CommandScore, ctx: StepContext):
         self.spec = spec
-        self.labels = ctx.labels.numpy().astype(np.int64)
+        self.labels = ctx.labels.cpu().numpy().astype(np.int64)
         self.pixel_mean, self.pixel_std = ctx.pixel_mean, ctx.pixel_std
 
     def _argv(self, path: Path) -> list[str]:
@@ -51,7 +51,7 @@ class BoundCommand:
     def __call__(self, candidates: Tensor) -> Tensor:
         k = candidates.shape[0]
         pixels = to_pixels(candidates.detach(), self.pixel_mean, self.pixel_std)
-        pixels = pixels.numpy().astype(np.float32)
+        pixels = pixels.cpu().numpy().astype(np.float32)
         with tempfile.TemporaryDirectory(prefix="zodd-") as tmp:
             path = Path(tmp) / "candidates.npz"
             np.savez(path, images=pixels, labels=self.labels)
@@ -66,7 +66,8 @@ class BoundCommand:
         if done.returncode != 0:
             last = (done.stderr.strip().splitlines() or [""])[-1][:200]
             raise EvaluationError(f"{argv[0]} exited with status {done.returncode}: {last}")
-        return torch.tensor(parse_scores(done.stdout, k), dtype=candidates.dtype)
+        return torch.tensor(parse_scores(done.stdout, k), dtype=candidates.dtype,
+                            device=candidates.device)
 
 
 def parse_scores(text: str, k: int) -> list[float]:

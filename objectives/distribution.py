@@ -84,4 +84,4 @@ class HeldOutDM:
     @torch.no_grad()
     def __call__(self, images: Tensor) -> float:
         """The mean DM of one synthetic set ``[classes * ipc, C, H, W]`` over the networks."""
-        return sum(float(box(images.detach()[None])) for box in self.boxes) / len(self.boxes)
+        return sum(float(box(images.detach().cpu()[None])) for box in self.boxes) / len(self.boxes)

@@ -52,7 +52,7 @@ class BoundGM:
 
     def _class_grads(self, x: Tensor) -> dict[str, Tensor]:
         """Per-candidate, per-class gradients for ``x [K, C, n, ch, h, w]``."""
-        labels = torch.arange(self.num_classes)
+        labels = torch.arange(self.num_classes, device=x.device)
         per_class = vmap(grad(self._loss), in_dims=(None, 0, 0))
         per_candidate = vmap(per_class, in_dims=(None, 0, None))
         return per_candidate(self.params, x, labels)

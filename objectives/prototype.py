@@ -35,7 +35,7 @@ class BoundPrototype:
         points = self.points.expand(k, *self.points.shape)
         nearest = assign_clusters(points, candidates, batch_dims=1)  # [K, M]
         wrong = (self.labels[nearest] != self.truth).to(candidates.dtype)
-        per_class = torch.zeros(k, self.num_classes, dtype=candidates.dtype)
+        per_class = torch.zeros(k, self.num_classes, dtype=candidates.dtype, device=candidates.device)
         per_class.index_add_(1, self.truth, wrong)
         return per_class * (100.0 / len(self.truth))
 

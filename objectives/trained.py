@@ -36,7 +36,8 @@ class BoundTrained:
         with torch.random.fork_rng(devices=[]), torch.enable_grad():
             torch.manual_seed(self.seed)
             net = nn.Sequential(nn.Flatten(), nn.Linear(images[0].numel(), self.spec.hidden),
-                                nn.ReLU(), nn.Linear(self.spec.hidden, self.num_classes))
+                                nn.ReLU(), nn.Linear(self.spec.hidden, self.num_classes)
+                                ).to(images.device)
             opt = torch.optim.SGD(net.parameters(), lr=self.spec.lr, momentum=0.9)
             for _ in range(self.spec.steps):
                 loss = F.cross_entropy(net(images), self.labels)
@@ -48,4 +49,4 @@ class BoundTrained:
 
     def __call__(self, candidates: Tensor) -> Tensor:
         return torch.tensor([self._score(c.detach()) for c in candidates],
-                            dtype=candidates.dtype)
+                            dtype=candidates.dtype, device=candidates.device)

@@ -115,3 +115,10 @@ def test_a_random_baseline_is_reused_across_objectives(tmp_path):
     got = grid.ensure_random(tmp_path, "ipc1-gm-native", 0, BUDGET)  # would fail if it ran zodd
     assert got["acc"] == 70.0
     assert (grid.run_dir(tmp_path, BUDGET, "ipc1-gm-native", 0) / "metrics_random.json").exists()
+
+
+def test_every_budget_keeps_its_runs_apart():
+    """Two budgets sharing a folder would mix runs of different iteration counts (a run found
+    done is not run again)."""
+    folders = [b.folder for b in grid.BUDGETS.values()]
+    assert len(set(folders)) == len(folders)

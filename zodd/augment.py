@@ -32,7 +32,7 @@ def apply_per_class(x: Tensor, theta: Tensor) -> Tensor:
     lead = x.shape[:-5]
     flat = x.reshape(-1, *x.shape[-3:])
     reps = flat.shape[0] // (classes * n)
-    t = theta.repeat_interleave(n, 0).repeat(reps, 1, 1).to(x.dtype)
+    t = theta.to(x.device, x.dtype).repeat_interleave(n, 0).repeat(reps, 1, 1)
     grid = F.affine_grid(t, list(flat.shape), align_corners=False)
     out = F.grid_sample(flat, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return out.reshape(*lead, classes, n, *x.shape[-3:])

@@ -18,7 +18,7 @@ import click
 from zodd import __version__
 from zodd.config import (CLUSTER_SPACES, CVAR_TAILS, CVAR_TERMS, DATASETS, INITS, OPTIMIZERS,
                          UPDATERS, DistillConfig)
-from zodd.types import ZoddError
+from zodd.types import ZoddError, resolve_device
 
 
 def _finite(ctx, param, value):
@@ -113,6 +113,8 @@ def _config_file(path: str | None) -> dict:
 @click.option("--ipc", type=int, help="Synthetic images per class [default: 10].")
 @click.option("--init", type=click.Choice(INITS), help="[default: real]")
 @click.option("--seed", type=int, help="[default: 0]")
+@click.option("--device", type=str,
+              help="auto, cpu, cuda, cuda:N or mps [default: auto: a CUDA GPU when there is one].")
 @click.option("--objective", type=str, help="dm or gm [default: dm].")
 @click.option("--estimator", type=str,
               help="auto, autograd, gaussian, antithetic, sphere or coordinate [default: auto: "
@@ -250,8 +252,11 @@ def distill(config_file, no_robust, resume_dir, out, overwrite, quiet, **flags) 
               help="Evaluate a random real subset drawn with the run's data set, IPC and seed "
                    "instead; writes metrics_random.json.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Override the run's data dir.")
+@click.option("--device", default="auto", show_default=True,
+              help="Where the networks train: auto (a CUDA GPU when there is one), cpu, cuda, "
+                   "cuda:N or mps.")
 @click.option("--quiet", is_flag=True, help="Print nothing; only write the metrics file.")
-def evaluate(run_dir, seeds, epochs, baseline, data_dir, quiet) -> None:
+def evaluate(run_dir, seeds, epochs, baseline, data_dir, device, quiet) -> None:
     """Train fresh networks on a run's synthetic set; print and save the metrics."""
     import torch
 
@@ -260,6 +265,7 @@ def evaluate(run_dir, seeds, epochs, baseline, data_dir, quiet) -> None:
     from zodd.distill import FLIP_OK
     from zodd.evaluate import EvalConfig, evaluate as run, format_table
 
+    resolve_device(device)  # a bad or missing device is reported before any work
     run_path = Path(run_dir)
     if not run_path.is_dir():
         raise ZoddError(f"{run_dir} is not a directory")
@@ -277,7 +283,8 @@ def evaluate(run_dir, seeds, epochs, baseline, data_dir, quiet) -> None:
     if syn.images.shape[1:] != data.train_x.shape[1:] or syn.num_classes != data.num_classes:
         raise ZoddError(f"{run_dir}/synthetic.pt does not fit {cfg.dataset}: images "
                         f"{tuple(syn.images.shape[1:])}, {syn.num_classes} classes")
-    ecfg = EvalConfig(seeds=seeds, epochs=epochs, width=cfg.width, depth=cfg.depth)
+    ecfg = EvalConfig(seeds=seeds, epochs=epochs, width=cfg.width, depth=cfg.depth,
+                      device=device)
 
     def on_seed(seed: int, metrics: dict) -> None:
         if not quiet:

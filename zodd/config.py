@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from zodd import __version__
-from zodd.types import ZoddError
+from zodd.types import ZoddError, check_device_name
 
 DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "svhn")
 UPDATERS = ("robust", "ce", "native")
@@ -24,7 +24,7 @@ CLUSTER_SPACES = ("pixel", "feature")
 INITS = ("real", "noise")
 OPTIMIZERS = ("auto", "paper", "sgd", "adam")
 METADATA_KEYS = ("version", "git_sha", "estimator_resolved", "sigma_resolved",
-                 "directions_resolved")  # written beside the settings
+                 "directions_resolved", "device_resolved")  # written beside the settings
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ class DistillConfig:
     ipc: int = 10  # synthetic images per class
     init: str = "real"  # "real": random real samples of each class; "noise": N(0, 1) pixels
     seed: int = 0
+    device: str = "auto"  # auto: the first CUDA GPU when torch sees one, else the CPU
 
     # how S is updated
     objective: str = "dm"  # key of objectives.OBJECTIVES
@@ -117,6 +118,9 @@ class DistillConfig:
                 raise bad(name, "must be at least 0")
         if (self.objective == "command") != bool(self.command and self.command.strip()):
             raise ZoddError("--objective command and --command go together: give both or neither")
+        check_device_name(self.device)
+        if self.workers > 0 and self.device not in ("auto", "cpu"):
+            raise bad("workers", "Ray workers evaluate on the CPU: use --device cpu (or auto)")
         if self.workers > 0 and estimators.choose(
                 self.estimator, OBJECTIVES[self.objective].differentiable) == "autograd":
             raise bad("workers", "parallel workers serve zero-order estimators only")

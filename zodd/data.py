@@ -56,7 +56,8 @@ class ImageData:
 
     def standardise(self, pixels: Tensor) -> Tensor:
         """[0, 1] pixels -> standardised images."""
-        mean, std = torch.tensor(self.mean).view(-1, 1, 1), torch.tensor(self.std).view(-1, 1, 1)
+        mean = torch.tensor(self.mean, device=pixels.device).view(-1, 1, 1)
+        std = torch.tensor(self.std, device=pixels.device).view(-1, 1, 1)
         return (pixels - mean) / std
 
 

@@ -27,7 +27,7 @@ from zodd.models import build_model, default_shape
 from zodd.robust import RobustUpdater
 from zodd.synthetic import SyntheticSet, atomic_write, initialise, save, save_json
 from zodd.guard import Guarded
-from zodd.types import Estimate, EvaluationError, StepContext, ZoddError
+from zodd.types import Estimate, EvaluationError, StepContext, ZoddError, resolve_device
 
 FLIP_OK = {"fashion-mnist", "cifar10"}  # data sets where a mirrored image keeps its class
 DEFAULT_LR = {"dm": 1.0, "gm": 0.1}  # SGD step sizes, exact or zero-order (BENCHMARKS.md)
@@ -39,7 +39,7 @@ CHECKPOINT_FORMAT = "zodd-checkpoint-1"
 CHECKPOINT_SECONDS = 60.0  # when checkpoint_every is None
 # settings that a resumed run may change: they end the run sooner or later, not differently
 RESUMABLE_CHANGES = {"iterations", "max_seconds", "max_queries", "checkpoint_every", "data_dir",
-                     "workers", "ray_address", "max_failures"}
+                     "workers", "ray_address", "max_failures", "device"}
 
 
 def make_objective(cfg: DistillConfig, name: str | None = None):
@@ -108,7 +108,7 @@ class NevergradStep:
         self.opt = nevergrad_optimizer(spec)(parametrization=param, budget=None, num_workers=asks)
 
     def _decode(self, value) -> torch.Tensor:
-        delta = torch.as_tensor(value, dtype=self.base.dtype)
+        delta = torch.as_tensor(value, dtype=self.base.dtype, device=self.base.device)
         if self.lowres > 1:
             delta = torch.nn.functional.interpolate(delta, scale_factor=self.lowres,
                                                     mode="nearest")
@@ -133,8 +133,13 @@ class Loop:
 
     def __init__(self, cfg: DistillConfig, data: ImageData):
         self.cfg, self.data = cfg.validate(), data
+        # S, the network and each step's batches live on the device; the data set and the
+        # generator stay on the CPU (see resolve_device). Ray workers evaluate on the CPU.
+        self.device = resolve_device(cfg.device if cfg.workers == 0 else "cpu")
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.syn = initialise(data, cfg.ipc, cfg.init, self.gen)
+        self.syn.images = self.syn.images.to(self.device)
+        self.syn.labels = self.syn.labels.to(self.device)
         self.objective = make_objective(cfg)
         self.surrogate = make_objective(cfg, cfg.surrogate) if cfg.surrogate else None
         self.guide_box = None  # the surrogate bound to the step's context
@@ -186,7 +191,7 @@ class Loop:
         seed = int(torch.randint(2**31 - 1, (1,), generator=self.gen))
         d = self.data
         self.net = build_model(d.channels, d.num_classes, d.image_size, self.cfg.width,
-                               self.cfg.depth, seed=seed)
+                               self.cfg.depth, seed=seed).to(self.device)
         self.net_opt = self.updater.optimizer(self.net)
 
     def advance(self) -> dict:
@@ -195,7 +200,7 @@ class Loop:
         self._refresh_network()  # before the real batch: the order of draws from self.gen
         picks = torch.stack([idx[torch.randperm(len(idx), generator=self.gen)[:self.n_real]]
                              for idx in self.per_class])
-        real = self.data.train_x[picks]  # [classes, n, ch, h, w]
+        real = self.data.train_x[picks].to(self.device)  # [classes, n, ch, h, w]
         terms = self._update_network(real)
         box, guard = self._bind(real)
         row: dict = {}
@@ -253,7 +258,8 @@ class Loop:
         if getattr(self.objective, "needs_held_out", False):
             n = min(self.n_real, min(len(i) for i in self.held_out_pool))
             held_out = self.data.train_x[torch.stack(
-                [i[torch.randperm(len(i), generator=self.gen)[:n]] for i in self.held_out_pool])]
+                [i[torch.randperm(len(i), generator=self.gen)[:n]] for i in self.held_out_pool])
+            ].to(self.device)
         ctx = StepContext(self.net, real, self.syn.labels, self.data.num_classes,
                           seed=int(torch.randint(2**31 - 1, (1,), generator=self.gen)),
                           augment=self.cfg.augment, held_out=held_out,
@@ -283,7 +289,7 @@ class Loop:
         return {
             "format": CHECKPOINT_FORMAT, "config": json.dumps(self.cfg.to_dict()),
             "step": self.step, "queries": self.queries, "seconds": self.seconds,
-            "failures": self.failures, "images": self.x.detach().clone(),
+            "failures": self.failures, "images": self.x.detach().cpu().clone(),
             "optimizer": self.opt.state_dict(),
             "schedule": self.schedule.state_dict(), "generator": self.gen.get_state(),
             "net": None if self.net is None else self.net.state_dict(),
@@ -379,6 +385,7 @@ def distill(cfg: DistillConfig, data: ImageData, out: Path | None = None,
                 "".join(json.dumps(r) + "\n" for r in result.rows).encode()))
         save_json({**cfg.to_dict(), "estimator_resolved": loop.estimator_name,
                    "sigma_resolved": loop.sigma, "directions_resolved": loop.directions,
+                   "device_resolved": str(loop.device),
                    **run_metadata()},
                   out / "config.json")
         log = open(out / "log.jsonl", "a")

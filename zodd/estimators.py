@@ -114,7 +114,7 @@ class _ZeroOrder:
     guided: bool = False  # a surrogate's gradient comes with each call (Gaussian only)
 
     def _directions(self, m: int, x: Tensor, gen: torch.Generator) -> Tensor:
-        return lowres_directions(m, x.shape, self.lowres, gen, x.dtype)
+        return lowres_directions(m, x.shape, self.lowres, gen, x.dtype).to(x.device)
 
     def _blockwise(self, f: BlackBox, x: Tensor) -> bool:
         return self.blockwise and x.ndim == 4 and _separable(f)
@@ -258,7 +258,7 @@ class Coordinate(_ZeroOrder):
         picks = torch.stack([torch.randperm(per_group, generator=gen)[:m]
                              for _ in range(groups)], 1)  # [M, groups]
         e = torch.zeros(m, groups, per_group, dtype=x.dtype)
-        e.scatter_(2, picks[..., None], 1.0)
+        e = e.scatter_(2, picks[..., None], 1.0).to(x.device)
         if factor == 1:
             v = e.reshape(m, *x.shape)
         else:

@@ -25,6 +25,7 @@ from zodd.augment import augment_batch
 from zodd.data import ImageData
 from zodd.models import build_model
 from zodd.synthetic import SyntheticSet
+from zodd.types import resolve_device
 
 METRICS = ("acc", "cluster_min", "noise", "blur", "invert")
 NOISE_STD = 0.1
@@ -42,6 +43,7 @@ class EvalConfig:
     augment: bool = True
     width: int | None = None
     depth: int | None = None
+    device: str = "auto"  # where the networks train and are tested (see zodd.types.resolve_device)
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,10 @@ class TestSets:
         clusters = km.fit_predict(pixels.flatten(1).numpy())
         return cls(variants, data.test_y, clusters)
 
+    def to(self, device: torch.device) -> "TestSets":
+        return TestSets({k: v.to(device) for k, v in self.variants.items()},
+                        self.labels.to(device), self.clusters)
+
 
 def shift_description() -> str:
     return (f"noise: Gaussian, std {NOISE_STD} on [0, 1] pixels; blur: Gaussian kernel "
@@ -77,14 +83,16 @@ def shift_description() -> str:
 
 def train_network(images: Tensor, labels: Tensor, data: ImageData, cfg: EvalConfig, seed: int,
                   flip: bool) -> torch.nn.Module:
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)  # on the CPU: the same draws on every device
+    device = resolve_device(cfg.device)
+    images, labels = images.to(device), labels.to(device)
     net = build_model(data.channels, data.num_classes, data.image_size, cfg.width, cfg.depth,
-                      seed=seed)
+                      seed=seed).to(device)
     opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=5e-4)
     decay = torch.optim.lr_scheduler.MultiStepLR(opt, [cfg.epochs // 2], 0.1)
     net.train()
     for _ in range(cfg.epochs):
-        order = torch.randperm(len(images), generator=gen)
+        order = torch.randperm(len(images), generator=gen).to(device)
         for i in range(0, len(images), cfg.batch_size):
             batch = order[i:i + cfg.batch_size]
             x = images[batch]
@@ -106,7 +114,7 @@ def predict(net: torch.nn.Module, x: Tensor, batch: int = 1024) -> Tensor:
 def test_metrics(net: torch.nn.Module, tests: TestSets) -> dict[str, float]:
     out = {}
     for name, x in tests.variants.items():
-        correct = (predict(net, x) == tests.labels).numpy()
+        correct = (predict(net, x) == tests.labels).cpu().numpy()
         out[name] = float(correct.mean() * 100)
         if name == "acc":
             out["cluster_min"] = float(min(correct[tests.clusters == k].mean()
@@ -121,7 +129,7 @@ def evaluate(syn: SyntheticSet, data: ImageData, cfg: EvalConfig = EvalConfig(),
     if syn.images.shape[1:] != data.train_x.shape[1:]:
         raise ValueError(f"the set's images are {tuple(syn.images.shape[1:])}, the data set's "
                          f"{tuple(data.train_x.shape[1:])}")
-    tests = tests or TestSets.build(data)
+    tests = (tests or TestSets.build(data)).to(resolve_device(cfg.device))
     per_seed = []
     for seed in range(cfg.seeds):
         net = train_network(syn.images.detach(), syn.labels, data, cfg, seed, flip)
@@ -133,6 +141,7 @@ def evaluate(syn: SyntheticSet, data: ImageData, cfg: EvalConfig = EvalConfig(),
     report["per_seed"] = per_seed
     report["protocol"] = {"seeds": cfg.seeds, "epochs": cfg.epochs, "lr": cfg.lr,
                           "batch_size": cfg.batch_size, "augment": cfg.augment,
+                          "device": str(resolve_device(cfg.device)),
                           "shifts": shift_description()}
     return report
 

@@ -48,7 +48,7 @@ class Guarded(WrappedBox):
 
         losses = self._once(candidates, blocks)
         for _ in range(self.retries):
-            bad = torch.ones(k, dtype=torch.bool) if losses is None else bad_rows(losses)
+            bad = torch.ones(k, dtype=torch.bool, device=candidates.device) if losses is None else bad_rows(losses)
             if not bad.any():
                 break
             self.retried += int(bad.sum())
@@ -59,7 +59,8 @@ class Guarded(WrappedBox):
                 else:
                     losses[bad] = again
         if losses is None:
-            losses = torch.full((k,) if not blocks else (k, 1), math.nan, dtype=candidates.dtype)
+            losses = torch.full((k,) if not blocks else (k, 1), math.nan, dtype=candidates.dtype,
+                                device=candidates.device)
         failed = int(bad_rows(losses).sum())
         self.failures += failed
         if failed and not self.messages:

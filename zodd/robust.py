@@ -132,14 +132,15 @@ class RobustUpdater:
         """Global cluster ids for ``real [C, n, ...]`` around ``synthetic [C, ipc, ...]``."""
         classes, ipc = real.shape[0], synthetic.shape[1]
         chosen = torch.stack([choose_centres(ipc, self.clusters, gen) for _ in range(classes)])
-        centres = synthetic[torch.arange(classes)[:, None], chosen]  # [classes, k, ...]
+        rows = torch.arange(classes, device=synthetic.device)[:, None]
+        centres = synthetic[rows, chosen.to(synthetic.device)]  # [classes, k, ...]
         points = real
         if self.cluster_space == "feature":
             with torch.no_grad():
                 points = net.embed(real.flatten(0, 1)).unflatten(0, real.shape[:2])
                 centres = net.embed(centres.flatten(0, 1)).unflatten(0, centres.shape[:2])
         k = chosen.shape[1]
-        ids = assign_clusters(points, centres, batch_dims=1) + k * torch.arange(classes)[:, None]
+        ids = assign_clusters(points, centres, batch_dims=1) + k * rows.to(real.device)
         return ids.flatten(), classes * k
 
     def step(self, net: nn.Module, opt: torch.optim.Optimizer, real: Tensor, synthetic: Tensor,
@@ -147,7 +148,7 @@ class RobustUpdater:
         """``steps`` updates of ``net`` on the real subsample; returns the last loss terms."""
         classes, n = real.shape[:2]
         x = real.flatten(0, 1)
-        y = torch.arange(classes).repeat_interleave(n)
+        y = torch.arange(classes, device=x.device).repeat_interleave(n)
         if self.mode == "robust":
             ids, num = self.cluster(net, real, synthetic.detach(), gen)
         terms: dict[str, float] = {}

@@ -86,7 +86,7 @@ def save(s: SyntheticSet, out: Path, data: ImageData | None = None) -> None:
 def save_grid(s: SyntheticSet, path: Path, data: ImageData) -> None:
     from torchvision.utils import save_image
 
-    images = data.denormalise(s.images.detach()).clamp(0, 1)
+    images = data.denormalise(s.images.detach().cpu()).clamp(0, 1)
     scale = max(1, 32 // images.shape[-1])  # make 8 px digits visible
     if scale > 1:
         images = torch.nn.functional.interpolate(images, scale_factor=scale, mode="nearest")

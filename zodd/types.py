@@ -7,6 +7,7 @@ in-process call from one spread over workers.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -45,7 +46,8 @@ class StepContext:
         """Held-out real images (the step's real batch when none were drawn), flattened to
         ``[M, ch, h, w]``, and their labels ``[M]``."""
         batch = self.held_out if self.held_out is not None else self.real
-        return batch.flatten(0, 1), torch.arange(batch.shape[0]).repeat_interleave(batch.shape[1])
+        labels = torch.arange(batch.shape[0], device=batch.device)
+        return batch.flatten(0, 1), labels.repeat_interleave(batch.shape[1])
 
     def pixels(self, images: Tensor) -> Tensor:
         """Standardised images ``[..., ch, h, w]`` -> [0, 1] pixels."""
@@ -54,7 +56,8 @@ class StepContext:
 
 def to_pixels(images: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
     """Standardised images ``[..., ch, h, w]`` -> [0, 1] pixels, per-channel mean and std."""
-    return images * torch.tensor(std).view(-1, 1, 1) + torch.tensor(mean).view(-1, 1, 1)
+    std_t = torch.tensor(std, device=images.device).view(-1, 1, 1)
+    return images * std_t + torch.tensor(mean, device=images.device).view(-1, 1, 1)
 
 
 @runtime_checkable
@@ -128,3 +131,51 @@ class Estimate:
 
 def as_generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed))
+
+
+DEVICE_NAMES = re.compile(r"(auto|cpu|cuda(:[0-9]+)?|mps)")
+
+
+def check_device_name(name: str) -> None:
+    """Refuse a device that is not one of auto, cpu, cuda, cuda:N, mps (whether it is present
+    is asked only when a run starts: a config written on a GPU machine stays readable)."""
+    if not isinstance(name, str) or not DEVICE_NAMES.fullmatch(name):
+        raise ZoddError(f"invalid device: {name!r} (choose auto, cpu, cuda, cuda:N or mps)")
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """The torch device for ``name``: ``auto`` is the first CUDA GPU when torch sees one, else
+    the CPU. Asking for a device that is not present is a ZoddError.
+
+    Random draws stay on the CPU (the run's generator) and are moved to the device, so a seed
+    draws the same initialisations, batches and directions on every device; only the arithmetic
+    differs by rounding. On CUDA, float32 convolutions and matrix products are kept in full
+    precision (torch's default lets convolutions use TF32, whose 10-bit mantissa would swamp the
+    finite differences of the zero-order estimators at sigma = 0.01).
+    """
+    check_device_name(name)
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= count:
+            raise ZoddError(f"device {name!r} is not available here (torch sees {count} CUDA "
+                            "device(s)); use --device cpu or auto")
+    if name == "mps" and not (getattr(torch.backends, "mps", None)
+                              and torch.backends.mps.is_available()):
+        raise ZoddError("device 'mps' is not available here; use --device cpu or auto")
+    device = torch.device(name)
+    if device.type == "cuda":
+        _full_fp32()
+    return device
+
+
+def _full_fp32() -> None:
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):
+        conv.fp32_precision = "ieee"
+        torch.backends.cuda.matmul.fp32_precision = "ieee"
+    else:
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
