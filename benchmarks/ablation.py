@@ -9,16 +9,20 @@ For each IPC and objective of the budget (see grid.BUDGETS) it distils with the 
 native, ce, robust-upper and robust-lower (alpha 0.8) and, at IPC 10, the robust modes at the
 budget's other alphas (alpha 1.0 once: both tails are then the mean), and, at the budget's
 ``trained_ipcs``, ce and both robust tails with theta trained for longer (``-trained``: 10 network
-updates per iteration, a fresh network every 100), for several distillation seeds; each set is evaluated with several networks. Runs live under OUT/FOLDER/ (the budget's
+updates per iteration, a fresh network every 100), and, at IPC 10, CE at three times the network's
+learning rate (``ce-x3``: the robust loss at alpha 1 is CE plus the mean and the max of the
+cluster means, about three times CE's gradient), for several distillation seeds; each set is evaluated with several networks. Runs live under OUT/FOLDER/ (the budget's
 folder), are shared with paper.py, and are skipped once evaluated, so the script resumes where it
 stopped. ``--only`` (glob, repeatable) restricts the settings run; the table covers every run
 present, and ``--report`` rebuilds it without running anything. Writes ablation.json (table and
-paired differences), ablation.md and ablation-alpha.png beside the runs.
+paired differences), ablation.md and ablation-alpha.png beside the runs; ``--publish DIR`` copies
+them to DIR as FOLDER-ablation.* (BENCHMARKS.md links the committed copy).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 import grid
@@ -40,6 +44,10 @@ def settings(budget: grid.Budget):
             for tail in ("upper", "lower"):
                 yield robust(base, common, tail, 0.8)
             if ipc >= 10:
+                # CE with the step the robust loss takes at alpha 1 (CE + mean + max of the
+                # cluster means: about three times CE's gradient), to tell the loss's shape from
+                # its scale
+                yield f"{base}-ce-x3", [*common, "--updater", "ce", "--model-lr", 0.03]
                 for alpha in budget.alphas:
                     for tail in ("upper",) if alpha == 1.0 else ("upper", "lower"):
                         yield robust(base, common, tail, alpha)
@@ -64,6 +72,9 @@ def comparisons(budget: grid.Budget):
             yield f"{base}-robust-upper-a0.8", f"{base}-ce"
             yield f"{base}-robust-lower-a0.8", f"{base}-ce"
             yield f"{base}-robust-upper-a0.8", f"{base}-robust-lower-a0.8"
+            if ipc >= 10:
+                yield f"{base}-ce-x3", f"{base}-ce"
+                yield f"{base}-robust-upper-a0.8", f"{base}-ce-x3"
             if ipc in budget.trained_ipcs:
                 t = TRAINED[0]
                 yield f"{base}-ce-{t}", f"{base}-ce"
@@ -100,6 +111,8 @@ CHANGES = {"ce − {b}-native": "real-data CE over native",
            "robust-upper-a0.8 − {b}-ce": "CVaR (upper tail) over CE",
            "robust-lower-a0.8 − {b}-ce": "CVaR (lower tail) over CE",
            "robust-upper-a0.8 − {b}-robust-lower-a0.8": "upper over lower tail",
+           "ce-x3 − {b}-ce": "CE at three times the network's step over CE",
+           "robust-upper-a0.8 − {b}-ce-x3": "CVaR (upper tail) over CE at three times the step",
            "ce-trained − {b}-ce": "training theta longer (CE)",
            "robust-upper-a0.8-trained − {b}-ce-trained": "CVaR (upper) over CE, theta trained longer",
            "robust-lower-a0.8-trained − {b}-ce-trained": "CVaR (lower) over CE, theta trained longer"}
@@ -175,10 +188,17 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--only", action="append", help="run only settings matching this glob")
     ap.add_argument("--report", action="store_true", help="rebuild the table; run nothing")
+    ap.add_argument("--publish", type=Path,
+                    help="copy the table and plot to this directory as FOLDER-ablation.*")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     budget = grid.BUDGETS[args.budget]
     report(budget, collect(budget, args.out, args.only, run=not args.report), args.out)
+    if args.publish:
+        args.publish.mkdir(parents=True, exist_ok=True)
+        for path in sorted((args.out / budget.folder).glob("ablation*")):
+            shutil.copy(path, args.publish / f"{budget.folder}-{path.name}")
+        print(f"copied the table and plot to {args.publish}")
 
 
 if __name__ == "__main__":

@@ -203,7 +203,7 @@ def main() -> None:
             run(budget, args.out, ablation, args.only)
         reports.append(tables(budget, args.out, ablation))
         made += figures(budget, args.out)
-    text = "\n".join(markdown(r) for r in reports)
+    text = "\n".join(markdown(r) for r in reports if r["main"] or r["terms"])  # data sets run
     print("\n" + text)
     (args.out / "paper.md").write_text(text)
     (args.out / "paper.json").write_text(json.dumps(reports, indent=2))

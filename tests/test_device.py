@@ -109,3 +109,15 @@ def test_cuda_evaluation_matches_the_cpu(digits):
     assert on_gpu["protocol"]["device"].startswith("cuda")
     for metric in ("acc", "noise", "blur", "invert"):
         assert abs(on_cpu[metric]["mean"] - on_gpu[metric]["mean"]) < 3.0, metric
+
+
+def test_out_of_device_memory_is_one_line(monkeypatch, capsys, tmp_path):
+    def full(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 980.00 MiB. GPU 0 "
+                                     "has a total capacity of 79.18 GiB")
+
+    monkeypatch.setattr("zodd.distill.Loop.advance", full)
+    code, _, err = zodd(monkeypatch, capsys, "distill", "--iterations", 2, "--out",
+                        tmp_path / "run", "--quiet")
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("zodd: error: CUDA out of memory: lower --batch-size")

@@ -426,6 +426,12 @@ def main() -> None:
         click.echo("zodd: interrupted", err=True)
         sys.exit(130)
     except Exception as exc:  # a bug, not bad input: one line, or the traceback with ZODD_DEBUG=1
+        # out of host memory, or torch's OutOfMemoryError (a RuntimeError) for a GPU's
+        if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+            click.echo(f"zodd: error: {str(exc).split('.')[0] or 'out of memory'}: lower "
+                       "--batch-size, --directions or --ipc, run fewer jobs at once, or use "
+                       "--device cpu", err=True)
+            sys.exit(2)
         if os.environ.get("ZODD_DEBUG"):
             raise
         click.echo(f"zodd: internal error: {type(exc).__name__}: {exc}", err=True)
