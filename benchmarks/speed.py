@@ -13,7 +13,7 @@ import time
 import torch
 
 from objectives import OBJECTIVES
-from zodd.data import load
+from zodd.data import draw_per_class, load
 from zodd.estimators import Autograd
 from zodd.models import build_model
 from zodd.robust import RobustUpdater
@@ -49,8 +49,7 @@ def main() -> None:
             updater = RobustUpdater(mode=mode)
             opt = updater.optimizer(net)
             n = min(args.batch_size, min(len(i) for i in per_class))
-            picks = torch.stack([i[torch.randperm(len(i), generator=gen)[:n]]
-                                 for i in per_class])
+            picks = draw_per_class(per_class, n, gen)
             real = data.train_x[picks]
             if mode == "robust":  # measured alone; step() below clusters again, as distill does
                 timed(mode, "clustering (inside the update)",

@@ -69,6 +69,7 @@ class HeldOutDM:
 
     def __init__(self, data, nets: int = 5, per_class: int = 64, seed: int = 123,
                  net_seed: int = 1000):
+        from zodd.data import draw_per_class
         from zodd.models import build_model
 
         gen = torch.Generator().manual_seed(seed)
@@ -76,8 +77,7 @@ class HeldOutDM:
         for k in range(nets):
             net = build_model(data.channels, data.num_classes, data.image_size,
                               seed=net_seed + k).requires_grad_(False)
-            real = data.train_x[torch.stack([i[torch.randperm(len(i), generator=gen)[:per_class]]
-                                             for i in data.class_indices()])]
+            real = data.train_x[draw_per_class(data.class_indices(), per_class, gen)]
             self.boxes.append(BoundDM(StepContext(net, real, None, data.num_classes, seed=k),
                                       flip=False))
 

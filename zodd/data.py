@@ -61,6 +61,12 @@ class ImageData:
         return (pixels - mean) / std
 
 
+def draw_per_class(pools: list[Tensor], n: int, gen: torch.Generator) -> Tensor:
+    """``n`` indices drawn without replacement from each pool (one pool per class), as
+    ``[len(pools), n]``; the pools are taken in order, so the draws depend on ``gen`` alone."""
+    return torch.stack([p[torch.randperm(len(p), generator=gen)[:n]] for p in pools])
+
+
 def default_data_dir() -> Path:
     if os.environ.get("ZODD_DATA"):
         return Path(os.environ["ZODD_DATA"])

@@ -22,7 +22,7 @@ import torch
 from objectives import OBJECTIVES
 from zodd import estimators
 from zodd.config import DistillConfig, run_metadata
-from zodd.data import ImageData
+from zodd.data import ImageData, draw_per_class
 from zodd.models import build_model, default_shape
 from zodd.robust import RobustUpdater
 from zodd.synthetic import SyntheticSet, atomic_write, initialise, save, save_json
@@ -198,8 +198,7 @@ class Loop:
         """One iteration: update theta on a real subsample, bind the objective, estimate, step S.
         Returns its log row (without the time)."""
         self._refresh_network()  # before the real batch: the order of draws from self.gen
-        picks = torch.stack([idx[torch.randperm(len(idx), generator=self.gen)[:self.n_real]]
-                             for idx in self.per_class])
+        picks = draw_per_class(self.per_class, self.n_real, self.gen)
         real = self.data.train_x[picks].to(self.device)  # [classes, n, ch, h, w]
         terms = self._update_network(real)
         box, guard = self._bind(real)
@@ -257,9 +256,8 @@ class Loop:
         held_out = None
         if getattr(self.objective, "needs_held_out", False):
             n = min(self.n_real, min(len(i) for i in self.held_out_pool))
-            held_out = self.data.train_x[torch.stack(
-                [i[torch.randperm(len(i), generator=self.gen)[:n]] for i in self.held_out_pool])
-            ].to(self.device)
+            picks = draw_per_class(self.held_out_pool, n, self.gen)
+            held_out = self.data.train_x[picks].to(self.device)
         ctx = StepContext(self.net, real, self.syn.labels, self.data.num_classes,
                           seed=int(torch.randint(2**31 - 1, (1,), generator=self.gen)),
                           augment=self.cfg.augment, held_out=held_out,

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from zodd.data import ImageData
+from zodd.data import ImageData, draw_per_class
 from zodd.types import ZoddError
 
 SET_FILE = "synthetic.pt"
@@ -49,8 +49,7 @@ def initialise(data: ImageData, ipc: int, how: str, gen: torch.Generator) -> Syn
                         f"{smallest} training images)")
     source = None
     if how == "real":
-        picks = [idx[torch.randperm(len(idx), generator=gen)[:ipc]] for idx in per_class]
-        source = torch.cat(picks)
+        source = draw_per_class(per_class, ipc, gen).flatten()
         images = data.train_x[source].clone()
     elif how == "noise":
         shape = (data.num_classes * ipc, *data.train_x.shape[1:])
