@@ -11,10 +11,12 @@ The zero-order ones share two ways to cut the effective dimension d of S:
   class is perturbed in the same call and each class's images get the finite difference of their
   own block. One call then serves ``classes`` estimates of dimension d / classes each.
 * **low-frequency directions** (``--lowres F``): directions are drawn at 1/F of the resolution and
-  upsampled (nearest), so they span the F x F block-constant images only. Then E[g] = P grad f,
-  with P the sum over each F x F block (F^2 times the projection onto block-constant images), for
-  every zero-order estimator here: biased towards smooth changes of S, with an F^2 smaller
-  dimension to search.
+  upsampled (nearest), so they span the F x F block-constant images only. A difference along
+  such a direction reads the sum of the gradient over each block, F^2 times its mean, so every
+  zero-order estimator here divides its estimate by F^2: then E[g] = P grad f, with P the
+  projection onto block-constant images (each block gets the gradient's mean over it). Biased
+  towards smooth changes of S, with an F^2 smaller dimension to search, and at the gradient's
+  scale, so a step size that suits full-resolution directions suits these too.
 
 And ``gaussian`` takes a guide (``--surrogate``): the gradient of a differentiable surrogate
 objective at S, e.g. DM while the target is a score with no gradient. Its unit direction u (per
@@ -87,14 +89,15 @@ def _per_image(values: Tensor, n: int) -> Tensor:
     return values.repeat_interleave(n // values.shape[1], dim=1)
 
 
-def _combine(slopes: Tensor, ok: Tensor, v: Tensor) -> Tensor:
-    """sum_l slope_l v_l / (number of usable directions); slopes [M] or [M, n] per image."""
+def _combine(slopes: Tensor, ok: Tensor, v: Tensor, factor: int = 1) -> Tensor:
+    """sum_l slope_l v_l / (number of usable directions); slopes [M] or [M, n] per image.
+    ``factor``: the directions' --lowres factor F, whose F^2 is divided out (module docstring)."""
     slopes = torch.where(ok.view(-1, *([1] * (slopes.ndim - 1))), slopes, torch.zeros_like(slopes))
     if slopes.ndim == 1:
         g = torch.tensordot(slopes, v, dims=1)
     else:
         g = torch.einsum("mn,mn...->n...", slopes, v)
-    return g / ok.sum()
+    return g / ok.sum() / factor ** 2
 
 
 def _usable(f0: Tensor, fv: Tensor) -> Tensor:
@@ -115,6 +118,10 @@ class _ZeroOrder:
 
     def _directions(self, m: int, x: Tensor, gen: torch.Generator) -> Tensor:
         return lowres_directions(m, x.shape, self.lowres, gen, x.dtype).to(x.device)
+
+    def _factor(self, x: Tensor) -> int:
+        """The resolution factor the directions of ``x`` are drawn at (see lowres_directions)."""
+        return self.lowres if x.ndim >= 3 else 1
 
     def _blockwise(self, f: BlackBox, x: Tensor) -> bool:
         return self.blockwise and x.ndim == 4 and _separable(f)
@@ -171,7 +178,7 @@ class Gaussian(_ZeroOrder):
         f0, fv = losses[0], losses[1 + len(extra):]
         ok = _usable(f0, fv)
         slopes = (fv - f0) / self.sigma
-        g = _combine(_per_image(slopes, len(x)) if blockwise else slopes, ok, v)
+        g = _combine(_per_image(slopes, len(x)) if blockwise else slopes, ok, v, self._factor(x))
         if guide is not None:
             along = (losses[1] - f0) / (self.sigma * reach)  # [] or, blockwise, [classes]
             if not torch.isfinite(along).all():
@@ -200,7 +207,7 @@ class Antithetic(_ZeroOrder):
         f0, plus, minus = losses[0], losses[1:m + 1], losses[m + 1:]
         ok = _usable(f0, plus + minus)
         slopes = (plus - minus) / (2 * self.sigma)
-        g = _combine(_per_image(slopes, len(x)) if blockwise else slopes, ok, v)
+        g = _combine(_per_image(slopes, len(x)) if blockwise else slopes, ok, v, self._factor(x))
         return Estimate(float(f0.sum()), g, queries=self.queries(),
                         extra={"failed_directions": int((~ok).sum())})
 
@@ -231,7 +238,7 @@ class Sphere(_ZeroOrder):
         f0, fv = losses[0], losses[1:]
         ok = _usable(f0, fv)
         slopes = flat.shape[-1] * (fv - f0) / self.sigma
-        g = _combine(_per_image(slopes, len(x)) if blockwise else slopes, ok, u)
+        g = _combine(_per_image(slopes, len(x)) if blockwise else slopes, ok, u, self._factor(x))
         return Estimate(float(f0.sum()), g, queries=self.queries(),
                         extra={"failed_directions": int((~ok).sum())})
 
@@ -270,7 +277,7 @@ class Coordinate(_ZeroOrder):
         f0, plus, minus = losses[0], losses[1:m + 1], losses[m + 1:]
         ok = _usable(f0, plus + minus)
         slopes = per_group * (plus - minus) / (2 * self.sigma)
-        g = _combine(_per_image(slopes, len(x)) if blockwise else slopes, ok, v)
+        g = _combine(_per_image(slopes, len(x)) if blockwise else slopes, ok, v, factor)
         return Estimate(float(f0.sum()), g, queries=self.queries(),
                         extra={"failed_directions": int((~ok).sum())})
 
