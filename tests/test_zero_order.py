@@ -100,3 +100,21 @@ def test_default_zero_order_run_lowers_the_objective_faster_than_the_papers_step
     assert default.queries == 8 * 129 and paper.queries == 32 * 33
     measure = HeldOutDM(digits, nets=4, seed=99, net_seed=500)
     assert measure(default.synthetic.images) < measure(paper.synthetic.images)
+
+
+@pytest.mark.parametrize("settings, expected", [
+    (dict(ipc=10), 1),  # a class of digits IPC 10 is 640 values
+    (dict(ipc=70), 2),  # 4,480 values: half resolution
+    (dict(ipc=70, lowres=1), 1),  # asked for
+    (dict(ipc=7, blockwise=False), 2),  # the whole set: 7 x 10 x 64 = 4,480 values
+    (dict(ipc=70, estimator="autograd"), 1),
+    (dict(ipc=70, objective="prototype", surrogate="dm"), 1),  # the guide is full-resolution
+])
+def test_lowres_is_chosen_by_the_size_one_estimate_covers(digits, tmp_path, settings, expected):
+    cfg = DistillConfig(**{"estimator": "gaussian", **settings, "iterations": 1})
+    loop = Loop(cfg, digits)
+    assert loop.lowres == expected
+    if cfg.estimator != "autograd":
+        assert loop.estimator.lowres == expected
+    distill(cfg, digits, tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["lowres_resolved"] == expected

@@ -128,7 +128,9 @@ def _config_file(path: str | None) -> dict:
 @click.option("--directions", type=int,
               help="Directions per zero-order estimate [default: 128 for dm and gm, 32 for scores].")
 @click.option("--lowres", type=int,
-              help="Zero-order directions drawn at 1/N resolution and upsampled [default: 1].")
+              help="Zero-order directions drawn at 1/N resolution and upsampled [default: auto: "
+                   "2 where one estimate covers over 4,096 values, e.g. Fashion-MNIST IPC 10; "
+                   "else 1].")
 @click.option("--blockwise/--no-blockwise", default=None,
               help="One finite difference per class from each call (dm, gm) [default: on].")
 @click.option("--surrogate", type=str,

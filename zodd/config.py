@@ -24,7 +24,7 @@ CLUSTER_SPACES = ("pixel", "feature")
 INITS = ("real", "noise")
 OPTIMIZERS = ("auto", "paper", "sgd", "adam")
 METADATA_KEYS = ("version", "git_sha", "estimator_resolved", "sigma_resolved",
-                 "directions_resolved", "device_resolved")  # written beside the settings
+                 "directions_resolved", "device_resolved", "lowres_resolved")  # written beside the settings
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class DistillConfig:
     lr: float | None = None  # None: the objective's / estimator's default (see distill.py)
     sigma: float | None = None  # smoothing radius (standardised pixels); None: the objective's
     directions: int | None = None  # M per zero-order estimate; None: 128 for dm/gm, 32 for scores
-    lowres: int = 1  # zero-order directions drawn at 1/lowres resolution and upsampled
+    lowres: int | None = None  # zero-order directions at 1/lowres resolution; None: auto (distill.py)
     blockwise: bool = True  # one finite difference per class from one call (separable objectives)
     surrogate: str | None = None  # a differentiable objective whose gradient guides gaussian
     augment: bool = True  # Siamese augmentation of real and synthetic batches in the objective
@@ -102,10 +102,10 @@ class DistillConfig:
             if getattr(self, name) not in allowed:
                 raise bad(name, "choose one of " + ", ".join(allowed))
         for name in ("ipc", "clusters", "batch_size", "iterations", "model_steps",
-                     "reinit_every", "lowres"):
+                     "reinit_every"):
             if getattr(self, name) < 1:
                 raise bad(name, "must be at least 1")
-        for name in ("width", "depth", "max_queries", "checkpoint_every", "directions"):
+        for name in ("width", "depth", "max_queries", "checkpoint_every", "directions", "lowres"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise bad(name, "must be at least 1")
@@ -135,7 +135,7 @@ class DistillConfig:
             if (estimators.choose(self.estimator, OBJECTIVES[self.objective].differentiable)
                     != "gaussian" or self.optimizer.startswith("ng:")):
                 raise bad("surrogate", "a surrogate guides --estimator gaussian only")
-            if self.lowres != 1:
+            if self.lowres not in (None, 1):
                 raise bad("surrogate", "a surrogate's guide is full-resolution: use --lowres 1")
         if not (0.0 < self.alpha <= 1.0):
             raise bad("alpha", "must be in (0, 1]")

@@ -34,6 +34,7 @@ DEFAULT_LR = {"dm": 1.0, "gm": 0.1}  # SGD step sizes, exact or zero-order (BENC
 PAPER_LR = 0.1  # eq. 18: s = 0.1 / sqrt(1 + E)
 DEFAULT_SIGMA = 0.01  # smoothing radius for smooth objectives; scores declare their own
 DEFAULT_DIRECTIONS = 128  # for dm/gm, whose candidates are cheap next to the real batch
+AUTO_LOWRES_ABOVE = 4096  # values per estimated block above which directions are drawn at 1/2
 CHECKPOINT, PREVIOUS = "checkpoint.pt", "checkpoint.prev.pt"
 CHECKPOINT_FORMAT = "zodd-checkpoint-1"
 CHECKPOINT_SECONDS = 60.0  # when checkpoint_every is None
@@ -52,6 +53,21 @@ def make_objective(cfg: DistillConfig, name: str | None = None):
             raise ZoddError(f"--command: program {argv[0] if argv else ''!r} not found")
         return OBJECTIVES["command"](argv=argv, timeout=cfg.command_timeout, flip=flip)
     return OBJECTIVES[name](flip=flip)
+
+
+def auto_lowres(cfg: DistillConfig, estimator: str, set_size: int, classes: int,
+                image_size: int) -> int:
+    """``--lowres`` when not given: 2 for a zero-order estimator whose estimate covers more than
+    AUTO_LOWRES_ABOVE values (a class's images when blockwise, else all of S) on images of even
+    size, else 1. With M = 128 directions a full-resolution estimate's cosine with the gradient
+    is about sqrt(M / d); on Fashion-MNIST IPC 10 (d = 7,840 per class) that noise made worse
+    sets than the initialisation, and directions at half resolution did not (BENCHMARKS.md)."""
+    if cfg.lowres is not None:
+        return cfg.lowres
+    if estimator in ("autograd",) or cfg.surrogate or cfg.optimizer.startswith("ng:"):
+        return 1
+    block = set_size // (classes if cfg.blockwise else 1)
+    return 2 if block > AUTO_LOWRES_ABOVE and image_size % 2 == 0 else 1
 
 
 @dataclass
@@ -147,8 +163,10 @@ class Loop:
         self.sigma = cfg.sigma or getattr(self.objective, "default_sigma", DEFAULT_SIGMA)
         self.directions = cfg.directions or getattr(self.objective, "default_directions",
                                                     DEFAULT_DIRECTIONS)
+        self.lowres = auto_lowres(cfg, self.estimator_name, self.syn.images.numel(),
+                                  data.num_classes, data.image_size)
         self.estimator = estimators.ESTIMATORS[self.estimator_name](
-            replace(cfg, sigma=self.sigma, directions=self.directions))
+            replace(cfg, sigma=self.sigma, directions=self.directions, lowres=self.lowres))
         self.updater = RobustUpdater(mode=cfg.updater, alpha=cfg.alpha, tail=cfg.cvar_tail,
                                      terms=cfg.cvar_terms,
                                      clusters=cfg.clusters, cluster_space=cfg.cluster_space,
@@ -160,11 +178,11 @@ class Loop:
         if self.estimator_name != "autograd" and self.directions * self.syn.images.numel() > 2**30:
             raise ZoddError(f"invalid directions: {self.directions} (directions x set size = "
                             f"{self.directions * self.syn.images.numel():,} values, over 2^30)")
-        if data.image_size % cfg.lowres:
-            raise ZoddError(f"invalid lowres: {cfg.lowres} (must divide {data.name}'s image size "
+        if data.image_size % self.lowres:
+            raise ZoddError(f"invalid lowres: {self.lowres} (must divide {data.name}'s image size "
                             f"{data.image_size})")
         if self.estimator_name == "coordinate":
-            coords = self.syn.images.numel() // cfg.lowres ** 2 // (
+            coords = self.syn.images.numel() // self.lowres ** 2 // (
                 data.num_classes if cfg.blockwise else 1)
             if self.directions > coords:
                 raise ZoddError(f"invalid directions: {self.directions} (the coordinate "
@@ -173,7 +191,7 @@ class Loop:
         self.nevergrad = None
         if cfg.optimizer.startswith("ng:"):
             self.nevergrad = NevergradStep(cfg.optimizer, self.x, self.sigma, self.directions,
-                                           cfg.lowres,
+                                           self.lowres,
                                            int(torch.randint(2**31 - 1, (1,), generator=self.gen)))
             self.estimator_name = cfg.optimizer
         self.opt, self.schedule = _optimizer(cfg, self.x)
@@ -383,7 +401,7 @@ def distill(cfg: DistillConfig, data: ImageData, out: Path | None = None,
                 "".join(json.dumps(r) + "\n" for r in result.rows).encode()))
         save_json({**cfg.to_dict(), "estimator_resolved": loop.estimator_name,
                    "sigma_resolved": loop.sigma, "directions_resolved": loop.directions,
-                   "device_resolved": str(loop.device),
+                   "device_resolved": str(loop.device), "lowres_resolved": loop.lowres,
                    **run_metadata()},
                   out / "config.json")
         log = open(out / "log.jsonl", "a")
