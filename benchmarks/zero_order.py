@@ -5,7 +5,8 @@ The objective is measured on networks and real batches the run never sees (``Hel
 networks, 64 real images per class, fixed augmentation), so curves from different methods are
 comparable; measuring is not counted in a run's time. A method is written
 ``ESTIMATOR[+block|+noblock][+lowF][+mM][+adam|+sgd|+paper][+lrX][+sY]`` (e.g. ``gaussian+block+low2+m256``)
-or ``ng:OPTIMISER[+lowF][+mM][+sY]``; ``autograd`` is the reference.
+or ``ng:OPTIMISER[+lowF][+mM][+sY]``; ``autograd`` is the reference. Without ``+lowF`` a method
+takes ``--lowres auto`` (see zodd.distill.auto_lowres), as ``zodd distill`` does.
 
     python benchmarks/zero_order.py --dataset digits --ipc 10 --max-queries 20000 \\
         --methods autograd,gaussian,gaussian+block,gaussian+block+low2 --out benchmarks/results/zo
