@@ -6,17 +6,9 @@ import sys
 import pytest
 import torch
 
-from zodd.cli import main
+from cli_run import run_cli as zodd
 
 FAST = ["--iterations", "4", "--batch-size", "16", "--quiet"]
-
-
-def zodd(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["zodd", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    out = capsys.readouterr()
-    return exit_info.value.code, out.out, out.err
 
 
 def test_distill_then_evaluate_end_to_end(tmp_path):

@@ -1,13 +1,12 @@
 """Where a run computes (--device): names are checked, the device is recorded, and a CUDA run
 draws what a CPU run draws. The CUDA tests run where torch sees a GPU and skip elsewhere."""
 import json
-import sys
 from dataclasses import replace
 
 import pytest
 import torch
 
-from zodd.cli import main
+from cli_run import run_cli as zodd
 from zodd.config import DistillConfig
 from zodd.distill import Loop, distill
 from zodd.evaluate import EvalConfig, evaluate
@@ -15,14 +14,6 @@ from zodd.types import ZoddError, resolve_device
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 FAST = DistillConfig(ipc=2, iterations=3, batch_size=16, seed=3)
-
-
-def zodd(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["zodd", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    out = capsys.readouterr()
-    return exit_info.value.code, out.out, out.err
 
 
 @pytest.mark.parametrize("name", ["gpu", "cuda:x", "CPU", "", "cuda:"])

@@ -1,22 +1,19 @@
 """Hostile input: every bad value gets exit status 2, one clear line on stderr, no traceback,
 and nothing written."""
 import math
-import sys
 
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from zodd.cli import main
+from cli_run import run_cli
 
 
 def zodd(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["zodd", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    out = capsys.readouterr()
-    return exit_info.value.code, out.err
+    """``zodd ARGS...`` -> (exit status, stderr)."""
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    return code, err
 
 
 def assert_refused(code, err, word=""):

@@ -64,7 +64,7 @@ def auto_lowres(cfg: DistillConfig, estimator: str, set_size: int, classes: int,
     sets than the initialisation, and directions at half resolution did not (BENCHMARKS.md)."""
     if cfg.lowres is not None:
         return cfg.lowres
-    if estimator in ("autograd",) or cfg.surrogate or cfg.optimizer.startswith("ng:"):
+    if estimator == "autograd" or cfg.surrogate or cfg.optimizer.startswith("ng:"):
         return 1
     block = set_size // (classes if cfg.blockwise else 1)
     return 2 if block > AUTO_LOWRES_ABOVE and image_size % 2 == 0 else 1

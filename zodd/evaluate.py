@@ -129,7 +129,8 @@ def evaluate(syn: SyntheticSet, data: ImageData, cfg: EvalConfig = EvalConfig(),
     if syn.images.shape[1:] != data.train_x.shape[1:]:
         raise ValueError(f"the set's images are {tuple(syn.images.shape[1:])}, the data set's "
                          f"{tuple(data.train_x.shape[1:])}")
-    tests = (tests or TestSets.build(data)).to(resolve_device(cfg.device))
+    device = resolve_device(cfg.device)
+    tests = (tests or TestSets.build(data)).to(device)
     per_seed = []
     for seed in range(cfg.seeds):
         net = train_network(syn.images.detach(), syn.labels, data, cfg, seed, flip)
@@ -141,7 +142,7 @@ def evaluate(syn: SyntheticSet, data: ImageData, cfg: EvalConfig = EvalConfig(),
     report["per_seed"] = per_seed
     report["protocol"] = {"seeds": cfg.seeds, "epochs": cfg.epochs, "lr": cfg.lr,
                           "batch_size": cfg.batch_size, "augment": cfg.augment,
-                          "device": str(resolve_device(cfg.device)),
+                          "device": str(device),
                           "shifts": shift_description()}
     return report
 
