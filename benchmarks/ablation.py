@@ -5,7 +5,7 @@
     python benchmarks/ablation.py --budget full --out runs/evidence    # paper-sized, GPU
     python benchmarks/ablation.py --budget cpu --out runs/evidence --only 'ipc1-*'
 
-For each IPC and objective of the budget (see grid.BUDGETS) it distils with the updater modes
+For each IPC and objective of the budget (see harness.BUDGETS) it distils with the updater modes
 native, ce, robust-upper and robust-lower (alpha 0.8) and, at IPC 10, the robust modes at the
 budget's other alphas (alpha 1.0 once: both tails are then the mean), and, at the budget's
 ``trained_ipcs``, ce and both robust tails with theta trained for longer (``-trained``: 10 network
@@ -25,7 +25,7 @@ import json
 import shutil
 from pathlib import Path
 
-import grid
+import harness
 
 # theta trained for longer: 10 updates per iteration and one network for 100 iterations (the
 # defaults, 1 update and a fresh network every 10, leave theta near its initialisation)
@@ -33,7 +33,7 @@ TRAINED = ("trained", ["--model-steps", 10, "--reinit-every", 100])
 PAPER_FIG2 = "the paper's Fig. 2 (GLaD, CIFAR-10): acc and Cluster-min both peak at α = 0.8"
 
 
-def settings(budget: grid.Budget):
+def settings(budget: harness.Budget):
     """(name, flags) for every setting, in the order they are run (cheap and central first)."""
     for ipc in budget.ipcs:
         for obj in budget.objectives:
@@ -64,7 +64,7 @@ def robust(base: str, common: list, tail: str, alpha: float) -> tuple[str, list]
             [*common, "--updater", "robust", "--cvar-tail", tail, "--alpha", alpha])
 
 
-def comparisons(budget: grid.Budget):
+def comparisons(budget: harness.Budget):
     for ipc in budget.ipcs:
         for obj in budget.objectives:
             base = f"ipc{ipc}-{obj}"
@@ -82,23 +82,23 @@ def comparisons(budget: grid.Budget):
                 yield f"{base}-robust-lower-a0.8-{t}", f"{base}-ce-{t}"
 
 
-def collect(budget: grid.Budget, out: Path, only: list[str] | None, run: bool) -> dict:
+def collect(budget: harness.Budget, out: Path, only: list[str] | None, run: bool) -> dict:
     """Run the selected settings (unless ``run`` is false), then read every run present."""
     if run:
         for name, flags in settings(budget):
-            if grid.selected(name, only):
+            if harness.selected(name, only):
                 for seed in range(budget.seeds):
-                    grid.ensure_run(out, name, flags, seed, budget)
-    return grid.present(out, budget, [name for name, _ in settings(budget)])
+                    harness.ensure_run(out, name, flags, seed, budget)
+    return harness.present(out, budget, [name for name, _ in settings(budget)])
 
 
-def report(budget: grid.Budget, results: dict, out: Path) -> None:
-    table = grid.summarise(results)
+def report(budget: harness.Budget, results: dict, out: Path) -> None:
+    table = harness.summarise(results)
     diffs = {f"{a} − {b}": d for a, b in comparisons(budget)
-             if (d := grid.paired(results, a, b)) is not None}
+             if (d := harness.paired(results, a, b)) is not None}
     seeds = {name: len(rows) for name, rows in results.items()}
-    text = (f"{budget.describe()}\n\n" + grid.markdown_table(table) + "\n\n"
-            + grid.markdown_pairs(diffs) + "\n\n" + "\n".join(verdicts(budget, diffs)) + "\n")
+    text = (f"{budget.describe()}\n\n" + harness.markdown_table(table) + "\n\n"
+            + harness.markdown_pairs(diffs) + "\n\n" + "\n".join(verdicts(budget, diffs)) + "\n")
     print("\n" + text)
     out = out / budget.folder
     (out / "ablation.md").write_text(text)
@@ -118,7 +118,7 @@ CHANGES = {"ce − {b}-native": "real-data CE over native",
            "robust-lower-a0.8-trained − {b}-ce-trained": "CVaR (lower) over CE, theta trained longer"}
 
 
-def verdicts(budget: grid.Budget, diffs: dict) -> list[str]:
+def verdicts(budget: harness.Budget, diffs: dict) -> list[str]:
     """One plain sentence per setting: which change moved Cluster-min beyond the spread."""
     lines = []
     for ipc in budget.ipcs:
@@ -131,7 +131,7 @@ def verdicts(budget: grid.Budget, diffs: dict) -> list[str]:
                 if d is None:
                     continue
                 seen += 1
-                if grid.beyond_spread(d["cluster_min"]):
+                if harness.beyond_spread(d["cluster_min"]):
                     m, sd = d["cluster_min"]
                     moved.append(f"{label} ({m:+.2f} ± {sd:.2f}, {d['seeds']} seeds)")
             if not seen:
@@ -184,7 +184,7 @@ def plot(table: dict, path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--budget", choices=sorted(grid.BUDGETS), default="quick")
+    ap.add_argument("--budget", choices=sorted(harness.BUDGETS), default="quick")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--only", action="append", help="run only settings matching this glob")
     ap.add_argument("--report", action="store_true", help="rebuild the table; run nothing")
@@ -192,7 +192,7 @@ def main() -> None:
                     help="copy the table and plot to this directory as FOLDER-ablation.*")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    budget = grid.BUDGETS[args.budget]
+    budget = harness.BUDGETS[args.budget]
     report(budget, collect(budget, args.out, args.only, run=not args.report), args.out)
     if args.publish:
         args.publish.mkdir(parents=True, exist_ok=True)

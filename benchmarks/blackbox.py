@@ -14,24 +14,20 @@ import argparse
 import json
 import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
+from harness import mean_std, sh
+
 HERE = Path(__file__).resolve().parent
-
-
-def sh(cmd: list[str]) -> None:
-    print("$", shlex.join(cmd), flush=True)
-    subprocess.run(cmd, check=True)
 
 
 def prototype(args) -> None:
     from zodd.data import load
-    from zodd.robust import assign_clusters
+    from zodd.nearest import assign_clusters
     from zodd.synthetic import initialise, load as load_set
 
     data = load("digits")
@@ -52,12 +48,11 @@ def prototype(args) -> None:
             before.append(test_error(init.images, init.labels))
             after.append(test_error(s.images, s.labels))
             print(f"seed {seed}: test error {before[-1]:.2f} % -> {after[-1]:.2f} %", flush=True)
-    mean = lambda v: statistics.mean(v)  # noqa: E731
-    sd = lambda v: statistics.pstdev(v)  # noqa: E731
+    (b_mean, b_std), (a_mean, a_std) = mean_std(before), mean_std(after)
     print(f"\n| set | nearest-prototype test error (%) |\n|---|---|\n"
-          f"| random real (init) | {mean(before):.2f} ± {sd(before):.2f} |\n"
+          f"| random real (init) | {b_mean:.2f} ± {b_std:.2f} |\n"
           f"| distilled, prototype + gaussian {args.flags}, {args.iterations} it. | "
-          f"{mean(after):.2f} ± {sd(after):.2f} |")
+          f"{a_mean:.2f} ± {a_std:.2f} |")
     print("paired improvement per seed:", [round(b - a, 2) for b, a in zip(before, after)])
 
 

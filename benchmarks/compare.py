@@ -16,7 +16,7 @@ import json
 import statistics
 from pathlib import Path
 
-METRICS = ("acc", "cluster_min", "noise", "blur", "invert")
+from zodd.evaluate import METRICS
 
 
 def pairs(a: Path, b: Path) -> dict[str, tuple[dict, dict]]:

@@ -29,7 +29,7 @@ import json
 import shutil
 from pathlib import Path
 
-import grid
+import harness
 
 # budget name -> ((grid budget, with the Table 4b rows), ...); on the CPU Table 4b runs on digits,
 # where its 9 extra runs take minutes (on Fashion-MNIST IPC 10 they take about an hour)
@@ -40,7 +40,7 @@ TERMS = {"CE": "ce", "CE + mean CVaR": f"{ROBUST}-terms-mean",
          "CE + max CVaR": f"{ROBUST}-terms-max", "CE + mean + max CVaR": ROBUST}
 
 
-def settings(budget: grid.Budget, ablation: bool):
+def settings(budget: harness.Budget, ablation: bool):
     """(name, flags), in the order they are run."""
     for ipc in budget.ipcs:
         for obj in budget.objectives:
@@ -57,20 +57,20 @@ def settings(budget: grid.Budget, ablation: bool):
                     "--cvar-terms", terms])
 
 
-def run(budget: grid.Budget, out: Path, ablation: bool, only: list[str] | None) -> None:
+def run(budget: harness.Budget, out: Path, ablation: bool, only: list[str] | None) -> None:
     for name, flags in settings(budget, ablation):
-        if not grid.selected(name, only):
+        if not harness.selected(name, only):
             continue
         for seed in range(budget.seeds):
-            made = grid.ensure_run(out, name, flags, seed, budget)
+            made = harness.ensure_run(out, name, flags, seed, budget)
             if made is not None and name.endswith("-native"):  # the random set needs its config
-                grid.ensure_random(out, name, seed, budget)
+                harness.ensure_random(out, name, seed, budget)
 
 
-def tables(budget: grid.Budget, out: Path, ablation: bool) -> dict:
+def tables(budget: harness.Budget, out: Path, ablation: bool) -> dict:
     names = [name for name, _ in settings(budget, ablation)]
-    results = grid.present(out, budget, names)
-    randoms = grid.present(out, budget, [n for n in names if n.endswith("-native")],
+    results = harness.present(out, budget, names)
+    randoms = harness.present(out, budget, [n for n in names if n.endswith("-native")],
                            "metrics_random.json")
     main, diffs = {}, {}
     for ipc in budget.ipcs:
@@ -82,26 +82,26 @@ def tables(budget: grid.Budget, out: Path, ablation: bool) -> dict:
             rows = {(k if len(v) == budget.seeds else f"{k} [{len(v)} of {budget.seeds} seeds]"): v
                     for k, v in rows.items() if v}
             if rows:
-                main[f"IPC {ipc}, {obj}"] = grid.summarise(rows)
-            d = grid.paired(results, f"{base}-{ROBUST}", f"{base}-native")
+                main[f"IPC {ipc}, {obj}"] = harness.summarise(rows)
+            d = harness.paired(results, f"{base}-{ROBUST}", f"{base}-native")
             if d:
                 diffs[f"IPC {ipc}, {obj}: robust − native"] = d
-    terms = grid.summarise({label: results[f"ipc10-dm-{name}"] for label, name in TERMS.items()
+    terms = harness.summarise({label: results[f"ipc10-dm-{name}"] for label, name in TERMS.items()
                             if ablation and results.get(f"ipc10-dm-{name}")})
     return {"budget": budget.__dict__, "main": main, "paired": diffs, "terms": terms}
 
 
 def markdown(report: dict) -> str:
-    budget = grid.Budget(**report["budget"])
+    budget = harness.Budget(**report["budget"])
     parts = [f"### {budget.dataset}\n\n{budget.describe()}\n"]
     for label, table in report["main"].items():
-        parts.append(f"**{label}**\n\n" + grid.markdown_table(table, "set") + "\n")
+        parts.append(f"**{label}**\n\n" + harness.markdown_table(table, "set") + "\n")
     if report["paired"]:
-        parts.append(grid.markdown_pairs(report["paired"]) + "\n")
+        parts.append(harness.markdown_pairs(report["paired"]) + "\n")
         parts.append("\n".join(verdicts(report["paired"])) + "\n")
     if report["terms"]:
         parts.append(f"**Table 4b on {budget.dataset}, IPC 10, dm (which CVaR terms join CE)**"
-                     "\n\n" + grid.markdown_table(report["terms"], "network loss") + "\n")
+                     "\n\n" + harness.markdown_table(report["terms"], "network loss") + "\n")
     return "\n".join(parts)
 
 
@@ -111,7 +111,7 @@ def verdicts(diffs: dict) -> list[str]:
     for label, d in diffs.items():
         setting = label.split(":")[0]
         mean, std = d["cluster_min"]
-        if grid.beyond_spread(d["cluster_min"]):
+        if harness.beyond_spread(d["cluster_min"]):
             way = "raised" if mean > 0 else "lowered"
             lines.append(f"- {setting}: the robust updater {way} Cluster-min by {abs(mean):.2f} "
                          f"points, beyond the seed-to-seed spread ({std:.2f}, {d['seeds']} seeds).")
@@ -121,10 +121,10 @@ def verdicts(diffs: dict) -> list[str]:
     return lines
 
 
-def figures(budget: grid.Budget, out: Path) -> list[Path]:
+def figures(budget: harness.Budget, out: Path) -> list[Path]:
     """The paper's Fig. 4 (sets) and Fig. 3 (embedding), from seed 0 at IPC 10 with dm."""
-    native = grid.run_dir(out, budget, "ipc10-dm-native", 0)
-    robust = grid.run_dir(out, budget, f"ipc10-dm-{ROBUST}", 0)
+    native = harness.run_dir(out, budget, "ipc10-dm-native", 0)
+    robust = harness.run_dir(out, budget, f"ipc10-dm-{ROBUST}", 0)
     if not ((native / "synthetic.pt").exists() and (robust / "synthetic.pt").exists()):
         return []
     import matplotlib
@@ -136,11 +136,11 @@ def figures(budget: grid.Budget, out: Path) -> list[Path]:
     from torchvision.utils import make_grid
 
     from zodd import data as datasets
-    from zodd import synthetic
+    from zodd import rundir, synthetic
     from zodd.config import DistillConfig
     from zodd.models import build_model
 
-    cfg = DistillConfig.from_dict(synthetic.load_config(native))
+    cfg = DistillConfig.from_dict(rundir.load_config(native))
     data = datasets.load(cfg.dataset, cfg.data_dir)
     init = synthetic.initialise(data, cfg.ipc, "real", torch.Generator().manual_seed(cfg.seed))
     sets = {"random real (the initialisation)": init, "native": synthetic.load(native),
@@ -198,7 +198,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     reports, made = [], []
     for name, ablation in PLANS[args.budget]:
-        budget = grid.BUDGETS[name]
+        budget = harness.BUDGETS[name]
         if not args.report and (not args.dataset or budget.dataset in args.dataset):
             run(budget, args.out, ablation, args.only)
         reports.append(tables(budget, args.out, ablation))

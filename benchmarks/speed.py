@@ -1,8 +1,15 @@
-"""Seconds per distillation iteration with the robust updater and with plain CE, and where the
-time goes. Robust and CE iterations alternate in one process so both see the same machine load.
+"""Seconds per distillation iteration, and where the time goes, for several settings side by
+side: each setting is a ``zodd.distill.Loop`` built from ``zodd distill`` flags, and its own
+``advance()`` is timed, with its parts (the network update, the objective's bind, the estimate
+and the step) read through timers wrapped around the loop's methods. The settings' iterations
+alternate in one process, so every setting sees the same machine load; the first round warms up
+and is dropped.
 
-    python benchmarks/speed.py --dataset digits --repeats 7
+    python benchmarks/speed.py --dataset digits --repeats 7     # robust against CE
     python benchmarks/speed.py --dataset fashion-mnist --batch-size 64 --repeats 5
+    python benchmarks/speed.py --dataset fashion-mnist --ipc 1 --repeats 4 --setting autograd \
+        --setting "gaussian M=32=--estimator gaussian --directions 32" \
+        --setting "gaussian M=128=--estimator gaussian --directions 128"
 """
 from __future__ import annotations
 
@@ -12,67 +19,70 @@ import time
 
 import torch
 
-from objectives import OBJECTIVES
-from zodd.data import draw_per_class, load
-from zodd.estimators import Autograd
-from zodd.models import build_model
-from zodd.robust import RobustUpdater
-from zodd.synthetic import initialise
-from zodd.types import StepContext
+from harness import config_from_flags, labelled
+from zodd.config import DistillConfig
+from zodd.data import load
+from zodd.distill import Loop
+from zodd.plan import resolve
+
+PARTS = ("network update", "bind objective", "estimate", "iteration")
+
+
+def _timed(record: dict, part: str, fn):
+    def wrapper(*args, **kwargs):
+        started = time.perf_counter()
+        out = fn(*args, **kwargs)
+        record.setdefault(part, []).append(time.perf_counter() - started)
+        return out
+    return wrapper
+
+
+def instrumented(cfg: DistillConfig, data) -> tuple[Loop, dict]:
+    """A loop whose parts record their seconds into the returned dict."""
+    loop = Loop(resolve(cfg, data), data)
+    record: dict[str, list[float]] = {}
+    loop._update_network = _timed(record, "network update", loop._update_network)
+    loop._bind = _timed(record, "bind objective", loop._bind)
+    loop.stepper.propose = _timed(record, "estimate", loop.stepper.propose)
+    loop.advance = _timed(record, "iteration", loop.advance)
+    return loop, record
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dataset", default="digits")
     ap.add_argument("--ipc", type=int, default=10)
     ap.add_argument("--objective", default="dm")
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--setting", action="append", dest="settings", metavar="LABEL=FLAGS",
+                    help="zodd distill flags to time (repeatable) [default: robust and ce]")
     args = ap.parse_args()
 
     data = load(args.dataset)
-    gen = torch.Generator().manual_seed(0)
-    syn = initialise(data, args.ipc, "real", gen)
-    per_class = data.class_indices()
-    objective = OBJECTIVES[args.objective]()
-    parts: dict[str, dict[str, list[float]]] = {m: {} for m in ("robust", "ce")}
-
-    def timed(mode: str, part: str, fn):
-        t = time.perf_counter()
-        out = fn()
-        parts[mode].setdefault(part, []).append(time.perf_counter() - t)
-        return out
-
-    for rep in range(args.repeats + 1):  # the first round warms up and is dropped
-        for mode in ("robust", "ce"):
-            net = build_model(data.channels, data.num_classes, data.image_size, seed=rep)
-            updater = RobustUpdater(mode=mode)
-            opt = updater.optimizer(net)
-            n = min(args.batch_size, min(len(i) for i in per_class))
-            picks = draw_per_class(per_class, n, gen)
-            real = data.train_x[picks]
-            if mode == "robust":  # measured alone; step() below clusters again, as distill does
-                timed(mode, "clustering (inside the update)",
-                      lambda: updater.cluster(net, real, syn.by_class(), gen))
-            start = time.perf_counter()
-            timed(mode, "network update", lambda: updater.step(net, opt, real, syn.by_class(), gen))
-            net.requires_grad_(False)
-            f = timed(mode, "bind objective", lambda: objective.bind(
-                StepContext(net, real, syn.labels, data.num_classes, seed=rep)))
-            timed(mode, "estimate", lambda: Autograd().estimate(f, syn.images, gen))
-            parts[mode].setdefault("iteration", []).append(time.perf_counter() - start)
-        if rep == 0:
-            parts = {m: {} for m in ("robust", "ce")}
-
-    med = {m: {k: statistics.median(v) for k, v in p.items()} for m, p in parts.items()}
+    base = DistillConfig(dataset=args.dataset, ipc=args.ipc, objective=args.objective,
+                         batch_size=args.batch_size, iterations=args.repeats + 1)
+    specs = args.settings or ["robust=--updater robust", "ce=--updater ce"]
+    loops = {label: instrumented(config_from_flags(flags, base), data)
+             for label, flags in map(labelled, specs)}
+    for rep in range(args.repeats + 1):
+        for loop, record in loops.values():
+            loop.advance()
+            if rep == 0:
+                record.clear()  # warm-up
+    med = {label: {k: statistics.median(v) for k, v in record.items()}
+           for label, (_, record) in loops.items()}
     print(f"{args.dataset}, IPC {args.ipc}, {args.objective}, {args.batch_size} real per class, "
           f"median of {args.repeats} ({torch.get_num_threads()} threads)")
-    print("| part | robust s | CE s |")
-    print("|---|---|---|")
-    for k in ("clustering (inside the update)", "network update", "bind objective", "estimate", "iteration"):
-        print(f"| {k} | {med['robust'].get(k, 0):.4f} | {med['ce'].get(k, 0):.4f} |")
-    ratio = med["robust"]["iteration"] / med["ce"]["iteration"]
-    print(f"robust / CE per iteration: {ratio:.3f} ({(ratio - 1) * 100:+.1f} %)")
+    print("| part | " + " | ".join(f"{label} s" for label in loops) + " |")
+    print("|---|" + "---|" * len(loops))
+    for part in PARTS:
+        print(f"| {part} | " + " | ".join(f"{med[label].get(part, 0):.4f}" for label in loops)
+              + " |")
+    first = next(iter(loops))
+    for label in list(loops)[1:]:
+        ratio = med[first]["iteration"] / med[label]["iteration"]
+        print(f"{first} / {label} per iteration: {ratio:.3f} ({(ratio - 1) * 100:+.1f} %)")
 
 
 if __name__ == "__main__":

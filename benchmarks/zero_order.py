@@ -3,15 +3,15 @@ equal query budget or an equal wall time, on the DM objective.
 
 The objective is measured on networks and real batches the run never sees (``HeldOutDM``: 5 fixed
 networks, 64 real images per class, fixed augmentation), so curves from different methods are
-comparable; measuring is not counted in a run's time. A method is written
-``ESTIMATOR[+block|+noblock][+lowF][+mM][+adam|+sgd|+paper][+lrX][+sY]`` (e.g. ``gaussian+block+low2+m256``)
-or ``ng:OPTIMISER[+lowF][+mM][+sY]``; ``autograd`` is the reference. Without ``+lowF`` a method
-takes ``--lowres auto`` (see zodd.distill.auto_lowres), as ``zodd distill`` does.
+comparable; measuring happens in ``distill``'s ``on_step`` callback and is not counted in a
+run's time. A method is ``LABEL=FLAGS``: a label for the tables and plots and the ``zodd distill``
+flags that make it (read by the command line's own parser); a bare ``autograd`` or ``gaussian``
+needs no flags. ``autograd`` is the reference.
 
-    python benchmarks/zero_order.py --dataset digits --ipc 10 --max-queries 20000 \\
-        --methods autograd,gaussian,gaussian+block,gaussian+block+low2 --out benchmarks/results/zo
-    python benchmarks/zero_order.py --dataset fashion-mnist --ipc 1 --max-seconds 600 \\
-        --autograd-seconds 60 --methods autograd,gaussian --seeds 3 --evaluate --out DIR
+    python benchmarks/zero_order.py --dataset digits --ipc 10 --max-queries 20000 \
+        --method autograd --method "gaussian+low2=--estimator gaussian --lowres 2" --out DIR
+    python benchmarks/zero_order.py --dataset fashion-mnist --ipc 1 --max-seconds 600 \
+        --autograd-seconds 60 --method autograd --method gaussian --seeds 3 --evaluate --out DIR
 
 Writes ``DIR/curves.json`` (held-out DM against queries and seconds per run), ``DIR/table.json``
 and ``DIR/objective-vs-queries.png`` / ``objective-vs-seconds.png``; prints a table.
@@ -21,84 +21,67 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import statistics
-import time
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from objectives.distribution import HeldOutDM
+from harness import HeldOutDM, config_from_flags, labelled, stats
 from zodd.config import DistillConfig
 from zodd.data import ImageData, load
-from zodd.distill import FLIP_OK, Loop
+from zodd.distill import distill
 from zodd.evaluate import EvalConfig, TestSets, evaluate
 from zodd.synthetic import SyntheticSet, initialise
 
 
-def method_config(name: str, base: DistillConfig) -> DistillConfig:
-    parts = name.split("+")
-    head, flags = parts[0], parts[1:]
-    cfg = replace(base, estimator="autograd" if head == "autograd" else "gaussian")
-    if head.startswith("ng:"):
-        cfg = replace(cfg, optimizer=head)
-    elif head != "autograd":
-        cfg = replace(cfg, estimator=head)
-    for flag in flags:
-        if flag in ("block", "noblock"):
-            cfg = replace(cfg, blockwise=flag == "block")
-        elif flag.startswith("low"):
-            cfg = replace(cfg, lowres=int(flag[3:]))
-        elif flag.startswith("m"):
-            cfg = replace(cfg, directions=int(flag[1:]))
-        elif flag in ("adam", "sgd", "paper"):
-            cfg = replace(cfg, optimizer=flag)
-        elif flag.startswith("lr"):
-            cfg = replace(cfg, lr=float(flag[2:]))
-        elif flag.startswith("s"):
-            cfg = replace(cfg, sigma=float(flag[1:]))
-        else:
-            raise SystemExit(f"unknown flag {flag!r} in method {name!r}")
-    return cfg.validate()
+def method(spec: str, base: DistillConfig) -> tuple[str, DistillConfig]:
+    """``LABEL=FLAGS`` (or a bare estimator name) -> (label, config)."""
+    label, flags = labelled(spec)
+    return label, config_from_flags(flags, base)
 
 
-def run(cfg: DistillConfig, data: ImageData, measure: HeldOutDM, max_seconds: float | None,
-        max_queries: int | None, points: int = 20) -> dict:
-    """One run, the held-out objective measured about ``points`` times along it (untimed)."""
+def run(cfg: DistillConfig, data: ImageData, measure: HeldOutDM, max_queries: int | None,
+        points: int = 20) -> dict:
+    """One run (``cfg.max_seconds`` and ``cfg.iterations`` bound it; ``max_queries`` stops it
+    before a step would pass it), the held-out objective measured about ``points`` times along
+    it, untimed."""
     torch.manual_seed(cfg.seed)
-    loop = Loop(cfg, data)
-    curve = [{"queries": 0, "seconds": 0.0, "objective": measure(loop.x)}]
-    spent, step_queries = 0.0, None
-    every_s = (max_seconds or math.inf) / points
+    start = initialise(data, cfg.ipc, cfg.init, torch.Generator().manual_seed(cfg.seed)).images
+    curve = [{"queries": 0, "seconds": 0.0, "objective": measure(start)}]
+    every_s = (cfg.max_seconds or math.inf) / points
     every_q = (max_queries or math.inf) / points
-    next_s, next_q = every_s, every_q
-    while True:
-        t = time.perf_counter()
-        loop.advance()
-        spent += time.perf_counter() - t
-        step_queries = step_queries or loop.queries
-        done = ((max_seconds is not None and spent >= max_seconds)
-                or (max_queries is not None and loop.queries + step_queries > max_queries)
-                or loop.step >= cfg.iterations)
-        if done or spent >= next_s or loop.queries >= next_q:
-            curve.append({"queries": loop.queries, "seconds": round(spent, 3),
-                          "objective": measure(loop.x), "step": loop.step})
-            while next_s <= spent:
-                next_s += every_s
-            while next_q <= loop.queries:
-                next_q += every_q
-        if done:
-            break
-    loop.x.requires_grad_(False)
-    return {"curve": curve, "images": loop.x.detach().clone(), "steps": loop.step,
-            "queries": loop.queries, "seconds": spent}
+    due = {"s": every_s, "q": every_q}
+    last: dict = {}
+
+    def stop() -> bool:  # a step costs what the first one did
+        return max_queries is not None and last["queries"] + last["first"] > max_queries
+
+    def on_step(row: dict, images: torch.Tensor) -> None:
+        last.update(row, first=last.get("first", row["queries"]))
+        if row["seconds"] >= due["s"] or row["queries"] >= due["q"] or stop():
+            curve.append({"queries": row["queries"], "seconds": row["seconds"],
+                          "objective": measure(images), "step": row["step"]})
+            while due["s"] <= row["seconds"]:
+                due["s"] += every_s
+            while due["q"] <= row["queries"]:
+                due["q"] += every_q
+
+    result = distill(cfg, data, on_step=on_step, should_stop=stop)
+    if curve[-1]["step"] != result.rows[-1]["step"]:  # the last step, always measured
+        row = result.rows[-1]
+        curve.append({"queries": row["queries"], "seconds": row["seconds"],
+                      "objective": measure(result.synthetic.images), "step": row["step"]})
+    return {"curve": curve, "images": result.synthetic.images.detach().clone(),
+            "steps": len(result.rows), "queries": result.queries,
+            "seconds": result.rows[-1]["seconds"]}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dataset", default="digits")
     ap.add_argument("--ipc", type=int, default=10)
-    ap.add_argument("--methods", default="autograd,gaussian,gaussian+block,gaussian+block+low2")
+    ap.add_argument("--method", action="append", dest="methods", metavar="LABEL=FLAGS",
+                    help="a method to run (repeatable); default: autograd and gaussian")
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--max-queries", type=int)
     ap.add_argument("--max-seconds", type=float)
@@ -120,31 +103,30 @@ def main() -> None:
     data = load(args.dataset)
     measure = HeldOutDM(data)
     base = DistillConfig(dataset=args.dataset, ipc=args.ipc, iterations=args.iterations,
-                         batch_size=args.batch_size)
+                         batch_size=args.batch_size, max_seconds=args.max_seconds)
     tests = TestSets.build(data) if args.evaluate else None
     ecfg = EvalConfig(seeds=args.eval_seeds, epochs=args.eval_epochs)
-    flip = args.dataset in FLIP_OK
+    methods = [method(spec, base) for spec in args.methods or ["autograd", "gaussian"]]
     results, table = {}, {}
     if args.evaluate:  # the random-real initialisation, the floor every method starts from
         accs = []
         for seed in range(args.seeds):
             init = initialise(data, args.ipc, "real", torch.Generator().manual_seed(seed))
-            accs.append(evaluate(init, data, ecfg, flip, tests)["acc"]["mean"])
-        table["random-real"] = {"acc": _stats(accs)}
+            accs.append(evaluate(init, data, ecfg, tests=tests)["acc"]["mean"])
+        table["random-real"] = {"acc": stats(accs)}
         print(f"random-real: acc {_fmt(table['random-real']['acc'])}", flush=True)
-    for name in args.methods.split(","):
+    for name, method_cfg in methods:
         runs = []
         for seed in range(args.seeds):
-            cfg = replace(method_config(name, base), seed=seed)
+            cfg = replace(method_cfg, seed=seed)
             if name == "autograd":
-                cfg = replace(cfg, iterations=args.autograd_iterations)
-            seconds = (args.autograd_seconds if name == "autograd" and args.autograd_seconds
-                       else args.max_seconds)
-            r = run(cfg, data, measure, seconds, args.max_queries)
+                cfg = replace(cfg, iterations=args.autograd_iterations,
+                              max_seconds=args.autograd_seconds or args.max_seconds)
+            r = run(cfg, data, measure, args.max_queries)
             if args.evaluate:
                 syn = SyntheticSet(r["images"], torch.arange(data.num_classes).repeat_interleave(
                     args.ipc), data.num_classes)
-                rep = evaluate(syn, data, ecfg, flip, tests)
+                rep = evaluate(syn, data, ecfg, tests=tests)
                 r["acc"], r["cluster_min"] = rep["acc"]["mean"], rep["cluster_min"]["mean"]
             runs.append(r)
             print(f"{name} seed {seed}: {r['steps']} steps, {r['queries']} queries, "
@@ -152,21 +134,16 @@ def main() -> None:
                   f"{r['curve'][-1]['objective']:.4f}"
                   + (f", acc {r['acc']:.2f}" if "acc" in r else ""), flush=True)
         results[name] = [{k: v for k, v in r.items() if k != "images"} for r in runs]
-        table[name] = {"objective": _stats([r["curve"][-1]["objective"] for r in runs]),
+        table[name] = {"objective": stats([r["curve"][-1]["objective"] for r in runs]),
                        "start": runs[0]["curve"][0]["objective"],
-                       "queries": _stats([r["queries"] for r in runs]),
-                       "seconds": _stats([r["seconds"] for r in runs]),
-                       "steps": _stats([r["steps"] for r in runs])}
+                       "queries": stats([r["queries"] for r in runs]),
+                       "seconds": stats([r["seconds"] for r in runs]),
+                       "steps": stats([r["steps"] for r in runs])}
         if args.evaluate:
-            table[name]["acc"] = _stats([r["acc"] for r in runs])
-            table[name]["cluster_min"] = _stats([r["cluster_min"] for r in runs])
+            table[name]["acc"] = stats([r["acc"] for r in runs])
+            table[name]["cluster_min"] = stats([r["cluster_min"] for r in runs])
         _write(args, results, table)
     _report(table)
-
-
-def _stats(values: list[float]) -> dict:
-    return {"mean": statistics.fmean(values),
-            "std": statistics.pstdev(values) if len(values) > 1 else 0.0}
 
 
 def _fmt(s: dict) -> str:

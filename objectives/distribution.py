@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from objectives.matching import Matching
 from zodd.augment import apply_per_class, random_affine
 from zodd.types import StepContext, as_generator
 
@@ -14,11 +15,8 @@ MAX_IMAGES = 4096  # images per forward pass when many candidates are evaluated 
 
 
 @dataclass(frozen=True)
-class DistributionMatching:
-    flip: bool = False
+class DistributionMatching(Matching):
     name: str = "dm"
-    differentiable: bool = True
-    needs_held_out: bool = False
 
     def bind(self, ctx: StepContext) -> "BoundDM":
         return BoundDM(ctx, self.flip)
@@ -56,32 +54,3 @@ class BoundDM:
 
     def __call__(self, candidates: Tensor) -> Tensor:
         return self.blocks(candidates).sum(1)
-
-
-class HeldOutDM:
-    """DM measured on ``nets`` fixed networks and real batches that no run sees: a yardstick for
-    comparing synthetic sets (estimators, budgets) on the objective itself.
-
-    The networks are ConvNets of the data's default shape seeded ``net_seed + k``; each draws
-    ``per_class`` real images per class with a generator seeded ``seed``. Deterministic: the
-    same arguments give the same yardstick.
-    """
-
-    def __init__(self, data, nets: int = 5, per_class: int = 64, seed: int = 123,
-                 net_seed: int = 1000):
-        from zodd.data import draw_per_class
-        from zodd.models import build_model
-
-        gen = torch.Generator().manual_seed(seed)
-        self.boxes = []
-        for k in range(nets):
-            net = build_model(data.channels, data.num_classes, data.image_size,
-                              seed=net_seed + k).requires_grad_(False)
-            real = data.train_x[draw_per_class(data.class_indices(), per_class, gen)]
-            self.boxes.append(BoundDM(StepContext(net, real, None, data.num_classes, seed=k),
-                                      flip=False))
-
-    @torch.no_grad()
-    def __call__(self, images: Tensor) -> float:
-        """The mean DM of one synthetic set ``[classes * ipc, C, H, W]`` over the networks."""
-        return sum(float(box(images.detach().cpu()[None])) for box in self.boxes) / len(self.boxes)

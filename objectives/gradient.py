@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.func import functional_call, grad, vmap
 
+from objectives.matching import Matching
 from zodd.augment import apply_per_class, random_affine
 from zodd.types import StepContext, as_generator
 
@@ -19,11 +20,10 @@ MAX_IMAGES = 2048
 
 
 @dataclass(frozen=True)
-class GradientMatching:
-    flip: bool = False
+class GradientMatching(Matching):
     name: str = "gm"
-    differentiable: bool = True
-    needs_held_out: bool = False
+    default_lr: float | None = 0.1
+    native: str = "train"
 
     def bind(self, ctx: StepContext) -> "BoundGM":
         return BoundGM(ctx, self.flip)

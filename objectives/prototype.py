@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from objectives.score import Score
-from zodd.robust import assign_clusters
+from zodd.nearest import assign_clusters
 from zodd.types import StepContext
 
 

@@ -15,3 +15,5 @@ class Score:
     default_sigma: float = 0.3
     # each query is a full evaluation of a candidate set; the benchmarks ran with 32
     default_directions: int = 32
+    default_lr: float | None = None  # None: the paper's decaying step (eq. 18)
+    native: str = ""  # no network, so no native schedule

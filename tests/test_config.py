@@ -1,6 +1,7 @@
 import pytest
 
 from zodd.config import DistillConfig
+from zodd.plan import check
 from zodd.types import ZoddError
 
 
@@ -16,7 +17,7 @@ def test_json_round_trip():
 ])
 def test_bad_values_name_their_field(field, value):
     with pytest.raises(ZoddError, match=field.replace("_", "-")):
-        DistillConfig(**{field: value}).validate()
+        check(DistillConfig(**{field: value}))
 
 
 @pytest.mark.parametrize("raw, match", [

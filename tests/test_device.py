@@ -9,6 +9,7 @@ import torch
 from cli_run import run_cli as zodd
 from zodd.config import DistillConfig
 from zodd.distill import Loop, distill
+from zodd.plan import check, resolve
 from zodd.evaluate import EvalConfig, evaluate
 from zodd.types import ZoddError, resolve_device
 
@@ -19,7 +20,7 @@ FAST = DistillConfig(ipc=2, iterations=3, batch_size=16, seed=3)
 @pytest.mark.parametrize("name", ["gpu", "cuda:x", "CPU", "", "cuda:"])
 def test_a_bad_device_name_is_refused(name):
     with pytest.raises(ZoddError, match="invalid device"):
-        replace(FAST, device=name).validate()
+        check(replace(FAST, device=name))
 
 
 def test_auto_is_the_gpu_when_there_is_one():
@@ -37,14 +38,14 @@ def test_a_missing_gpu_is_one_line_and_no_output(monkeypatch, capsys, tmp_path):
 
 def test_ray_workers_need_the_cpu():
     with pytest.raises(ZoddError, match="workers"):
-        replace(FAST, device="cuda", workers=2, estimator="gaussian").validate()
+        check(replace(FAST, device="cuda", workers=2, estimator="gaussian"))
 
 
 def test_the_device_is_recorded(monkeypatch, capsys, tmp_path, digits):
     run = tmp_path / "run"
     distill(replace(FAST, device="cpu"), digits, run)
     config = json.loads((run / "config.json").read_text())
-    assert config["device"] == "cpu" and config["device_resolved"] == "cpu"
+    assert config["device"] == "cpu" and config["resolved"]["device"] == "cpu"
     assert DistillConfig.from_dict(config).device == "cpu"  # the record reads back
     report = evaluate(distill(FAST, digits).synthetic, digits,
                       EvalConfig(seeds=1, epochs=1, device="cpu"))
@@ -69,8 +70,8 @@ def test_a_cuda_run_draws_what_a_cpu_run_draws(digits, settings):
     """Same seed, same draws: the first set is identical and a few steps later the two sets
     differ only by rounding."""
     cfg = replace(FAST, **settings)
-    on_cpu = Loop(replace(cfg, device="cpu"), digits)
-    on_gpu = Loop(replace(cfg, device="cuda"), digits)
+    on_cpu = Loop(resolve(replace(cfg, device="cpu"), digits), digits)
+    on_gpu = Loop(resolve(replace(cfg, device="cuda"), digits), digits)
     assert on_gpu.x.device.type == "cuda"
     assert torch.equal(on_cpu.x.detach(), on_gpu.x.detach().cpu())
     for _ in range(cfg.iterations):
@@ -78,7 +79,7 @@ def test_a_cuda_run_draws_what_a_cpu_run_draws(digits, settings):
         assert row_cpu["queries"] == row_gpu["queries"]
     assert torch.equal(on_cpu.gen.get_state(), on_gpu.gen.get_state())  # same draws, in order
     gap = (on_cpu.x.detach() - on_gpu.x.detach().cpu()).abs().max()
-    moved = (on_cpu.x.detach() - Loop(replace(cfg, device="cpu"), digits).x.detach()).abs().max()
+    moved = (on_cpu.x.detach() - Loop(resolve(replace(cfg, device="cpu"), digits), digits).x.detach()).abs().max()
     assert gap < 0.05 * moved + 1e-4
 
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from zodd.estimators import ESTIMATORS, Autograd, Gaussian, choose
+from zodd.estimators import ESTIMATORS, Autograd, Gaussian
 from zodd.types import ZoddError
 
 
@@ -41,9 +41,7 @@ def test_autograd_is_exact_with_one_query():
 def test_autograd_refuses_a_non_differentiable_black_box():
     with pytest.raises(ZoddError, match="differentiable"):
         Autograd().estimate(Quadratic(4, differentiable=False), torch.zeros(4), torch.Generator())
-    with pytest.raises(ZoddError):
-        choose("autograd", differentiable=False)
-    assert choose("auto", True) == "autograd" and choose("auto", False) == "gaussian"
+
 
 
 def test_gaussian_is_unbiased_on_a_quadratic():

@@ -5,7 +5,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from zodd.robust import RobustUpdater, assign_clusters, cvar, grouped_cvar, robust_loss
+from zodd.nearest import assign_clusters
+from zodd.robust import RobustUpdater, cvar, grouped_cvar, robust_loss
 
 losses_st = st.lists(st.floats(-100, 100, allow_nan=False, width=32), min_size=1, max_size=40)
 

@@ -1,15 +1,19 @@
 """The zero-order path in the loop: common random numbers within a step, the structure flags end
 to end, and nevergrad optimisers through ask/tell."""
 import json
-import sys
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
-from objectives.distribution import HeldOutDM
 
 from zodd.config import DistillConfig
 from zodd.distill import Loop, distill
+from zodd.plan import resolve
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from harness import HeldOutDM  # noqa: E402
 
 CLI = [sys.executable, "-m", "zodd.cli", "distill"]
 
@@ -17,17 +21,17 @@ CLI = [sys.executable, "-m", "zodd.cli", "distill"]
 def _bound_box(loop):
     """The black box of the loop's next step, bound the way advance() binds it."""
     loop._refresh_network()
-    picks = torch.stack([i[:loop.n_real] for i in loop.per_class])
+    picks = torch.stack([i[:loop.plan.n_real] for i in loop.per_class])
     loop._update_network(loop.data.train_x[picks])
-    box, _ = loop._bind(loop.data.train_x[picks])
+    box, _, _ = loop._bind(loop.data.train_x[picks])
     return box
 
 
 @pytest.mark.parametrize("objective", ["dm", "gm"])
 def test_every_candidate_of_a_step_sees_the_same_network_batch_and_augmentation(digits,
                                                                                  objective):
-    loop = Loop(DistillConfig(objective=objective, estimator="gaussian", ipc=2, batch_size=16),
-                digits)
+    cfg = DistillConfig(objective=objective, estimator="gaussian", ipc=2, batch_size=16)
+    loop = Loop(resolve(cfg, digits), digits)
     box = _bound_box(loop)
     x = loop.x.detach()
     same = box(torch.stack([x, x, x]))
@@ -74,7 +78,7 @@ def test_estimator_flags_run_end_to_end_and_count_queries(tmp_path, flags):
     per_step = 2 * m + 1 if flags[1] in ("antithetic", "coordinate") else m + 1
     assert [r["queries"] for r in rows] == [per_step * (i + 1) for i in range(3)]
     config = json.loads((out / "config.json").read_text())
-    assert config["estimator_resolved"] == flags[1]
+    assert config["resolved"]["estimator"] == flags[1]
 
 
 def test_nevergrad_optimiser_drives_the_set_and_counts_queries(digits, tmp_path):
@@ -83,7 +87,7 @@ def test_nevergrad_optimiser_drives_the_set_and_counts_queries(digits, tmp_path)
                         iterations=4, directions=6, lowres=2)
     result = distill(cfg, digits, tmp_path / "run")
     assert result.estimator == "ng:OnePlusOne" and result.queries == 4 * 7
-    start = Loop(cfg, digits).x.detach()
+    start = Loop(resolve(cfg, digits), digits).x.detach()
     assert not torch.equal(result.synthetic.images, start)  # the optimiser moved S
     done = subprocess.run([*CLI, "--resume", str(tmp_path / "run"), "--iterations", "6"],
                           capture_output=True, text=True, timeout=300)
@@ -112,9 +116,9 @@ def test_default_zero_order_run_lowers_the_objective_faster_than_the_papers_step
 ])
 def test_lowres_is_chosen_by_the_size_one_estimate_covers(digits, tmp_path, settings, expected):
     cfg = DistillConfig(**{"estimator": "gaussian", **settings, "iterations": 1})
-    loop = Loop(cfg, digits)
-    assert loop.lowres == expected
+    loop = Loop(resolve(cfg, digits), digits)
+    assert loop.plan.lowres == expected
     if cfg.estimator != "autograd":
         assert loop.estimator.lowres == expected
     distill(cfg, digits, tmp_path / "run")
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["lowres_resolved"] == expected
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["resolved"]["lowres"] == expected

@@ -19,6 +19,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from zodd.config import DistillConfig
+from zodd.plan import check
 from zodd.types import ZoddError
 
 # the paper's hand-tuned settings: Fig. 2 (alpha), Table 9 (clusters), Table 10 (batch size)
@@ -105,7 +106,7 @@ def parse(text: str) -> Param:
     base = DistillConfig()
     for value in probes:
         try:
-            replace(base, **{name: value}).validate()
+            check(replace(base, **{name: value}))
         except ZoddError as exc:
             raise ZoddError(f"--param {name}={value}: {exc}") from None
     return param

@@ -10,6 +10,9 @@ Files in the sweep's directory:
 * ``score-vs-alpha.png``  score, accuracy and Cluster-min against alpha (when alpha varies);
 * ``best/``          the best config distilled on the whole training data and evaluated once on
                      the test set (``metrics.json``); skipped with ``final=False``.
+
+Nothing here prints: progress, the summary and the final table go to ``say(text, err)``, a
+callback the command line turns into output (None: silent).
 """
 from __future__ import annotations
 
@@ -18,16 +21,19 @@ import io
 import json
 import logging
 import os
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from tuning import space as spaces
 from tuning.trial import METRIC_NAMES, Scoring, coerce, run_trial, trial_config, validation_split
-from zodd.config import DistillConfig, nevergrad_optimizer
-from zodd.synthetic import atomic_write, save_json
+from zodd.config import DistillConfig
+from zodd.plan import check
+from zodd.rundir import atomic_write, save_json
+from zodd.steppers import nevergrad_optimizer
 from zodd.types import ZoddError
+
+Say = Callable[..., None]  # say(text, err=False): one message for the user; err: a progress note
 
 SETTINGS, EXPERIMENT = "tune.json", "sweep"
 SEARCHES = ("random", "grid", "nevergrad")  # and ng:NAME, any nevergrad optimiser
@@ -59,7 +65,7 @@ class Sweep:
     final_epochs: int = 300
 
     def validate(self) -> "Sweep":
-        DistillConfig.from_dict(self.base)
+        check(DistillConfig.from_dict(self.base))
         if not (self.search in SEARCHES or self.search.startswith("ng:")):
             raise ZoddError(f"invalid search {self.search!r}: choose random, grid, nevergrad or "
                             "ng:OPTIMISER")
@@ -149,25 +155,26 @@ def _scheduler(sweep: Sweep):
                          grace_period=1, reduction_factor=2)
 
 
-def _progress_callback(quiet: bool):
+def _progress_callback(say: Say):
     from ray import tune
 
     class Progress(tune.Callback):
-        """One line per report and per failure, on stderr."""
+        """One note per report and per failure."""
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
-            if quiet:
-                return
             values = ", ".join(f"{k} {_fmt(trial.config.get(k))}" for k in sorted(trial.config))
-            print(f"trial {trial.trial_id} ({values}): iteration {result.get('iterations')}, "
-                  f"score {result['score']:.2f} (acc {result['acc']:.2f}, cluster-min "
-                  f"{result['cluster_min']:.2f})", file=sys.stderr, flush=True)
+            say(f"trial {trial.trial_id} ({values}): iteration {result.get('iterations')}, "
+                f"score {result['score']:.2f} (acc {result['acc']:.2f}, cluster-min "
+                f"{result['cluster_min']:.2f})", err=True)
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            print(f"trial {trial.trial_id} failed: {_error_line(trial)}", file=sys.stderr,
-                  flush=True)
+            say(f"trial {trial.trial_id} failed: {_error_line(trial)}", err=True)
 
     return Progress()
+
+
+def _silent(text: str, err: bool = False) -> None:
+    pass
 
 
 def _error_line(trial) -> str:
@@ -182,9 +189,10 @@ def _fmt(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def run(sweep: Sweep, out: Path, resume: bool = False, quiet: bool = False,
+def run(sweep: Sweep, out: Path, resume: bool = False, say: Say | None = None,
         load_data: Callable | None = None) -> dict:
     """Run (or continue) the sweep in ``out``; returns the summary (also in the files)."""
+    say = say or _silent
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no banner on stdout
     # a snapshot per report is what lets --resume continue a trial; no need to warn about it
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -225,7 +233,7 @@ def run(sweep: Sweep, out: Path, resume: bool = False, quiet: bool = False,
                     name=EXPERIMENT, storage_path=str(out.resolve()), verbose=0,
                     failure_config=tune.FailureConfig(max_failures=0),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                    callbacks=[_progress_callback(quiet)]))
+                    callbacks=[_progress_callback(say)]))
         grid = tuner.fit()
     finally:
         if owns and ray.is_initialized():
@@ -235,7 +243,7 @@ def run(sweep: Sweep, out: Path, resume: bool = False, quiet: bool = False,
     write_csv(rows, sweep, out / "results.csv")
     if unfinished or len(rows) < _expected(sweep):
         raise Interrupted(f"{len(rows) - len(unfinished)} of {_expected(sweep)} trials ended")
-    return finish(sweep, rows, out, data, quiet)
+    return finish(sweep, rows, out, data, say)
 
 
 def _expected(sweep: Sweep) -> int:
@@ -360,7 +368,7 @@ def plot_alpha(rows: list[dict], path: Path, metric: str) -> bool:
     return True
 
 
-def finish(sweep: Sweep, rows: list[dict], out: Path, data, quiet: bool) -> dict:
+def finish(sweep: Sweep, rows: list[dict], out: Path, data, say: Say = _silent) -> dict:
     """The summary, best.json, the plot and, once, the test-set evaluation of the best config."""
     best = best_row(rows)
     cfg = best_config(sweep, best)
@@ -371,33 +379,29 @@ def finish(sweep: Sweep, rows: list[dict], out: Path, data, quiet: bool) -> dict
               "best": {k: best.get(k) for k in ("trial", "score", "acc", "cluster_min")},
               "best_settings": {p.name: best[p.name] for p in sweep.params},
               "metric": sweep.scoring.metric, "plot": plotted}
-    if not quiet:
-        print(summary(rows, sweep))
-        print(f"best trial {best['trial']}: " + ", ".join(
-            f"{k} {_fmt(v)}" for k, v in report["best_settings"].items())
-              + f" -> validation {sweep.scoring.metric} {best['score']:.2f}")
-        print(f"wrote {out / 'results.csv'}, {out / 'best.json'}"
-              + (f", {out / 'score-vs-alpha.png'}" if plotted else ""))
+    say(summary(rows, sweep))
+    say(f"best trial {best['trial']}: " + ", ".join(
+        f"{k} {_fmt(v)}" for k, v in report["best_settings"].items())
+        + f" -> validation {sweep.scoring.metric} {best['score']:.2f}")
+    say(f"wrote {out / 'results.csv'}, {out / 'best.json'}"
+        + (f", {out / 'score-vs-alpha.png'}" if plotted else ""))
     if sweep.final:
-        report["test"] = final_test(cfg, sweep, out / "best", data, quiet)
+        report["test"] = final_test(cfg, sweep, out / "best", data, say)
     save_json(report, out / "summary.json")
     return report
 
 
-def final_test(cfg: DistillConfig, sweep: Sweep, out: Path, data, quiet: bool) -> dict:
+def final_test(cfg: DistillConfig, sweep: Sweep, out: Path, data, say: Say = _silent) -> dict:
     """The best config distilled on the whole training set (what ``zodd distill --config
     best.json`` does) and evaluated on the test set: the sweep's one look at it."""
-    from zodd.distill import FLIP_OK, distill
+    from zodd.distill import distill
     from zodd.evaluate import EvalConfig, evaluate, format_table
 
-    if not quiet:
-        print(f"distilling the best config on the whole training set into {out} ...",
-              file=sys.stderr, flush=True)
+    say(f"distilling the best config on the whole training set into {out} ...", err=True)
     result = distill(cfg, data, out)
     ecfg = EvalConfig(seeds=sweep.final_seeds, epochs=sweep.final_epochs, width=cfg.width,
                       depth=cfg.depth)
-    report = evaluate(result.synthetic, data, ecfg, flip=cfg.dataset in FLIP_OK)
+    report = evaluate(result.synthetic, data, ecfg)
     save_json({**report, "set": "synthetic", "run": str(out)}, out / "metrics.json")
-    if not quiet:
-        print(format_table({f"best on test ({cfg.dataset} ipc{cfg.ipc})": report}))
+    say(format_table({f"best on test ({cfg.dataset} ipc{cfg.ipc})": report}))
     return {m: report[m] for m in ("acc", "cluster_min", "noise", "blur", "invert")}

@@ -73,7 +73,9 @@ def coerce(values: dict) -> dict:
 
 
 def trial_config(base: dict, values: dict) -> DistillConfig:
-    return DistillConfig.from_dict({**base, **coerce(values)})
+    from zodd.plan import check
+
+    return check(DistillConfig.from_dict({**base, **coerce(values)}))
 
 
 def report_points(iterations: int, reports: int) -> list[int]:
@@ -90,9 +92,9 @@ def run_trial(values: dict, *, base: dict, data: ImageData, scoring: Scoring,
     stopped."""
     from ray import tune
 
-    from zodd.distill import FLIP_OK, distill
+    from zodd.distill import distill
     from zodd.evaluate import EvalConfig, TestSets, evaluate
-    from zodd.synthetic import save_json
+    from zodd.rundir import save_json
 
     torch.set_num_threads(threads)
     cfg = trial_config(base, values)
@@ -111,8 +113,7 @@ def run_trial(values: dict, *, base: dict, data: ImageData, scoring: Scoring,
             if n < done:
                 continue
             result = distill(replace(cfg, iterations=upto), data, work, resume=n > 0)
-            report = evaluate(result.synthetic, data, ecfg, flip=cfg.dataset in FLIP_OK,
-                              tests=tests)
+            report = evaluate(result.synthetic, data, ecfg, tests=tests)
             save_json({"reports": n + 1}, work / PROGRESS)
             metrics = {m: report[m]["mean"] for m in ("acc", "cluster_min", "noise", "blur",
                                                       "invert")}

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import click
 
-from zodd import __version__
-from zodd.config import (CLUSTER_SPACES, CVAR_TAILS, CVAR_TERMS, DATASETS, INITS, OPTIMIZERS,
-                         UPDATERS, DistillConfig)
+from zodd import __version__, rundir
+from zodd.config import DistillConfig
+from zodd.plan import REGISTRIES, check
 from zodd.types import ZoddError, resolve_device
 
 
@@ -73,7 +73,7 @@ class _StopOnSignal:
     a second SIGINT interrupts at once."""
 
     def __init__(self):
-        self._stop = False
+        self._stop, self.active = False, False
 
     def requested(self) -> bool:
         return self._stop
@@ -85,11 +85,13 @@ class _StopOnSignal:
 
     def __enter__(self):
         self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        self.active = True
         return self
 
     def __exit__(self, *exc):
         for s, handler in self._old.items():
             signal.signal(s, handler)
+        self.active = False
 
 
 def _config_file(path: str | None) -> dict:
@@ -101,73 +103,101 @@ def _config_file(path: str | None) -> dict:
         raise ZoddError(f"config file {path} not found") from None
     except (OSError, ValueError) as exc:
         raise ZoddError(f"config file {path} is not readable JSON ({exc})") from None
-    return DistillConfig.from_dict(raw).to_dict()
+    return check(DistillConfig.from_dict(raw)).to_dict()
+
+
+FIELDS = {f.name: f for f in fields(DistillConfig)}
+DEFAULTS = DistillConfig()
+
+
+def setting(name: str, help: str = "", extra: dict[str, str] | None = None,
+            pattern: str = ""):
+    """The ``--NAME`` option of the DistillConfig field ``name``: its type from the field, its
+    choices and their descriptions from the field's registry (zodd.plan.REGISTRIES; ``extra``:
+    names the registry does not hold, such as auto; ``pattern``: a described family of names,
+    such as ng:NAME, that makes the option free text checked later), and the default from the
+    config."""
+    flag = "--" + name.replace("_", "-")
+    kind = str(FIELDS[name].type)
+    default = getattr(DEFAULTS, name)
+    registry = REGISTRIES.get(name)
+    if registry is not None:
+        described = {**(extra or {}), **registry.descriptions}
+        help = " ".join(t for t in (help, "; ".join(f"{k}: {v}" for k, v in described.items())
+                                    + (f"; {pattern}" if pattern else "") + ".") if t)
+    if default is not None:
+        shown = ("on" if default else "off") if kind.startswith("bool") else default
+        help += f" [default: {shown}]"
+    if kind.startswith("bool"):
+        return click.option(f"{flag}/--no-{flag[2:]}", name, default=None, help=help)
+    if registry is not None and not pattern:
+        return click.option(flag, name, type=click.Choice(list(described)), help=help)
+    if kind.startswith("int"):
+        return click.option(flag, name, type=int, help=help)
+    if kind.startswith("float"):
+        return click.option(flag, name, type=float, callback=_finite, help=help)
+    return click.option(flag, name, type=str, help=help)
+
+
+DISTILL_SETTINGS = [
+    setting("dataset"),
+    setting("data_dir", "Where data sets live (None: $ZODD_DATA, else ~/.cache/zodd)."),
+    setting("ipc", "Synthetic images per class."), setting("init"), setting("seed"),
+    setting("device", "auto, cpu, cuda, cuda:N or mps (auto: a CUDA GPU when there is one)."),
+    setting("objective"),
+    setting("estimator", extra={"auto": "autograd when the objective is differentiable, else "
+                                        "gaussian"}),
+    setting("optimizer", "Step rule for S.",
+            extra={"auto": "sgd at the objective's lr for dm and gm, paper for scores"},
+            pattern="ng:NAME: a nevergrad optimiser, asked --directions candidates a step"),
+    setting("lr", "Learning rate for S (default: the objective's, e.g. 1 for dm, 0.1 for gm)."),
+    setting("sigma", "Smoothing radius (default: the objective's: 0.01 for dm/gm, 0.3 for "
+            "scores)."),
+    setting("directions", "Directions per zero-order estimate (default: the objective's: 128 "
+            "for dm and gm, 32 for scores)."),
+    setting("lowres", "Zero-order directions drawn at 1/N resolution and upsampled (default: "
+            "2 where one estimate covers over 4,096 values, e.g. Fashion-MNIST IPC 10; else 1)."),
+    setting("blockwise", "One finite difference per class from each call (dm, gm)."),
+    setting("surrogate", "A differentiable objective (dm, gm) whose gradient at S guides "
+            "--estimator gaussian: its direction gets its own finite difference, the random "
+            "directions span the rest (unbiased; one more query a step)."),
+    setting("augment", "Siamese augmentation of real and synthetic batches."),
+    setting("command", "With --objective command: the program scoring candidates, e.g. "
+            "'python eval.py {input}' (see README)."),
+    setting("command_timeout", "Seconds per call of --command."),
+    setting("workers", "Ray actors evaluating candidates (0: in-process)."),
+    setting("ray_address", "Join this Ray cluster instead of a local one."),
+    setting("retries", "Further tries of a failed evaluation."),
+    setting("max_failures", "Failed evaluations tolerated before the run ends."),
+    setting("updater"),
+    setting("alpha", "CVaR fraction in (0, 1]."), setting("cvar_tail"),
+    setting("cvar_terms", "CVaR aggregates over clusters added to CE (--updater ce: none)."),
+    setting("clusters", "Cluster centres per class when IPC > 10."), setting("cluster_space"),
+    setting("batch_size", "Real samples per class each iteration."),
+    setting("model_lr", "Network learning rate."),
+    setting("model_steps", "Network updates per iteration."),
+    setting("reinit_every", "Fresh network every N iterations."),
+    setting("width", "ConvNet width (default: by image size: 128 for 28-32 px, 64 for 8 px)."),
+    setting("depth", "ConvNet depth (default: by image size: 3 for 28-32 px, 2 for 8 px)."),
+    setting("iterations"),
+    setting("max_seconds", "Stop after this much time."),
+    setting("max_queries", "Stop after this many objective queries."),
+    setting("checkpoint_every", "Iterations between checkpoints (default: about once a "
+            "minute)."),
+]
+
+
+def _settings(command):
+    for option in reversed(DISTILL_SETTINGS):
+        command = option(command)
+    return command
 
 
 @cli.command()
 @click.option("--config", "config_file", type=click.Path(dir_okay=False),
               help="JSON config (e.g. a run's config.json); flags given here override it.")
-@click.option("--dataset", type=click.Choice(DATASETS), help="[default: digits]")
-@click.option("--data-dir", type=click.Path(file_okay=False),
-              help="Where data sets live [default: $ZODD_DATA, else ~/.cache/zodd].")
-@click.option("--ipc", type=int, help="Synthetic images per class [default: 10].")
-@click.option("--init", type=click.Choice(INITS), help="[default: real]")
-@click.option("--seed", type=int, help="[default: 0]")
-@click.option("--device", type=str,
-              help="auto, cpu, cuda, cuda:N or mps [default: auto: a CUDA GPU when there is one].")
-@click.option("--objective", type=str, help="dm or gm [default: dm].")
-@click.option("--estimator", type=str,
-              help="auto, autograd, gaussian, antithetic, sphere or coordinate [default: auto: "
-                   "autograd when differentiable, else gaussian].")
-@click.option("--optimizer", type=str,
-              help="Step rule for S: " + ", ".join(OPTIMIZERS) + " or ng:NAME (a nevergrad "
-                   "optimiser, asked --directions candidates a step); paper: lr/sqrt(1+E) "
-                   "[default: auto: sgd for dm and gm, paper for scores].")
-@click.option("--lr", type=float, callback=_finite, help="Learning rate for S.")
-@click.option("--sigma", type=float, callback=_finite, help="Smoothing radius [default: 0.01 for dm/gm, 0.3 for scores].")
-@click.option("--directions", type=int,
-              help="Directions per zero-order estimate [default: 128 for dm and gm, 32 for scores].")
-@click.option("--lowres", type=int,
-              help="Zero-order directions drawn at 1/N resolution and upsampled [default: auto: "
-                   "2 where one estimate covers over 4,096 values, e.g. Fashion-MNIST IPC 10; "
-                   "else 1].")
-@click.option("--blockwise/--no-blockwise", default=None,
-              help="One finite difference per class from each call (dm, gm) [default: on].")
-@click.option("--surrogate", type=str,
-              help="A differentiable objective (dm, gm) whose gradient at S guides "
-                   "--estimator gaussian: its direction gets its own finite difference, the "
-                   "random directions span the rest (unbiased; one more query a step).")
-@click.option("--augment/--no-augment", default=None, help="Siamese augmentation [default: on].")
-@click.option("--command", type=str,
-              help="With --objective command: the program scoring candidates, e.g. "
-                   "'python eval.py {input}' (see README).")
-@click.option("--command-timeout", type=float, callback=_finite,
-              help="Seconds per call of --command [default: 60].")
-@click.option("--workers", type=int, help="Ray actors evaluating candidates [default: 0: in-process].")
-@click.option("--ray-address", type=str, help="Join this Ray cluster instead of a local one.")
-@click.option("--retries", type=int, help="Further tries of a failed evaluation [default: 2].")
-@click.option("--max-failures", type=int,
-              help="Failed evaluations tolerated before the run ends [default: 10].")
-@click.option("--updater", type=click.Choice(UPDATERS), help="[default: robust]")
+@_settings
 @click.option("--no-robust", is_flag=True, help="Plain CE network update (same as --updater ce).")
-@click.option("--alpha", type=float, callback=_finite, help="CVaR fraction in (0, 1] [default: 0.8].")
-@click.option("--cvar-tail", type=click.Choice(CVAR_TAILS), help="[default: upper]")
-@click.option("--cvar-terms", type=click.Choice(CVAR_TERMS),
-              help="CVaR aggregates over clusters added to CE (--updater ce: none) "
-                   "[default: mean+max].")
-@click.option("--clusters", type=int, help="Cluster centres per class when IPC > 10 [default: 10].")
-@click.option("--cluster-space", type=click.Choice(CLUSTER_SPACES), help="[default: pixel]")
-@click.option("--batch-size", type=int, help="Real samples per class each iteration [default: 256].")
-@click.option("--model-lr", type=float, callback=_finite, help="[default: 0.01]")
-@click.option("--model-steps", type=int, help="Network updates per iteration [default: 1].")
-@click.option("--reinit-every", type=int, help="Fresh network every N iterations [default: 10].")
-@click.option("--width", type=int, help="ConvNet width [default: by image size].")
-@click.option("--depth", type=int, help="ConvNet depth [default: by image size].")
-@click.option("--iterations", type=int, help="[default: 300]")
-@click.option("--max-seconds", type=float, callback=_finite, help="Stop after this much time.")
-@click.option("--max-queries", type=int, help="Stop after this many objective queries.")
-@click.option("--checkpoint-every", type=int,
-              help="Iterations between checkpoints [default: about once a minute].")
 @click.option("--resume", "resume_dir", type=click.Path(),
               help="Continue the run in this directory from its last checkpoint; only budgets "
                    "(--iterations, --max-seconds, --max-queries) may change.")
@@ -178,17 +208,16 @@ def distill(config_file, no_robust, resume_dir, out, overwrite, quiet, **flags) 
     """Distil a synthetic set; writes synthetic.pt, config.json, grid.png, log.jsonl and
     checkpoints."""
     from zodd import data as datasets
-    from zodd import synthetic
-    from zodd.distill import CHECKPOINT, PREVIOUS, distill as run
+    from zodd.distill import distill as run
 
     if resume_dir is not None:
         if config_file or out:
             raise ZoddError("--resume takes its settings and output directory from the run; "
                             "drop --config and --out")
         resume_path = Path(resume_dir)
-        if not ((resume_path / CHECKPOINT).exists() or (resume_path / PREVIOUS).exists()):
+        if not rundir.has_checkpoint(resume_path):
             raise ZoddError(f"no checkpoint in {resume_dir} to resume from")
-        values = DistillConfig.from_dict(synthetic.load_config(resume_path)).to_dict()
+        values = DistillConfig.from_dict(rundir.load_config(resume_path)).to_dict()
     else:
         values = _config_file(config_file)
     values.update({k: v for k, v in flags.items() if v is not None})
@@ -196,8 +225,7 @@ def distill(config_file, no_robust, resume_dir, out, overwrite, quiet, **flags) 
         if flags.get("updater") not in (None, "ce"):
             raise ZoddError("--no-robust contradicts --updater " + flags["updater"])
         values["updater"] = "ce"
-    known = {f.name for f in fields(DistillConfig)}
-    cfg = DistillConfig(**{k: v for k, v in values.items() if k in known}).validate()
+    cfg = check(DistillConfig(**{k: v for k, v in values.items() if k in FIELDS}))
     if resume_dir is not None:
         out_dir = Path(resume_dir)
     else:
@@ -206,10 +234,12 @@ def distill(config_file, no_robust, resume_dir, out, overwrite, quiet, **flags) 
         _check_out(out_dir, overwrite)
     data = datasets.load(cfg.dataset, cfg.data_dir)
 
-    bar = None
+    bar, stop = None, _StopOnSignal()
 
-    def on_step(row: dict) -> None:
+    def on_step(row: dict, images) -> None:
         nonlocal bar
+        if not stop.active:  # after set-up (and Ray's start, which sets handlers of its own)
+            stop.__enter__()
         if quiet:
             return
         if bar is None:  # opened on the first step, so set-up errors print alone
@@ -219,21 +249,14 @@ def distill(config_file, no_robust, resume_dir, out, overwrite, quiet, **flags) 
             bar.__enter__()
         bar.update(1, row)
 
-    stop = _StopOnSignal()
-    pool = None
     try:
-        if cfg.workers > 0:
-            from zodd.parallel import RayPool
-
-            pool = RayPool(cfg.workers, cfg.seed, cfg.ray_address)  # before our signal handlers
-        with stop:
-            result = run(cfg, data, out_dir, on_step, resume=resume_dir is not None,
-                         should_stop=stop.requested, pool=pool)
+        result = run(cfg, data, out_dir, on_step, resume=resume_dir is not None,
+                     should_stop=stop.requested)
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)
-        if pool is not None:
-            pool.close()
+        if stop.active:
+            stop.__exit__(None, None, None)
     if result.stopped_by == "interrupted":
         click.echo(f"zodd: interrupted at step {result.rows[-1]['step']}; checkpoint and set "
                    f"saved; continue with: zodd distill --resume {out_dir}", err=True)
@@ -264,14 +287,13 @@ def evaluate(run_dir, seeds, epochs, baseline, data_dir, device, quiet) -> None:
 
     from zodd import data as datasets
     from zodd import synthetic
-    from zodd.distill import FLIP_OK
     from zodd.evaluate import EvalConfig, evaluate as run, format_table
 
     resolve_device(device)  # a bad or missing device is reported before any work
     run_path = Path(run_dir)
     if not run_path.is_dir():
         raise ZoddError(f"{run_dir} is not a directory")
-    cfg = DistillConfig.from_dict(synthetic.load_config(run_path))
+    cfg = check(DistillConfig.from_dict(rundir.load_config(run_path)))
     if baseline == "random":
         name, target = "random", run_path / "metrics_random.json"
     else:
@@ -293,8 +315,8 @@ def evaluate(run_dir, seeds, epochs, baseline, data_dir, device, quiet) -> None:
             click.echo(f"seed {seed}: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()),
                        err=True)
 
-    report = run(syn, data, ecfg, flip=cfg.dataset in FLIP_OK, on_seed=on_seed)
-    synthetic.save_json({**report, "set": name, "run": str(run_path)}, target)
+    report = run(syn, data, ecfg, on_seed=on_seed)
+    rundir.save_json({**report, "set": name, "run": str(run_path)}, target)
     if not quiet:
         click.echo(format_table({f"{cfg.dataset} ipc{cfg.ipc} {name}": report}))
         click.echo(report["protocol"]["shifts"])
@@ -307,7 +329,7 @@ RESUME_RUNTIME = {"resume_dir", "quiet", "cpus", "address", "dashboard"}  # may 
 @cli.command()
 @click.option("--config", "config_file", type=click.Path(dir_okay=False),
               help="JSON config every trial starts from (e.g. a run's config.json).")
-@click.option("--dataset", type=click.Choice(DATASETS), help="[default: digits]")
+@setting("dataset")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Where data sets live.")
 @click.option("--ipc", type=int, help="Synthetic images per class [default: 10].")
 @click.option("--iterations", type=int, help="Distillation iterations per trial [default: 300].")
@@ -380,8 +402,7 @@ def tune(ctx, config_file, dataset, data_dir, ipc, iterations, fixed, params, no
                 values[name] = value
         pinned = dict(spaces.fixed(text) for text in fixed)
         values.update(pinned)
-        known = {f.name for f in fields(DistillConfig)}
-        base = DistillConfig(**{k: v for k, v in values.items() if k in known}).validate()
+        base = check(DistillConfig(**{k: v for k, v in values.items() if k in FIELDS}))
         space = spaces.build(list(params), search, base.ipc, defaults=not no_default_space)
         both = [p.name for p in space if p.name in pinned]
         if both:
@@ -400,7 +421,8 @@ def tune(ctx, config_file, dataset, data_dir, ipc, iterations, fixed, params, no
         out_dir = Path(out) if out else Path("runs") / f"tune-{base.dataset}-ipc{base.ipc}"
         _check_out(out_dir, overwrite)
     try:
-        run(sweep, out_dir, resume=resume_dir is not None, quiet=quiet)
+        run(sweep, out_dir, resume=resume_dir is not None,
+            say=None if quiet else lambda text, err=False: click.echo(text, err=err))
     except Interrupted as exc:
         click.echo(f"zodd: sweep interrupted ({exc}); continue with: zodd tune --resume "
                    f"{out_dir}", err=True)

@@ -1,30 +1,25 @@
 """Every setting of a distillation run, in one frozen dataclass.
 
 CLI flags map one-to-one onto the fields below; each run writes the config as JSON beside its
-output (with the version and git SHA), and ``DistillConfig.from_dict`` reads it back, validating
-field by field so that a bad value names its field.
+output, and ``DistillConfig.from_dict`` reads it back, validating field by field so that a bad
+value names its field. This module checks values that need no vocabulary (ranges, types, which
+flags go together); names (data sets, objectives, estimators, ...) are checked against their
+registries by ``zodd.plan.check``, and ``None``/"auto" settings are filled in by
+``zodd.plan.resolve``.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-import subprocess
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Any
 
-from zodd import __version__
 from zodd.types import ZoddError, check_device_name
 
-DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "svhn")
-UPDATERS = ("robust", "ce", "native")
-CVAR_TAILS = ("upper", "lower")
-CVAR_TERMS = ("mean+max", "mean", "max")  # the CVaR terms added to CE (Table 4b)
-CLUSTER_SPACES = ("pixel", "feature")
-INITS = ("real", "noise")
-OPTIMIZERS = ("auto", "paper", "sgd", "adam")
-METADATA_KEYS = ("version", "git_sha", "estimator_resolved", "sigma_resolved",
-                 "directions_resolved", "device_resolved", "lowres_resolved")  # written beside the settings
+# what a run's config.json holds beside the settings: zodd's version and git SHA, the resolved
+# plan (zodd.plan), and the flat *_resolved keys that files written before the plan carry
+METADATA_KEYS = ("version", "git_sha", "resolved", "estimator_resolved", "sigma_resolved",
+                 "directions_resolved", "device_resolved", "lowres_resolved")
 
 
 @dataclass(frozen=True)
@@ -41,10 +36,10 @@ class DistillConfig:
     objective: str = "dm"  # key of objectives.OBJECTIVES
     estimator: str = "auto"  # key of zodd.estimators.ESTIMATORS; auto: autograd if differentiable
     optimizer: str = "auto"  # paper: s = lr / sqrt(1 + E) (eq. 18); sgd/adam: torch; ng:NAME: nevergrad
-    lr: float | None = None  # None: the objective's / estimator's default (see distill.py)
+    lr: float | None = None  # None: the objective's default (zodd.plan)
     sigma: float | None = None  # smoothing radius (standardised pixels); None: the objective's
     directions: int | None = None  # M per zero-order estimate; None: 128 for dm/gm, 32 for scores
-    lowres: int | None = None  # zero-order directions at 1/lowres resolution; None: auto (distill.py)
+    lowres: int | None = None  # zero-order directions at 1/lowres resolution; None: auto (zodd.plan)
     blockwise: bool = True  # one finite difference per class from one call (separable objectives)
     surrogate: str | None = None  # a differentiable objective whose gradient guides gaussian
     augment: bool = True  # Siamese augmentation of real and synthetic batches in the objective
@@ -85,22 +80,6 @@ class DistillConfig:
         def bad(name: str, why: str) -> ZoddError:
             return ZoddError(f"invalid {name.replace('_', '-')}: {getattr(self, name)!r} ({why})")
 
-        from objectives import OBJECTIVES
-        from zodd import estimators
-        from zodd.estimators import ESTIMATORS
-
-        choices = {
-            "dataset": DATASETS, "updater": UPDATERS, "cvar_tail": CVAR_TAILS,
-            "cvar_terms": CVAR_TERMS,
-            "cluster_space": CLUSTER_SPACES, "init": INITS, "optimizer": OPTIMIZERS,
-            "objective": tuple(OBJECTIVES), "estimator": ("auto", *ESTIMATORS),
-        }
-        for name, allowed in choices.items():
-            if name == "optimizer" and self.optimizer.startswith("ng:"):
-                nevergrad_optimizer(self.optimizer)
-                continue
-            if getattr(self, name) not in allowed:
-                raise bad(name, "choose one of " + ", ".join(allowed))
         for name in ("ipc", "clusters", "batch_size", "iterations", "model_steps",
                      "reinit_every"):
             if getattr(self, name) < 1:
@@ -121,22 +100,8 @@ class DistillConfig:
         check_device_name(self.device)
         if self.workers > 0 and self.device not in ("auto", "cpu"):
             raise bad("workers", "Ray workers evaluate on the CPU: use --device cpu (or auto)")
-        if self.workers > 0 and estimators.choose(
-                self.estimator, OBJECTIVES[self.objective].differentiable) == "autograd":
-            raise bad("workers", "parallel workers serve zero-order estimators only")
-        if self.optimizer.startswith("ng:") and estimators.choose(
-                self.estimator, OBJECTIVES[self.objective].differentiable) == "autograd":
-            raise bad("optimizer", "a nevergrad optimiser is zero-order: give --estimator "
-                      "gaussian (its --directions are the candidates asked per step)")
-        if self.surrogate is not None:
-            if self.surrogate not in OBJECTIVES or not OBJECTIVES[self.surrogate].differentiable:
-                raise bad("surrogate", "choose a differentiable objective: " + ", ".join(
-                    n for n, o in OBJECTIVES.items() if o.differentiable))
-            if (estimators.choose(self.estimator, OBJECTIVES[self.objective].differentiable)
-                    != "gaussian" or self.optimizer.startswith("ng:")):
-                raise bad("surrogate", "a surrogate guides --estimator gaussian only")
-            if self.lowres not in (None, 1):
-                raise bad("surrogate", "a surrogate's guide is full-resolution: use --lowres 1")
+        if self.surrogate is not None and self.lowres not in (None, 1):
+            raise bad("surrogate", "a surrogate's guide is full-resolution: use --lowres 1")
         if not (0.0 < self.alpha <= 1.0):
             raise bad("alpha", "must be in (0, 1]")
         for name in ("sigma", "model_lr", "lr", "max_seconds", "command_timeout"):
@@ -187,29 +152,3 @@ def _coerce(name: str, annotation: Any, value: Any) -> Any:
         if isinstance(value, str):
             return value
     raise ZoddError(f"invalid config field {name!r}: {value!r} is not of type {text}")
-
-
-def nevergrad_optimizer(spec: str):
-    """``ng:NAME`` -> the nevergrad optimiser class; a clear error when it is not one."""
-    try:
-        import nevergrad as ng
-    except ImportError:
-        raise ZoddError(f"--optimizer {spec} needs nevergrad: pip install 'zodd[tune]'") from None
-    name = spec.split(":", 1)[1]
-    if name not in ng.optimizers.registry:
-        raise ZoddError(f"invalid optimizer: {spec!r} (not a nevergrad optimiser; e.g. "
-                        "ng:OnePlusOne, ng:TwoPointsDE, ng:DiagonalCMA)")
-    return ng.optimizers.registry[name]
-
-
-def git_sha() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5, cwd=Path(__file__).resolve().parent)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-def run_metadata() -> dict[str, Any]:
-    return {"version": __version__, "git_sha": git_sha()}

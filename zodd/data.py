@@ -12,12 +12,13 @@ import gzip
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from zodd.types import ZoddError, to_pixels
+from zodd.types import Registry, ZoddError, to_pixels
 
 SYSTEM_DIRS = {"fashion-mnist": [Path("/usr/share/datasets/fashion-mnist")]}
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
@@ -38,6 +39,7 @@ class ImageData:
     num_classes: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    flip: bool = False  # whether a mirrored image keeps its class (augmentation may flip)
 
     @property
     def channels(self) -> int:
@@ -76,20 +78,13 @@ def default_data_dir() -> Path:
 
 def load(name: str, data_dir: str | os.PathLike | None = None) -> ImageData:
     """Load a data set by name; a missing data set raises ZoddError naming what is expected."""
-    root = Path(data_dir) if data_dir else default_data_dir()
-    if name == "digits":
-        train, test = _digits()
-    elif name in ("mnist", "fashion-mnist"):
-        train, test = _idx(name, root)
-    elif name in ("cifar10", "svhn"):
-        train, test = _torchvision(name, root)
-    else:
-        raise ZoddError(f"unknown data set {name!r}")
-    return _standardise(name, train, test)
+    source = DATASETS[DATASETS.check(name, "data set")]
+    train, test = source.read(Path(data_dir) if data_dir else default_data_dir())
+    return _standardise(name, train, test, source.flip)
 
 
 def _standardise(name: str, train: tuple[np.ndarray, np.ndarray],
-                 test: tuple[np.ndarray, np.ndarray]) -> ImageData:
+                 test: tuple[np.ndarray, np.ndarray], flip: bool = False) -> ImageData:
     """uint8/float images [N, h, w(, ch)] in [0, 1] -> standardised float tensors [N, ch, h, w]."""
     def to_tensor(x: np.ndarray) -> Tensor:
         t = torch.from_numpy(np.ascontiguousarray(x)).float()
@@ -100,7 +95,8 @@ def _standardise(name: str, train: tuple[np.ndarray, np.ndarray],
     std = tuple(train_x.std(dim=(0, 2, 3)).tolist())
     train_y = torch.from_numpy(np.array(train[1])).long()
     test_y = torch.from_numpy(np.array(test[1])).long()
-    raw = ImageData(name, train_x, train_y, test_x, test_y, int(train_y.max()) + 1, mean, std)
+    raw = ImageData(name, train_x, train_y, test_x, test_y, int(train_y.max()) + 1, mean, std,
+                    flip)
     return replace(raw, train_x=raw.standardise(train_x), test_x=raw.standardise(test_x))
 
 
@@ -200,3 +196,26 @@ def _missing(name: str, root: Path) -> ZoddError:
     }[name]
     return ZoddError(f"data set {name!r} not found and could not be downloaded: expected "
                      f"{expected}; set --data-dir or $ZODD_DATA")
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """How a named data set is read (``read(root) -> (train, test)`` arrays of [0, 1] pixels)
+    and what is true of it."""
+
+    read: Callable[[Path], tuple]
+    flip: bool  # a mirrored image keeps its class (clothes, vehicles; not digits or house numbers)
+
+
+DATASETS = Registry("dataset", [
+    ("digits", DataSource(lambda root: _digits(), flip=False),
+     "scikit-learn's bundled 8x8 digits (no download)"),
+    ("mnist", DataSource(lambda root: _idx("mnist", root), flip=False),
+     "MNIST, IDX files from the data dir or torchvision"),
+    ("fashion-mnist", DataSource(lambda root: _idx("fashion-mnist", root), flip=True),
+     "Fashion-MNIST, IDX files (also Debian's dataset-fashion-mnist) or torchvision"),
+    ("cifar10", DataSource(lambda root: _torchvision("cifar10", root), flip=True),
+     "CIFAR-10 through torchvision"),
+    ("svhn", DataSource(lambda root: _torchvision("svhn", root), flip=False),
+     "SVHN through torchvision"),
+])

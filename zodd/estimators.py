@@ -2,7 +2,8 @@
 
 An estimator is a small frozen dataclass whose fields are its hyper-parameters; it samples what it
 needs from ``gen``, calls the black box once with a batch of candidates, and combines the losses.
-``ESTIMATORS`` maps the ``--estimator`` vocabulary to a factory taking the run's config.
+``ESTIMATORS`` maps the ``--estimator`` vocabulary to a factory taking the run's plan
+(zodd.plan.Plan: directions, sigma, lowres, blockwise, surrogate).
 
 The zero-order ones share two ways to cut the effective dimension d of S:
 
@@ -40,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from zodd.types import BlackBox, Estimate, EvaluationError, ZoddError
+from zodd.types import BlackBox, Estimate, EvaluationError, Registry, ZoddError
 
 
 @dataclass(frozen=True)
@@ -285,21 +286,17 @@ class Coordinate(_ZeroOrder):
         return 2 * self.directions + 1
 
 
-ESTIMATORS = {
-    "autograd": lambda cfg: Autograd(),
-    "gaussian": lambda cfg: Gaussian(cfg.directions, cfg.sigma, cfg.lowres, cfg.blockwise,
-                                     guided=cfg.surrogate is not None),
-    "antithetic": lambda cfg: Antithetic(cfg.directions, cfg.sigma, cfg.lowres, cfg.blockwise),
-    "sphere": lambda cfg: Sphere(cfg.directions, cfg.sigma, cfg.lowres, cfg.blockwise),
-    "coordinate": lambda cfg: Coordinate(cfg.directions, cfg.sigma, cfg.lowres, cfg.blockwise),
-}
-
-
-def choose(name: str, differentiable: bool) -> str:
-    """Resolve ``auto``: autograd for a differentiable objective, else gaussian."""
-    if name == "auto":
-        return "autograd" if differentiable else "gaussian"
-    if name == "autograd" and not differentiable:
-        raise ZoddError("the objective is not differentiable: --estimator autograd cannot run; "
-                        "choose a zero-order estimator such as --estimator gaussian")
-    return name
+ESTIMATORS = Registry("estimator", [
+    ("autograd", lambda plan: Autograd(), "the exact gradient (differentiable objectives)"),
+    ("gaussian", lambda plan: Gaussian(plan.directions, plan.sigma, plan.lowres, plan.blockwise,
+                                       guided=plan.surrogate is not None),
+     "Gaussian smoothing, forward differences (Algorithm 2; M + 1 queries)"),
+    ("antithetic", lambda plan: Antithetic(plan.directions, plan.sigma, plan.lowres,
+                                           plan.blockwise),
+     "central differences over Gaussian directions (2M + 1 queries)"),
+    ("sphere", lambda plan: Sphere(plan.directions, plan.sigma, plan.lowres, plan.blockwise),
+     "directions uniform on the sphere, forward differences (M + 1 queries)"),
+    ("coordinate", lambda plan: Coordinate(plan.directions, plan.sigma, plan.lowres,
+                                           plan.blockwise),
+     "central differences along M random coordinates (2M + 1 queries)"),
+])

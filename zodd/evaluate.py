@@ -122,10 +122,12 @@ def test_metrics(net: torch.nn.Module, tests: TestSets) -> dict[str, float]:
     return {m: out[m] for m in METRICS}
 
 
-def evaluate(syn: SyntheticSet, data: ImageData, cfg: EvalConfig = EvalConfig(), flip: bool = False,
-             tests: TestSets | None = None,
+def evaluate(syn: SyntheticSet, data: ImageData, cfg: EvalConfig = EvalConfig(),
+             flip: bool | None = None, tests: TestSets | None = None,
              on_seed: Callable[[int, dict], None] | None = None) -> dict:
-    """Train ``cfg.seeds`` networks on ``syn``; the metrics' mean and std over seeds."""
+    """Train ``cfg.seeds`` networks on ``syn``; the metrics' mean and std over seeds. ``flip``:
+    whether the training augmentation may mirror images (None: the data set's own fact)."""
+    flip = data.flip if flip is None else flip
     if syn.images.shape[1:] != data.train_x.shape[1:]:
         raise ValueError(f"the set's images are {tuple(syn.images.shape[1:])}, the data set's "
                          f"{tuple(data.train_x.shape[1:])}")

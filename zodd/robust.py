@@ -29,6 +29,28 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from zodd.nearest import assign_clusters
+from zodd.types import Registry
+
+UPDATERS = Registry("updater", [
+    ("robust", "robust", "CE + mean CVaR + max CVaR over clusters (Algorithm 1)"),
+    ("ce", "ce", "plain cross-entropy on the same real samples (Table 4b's CE row)"),
+    ("native", "native", "no update on real data: the matching method's own schedule"),
+])
+CVAR_TAILS = Registry("cvar-tail", [
+    ("upper", "upper", "the mean of the largest alpha-fraction (risk-averse CVaR)"),
+    ("lower", "lower", "the mean of the smallest alpha-fraction (eq. 3 as printed)"),
+])
+CVAR_TERMS = Registry("cvar-terms", [
+    ("mean+max", ("mean", "max"), "CE + mean CVaR + max CVaR (Algorithm 1)"),
+    ("mean", ("mean",), "CE + mean CVaR (Table 4b)"),
+    ("max", ("max",), "CE + max CVaR (Table 4b)"),
+])
+CLUSTER_SPACES = Registry("cluster-space", [
+    ("pixel", "pixel", "Euclidean distance between images (the paper)"),
+    ("feature", "feature", "distance in the network's penultimate embedding (the authors' code)"),
+])
+
 
 def grouped_cvar(values: Tensor, groups: Tensor, num_groups: int, alpha: float,
                  tail: str = "upper") -> tuple[Tensor, Tensor]:
@@ -68,19 +90,6 @@ def cvar(losses: Tensor, alpha: float, tail: str = "upper") -> Tensor:
     return grouped_cvar(losses.reshape(-1), groups, 1, alpha, tail)[0][0]
 
 
-def assign_clusters(points: Tensor, centres: Tensor, batch_dims: int = 0) -> Tensor:
-    """Index of the nearest centre (Euclidean) for every point.
-
-    ``points [*batch, n, ...]`` and ``centres [*batch, k, ...]`` share ``batch_dims`` leading
-    dimensions; each sample is flattened. Uses ||p||^2 - 2 p.c + ||c||^2, one batched matmul
-    (torch.cdist was hundreds of times slower on these small shapes).
-    """
-    p = points.flatten(batch_dims + 1)
-    c = centres.flatten(batch_dims + 1)
-    sq = (p * p).sum(-1, keepdim=True) - 2 * p @ c.transpose(-1, -2) + (c * c).sum(-1).unsqueeze(-2)
-    return sq.argmin(-1)
-
-
 def choose_centres(ipc: int, clusters: int, gen: torch.Generator) -> Tensor:
     """Which synthetic samples of a class are cluster centres: all of them when IPC <= 10,
     otherwise ``clusters`` random ones (the paper's D.4)."""
@@ -100,9 +109,9 @@ def robust_loss(per_sample: Tensor, cluster_ids: Tensor, num_clusters: int, alph
     cvars = cvars[counts > 0]
     ce = per_sample.mean()
     parts = {"mean": cvars.mean(), "max": cvars.max()}
-    kept = terms.split("+")
-    if any(t not in parts for t in kept):
-        raise ValueError(f"terms must be mean+max, mean or max, got {terms!r}")
+    if terms not in CVAR_TERMS:
+        raise ValueError(f"terms must be one of {', '.join(CVAR_TERMS)}, got {terms!r}")
+    kept = CVAR_TERMS[terms]
     report = {"ce": ce.item(), "mean_cvar": parts["mean"].item(), "max_cvar": parts["max"].item()}
     return ce + sum(parts[t] for t in kept), report
 
@@ -112,7 +121,8 @@ class RobustUpdater:
     """Updates the network on the real subsample: robust (Algorithm 1) or plain CE.
 
     ``mode="robust"`` minimises :func:`robust_loss`; ``mode="ce"`` the mean cross-entropy on the
-    same samples (the "CE" row of the paper's Table 4b).
+    same samples (the "CE" row of the paper's Table 4b); ``mode="native"`` leaves the network
+    as it is (the matching method's own schedule, zodd.plan).
     """
 
     mode: str = "robust"
@@ -146,6 +156,8 @@ class RobustUpdater:
     def step(self, net: nn.Module, opt: torch.optim.Optimizer, real: Tensor, synthetic: Tensor,
              gen: torch.Generator) -> dict[str, float]:
         """``steps`` updates of ``net`` on the real subsample; returns the last loss terms."""
+        if self.mode == "native":
+            return {}
         classes, n = real.shape[:2]
         x = real.flatten(0, 1)
         y = torch.arange(classes, device=x.device).repeat_interleave(n)
@@ -163,3 +175,16 @@ class RobustUpdater:
             loss.backward()
             opt.step()
         return terms
+
+
+def train_on_synthetic(net: nn.Module, opt: torch.optim.Optimizer, images: Tensor, labels: Tensor,
+                       steps: int) -> None:
+    """``steps`` CE updates of ``net`` on the synthetic set: Dataset Condensation's network
+    schedule, between updates of S (``--updater native`` on GM)."""
+    net.requires_grad_(True)
+    for _ in range(steps):
+        loss = F.cross_entropy(net(images), labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    net.requires_grad_(False)

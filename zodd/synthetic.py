@@ -7,9 +7,7 @@ standardised like the data set, and ``labels`` [N]; loadable with ``weights_only
 """
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,10 +15,10 @@ import torch
 from torch import Tensor
 
 from zodd.data import ImageData, draw_per_class
-from zodd.types import ZoddError
+from zodd.rundir import atomic_write
+from zodd.types import Registry, ZoddError
 
 SET_FILE = "synthetic.pt"
-CONFIG_FILE = "config.json"
 
 
 @dataclass
@@ -40,38 +38,30 @@ class SyntheticSet:
         return x.unflatten(-4, (self.num_classes, self.ipc))
 
 
+def _real(data: ImageData, ipc: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+    source = draw_per_class(data.class_indices(), ipc, gen).flatten()
+    return data.train_x[source].clone(), source
+
+
+def _noise(data: ImageData, ipc: int, gen: torch.Generator) -> tuple[Tensor, None]:
+    return torch.randn((data.num_classes * ipc, *data.train_x.shape[1:]), generator=gen), None
+
+
+INITS = Registry("init", [
+    ("real", _real, "random real training images of each class"),
+    ("noise", _noise, "N(0, 1) pixels (standardised)"),
+])
+
+
 def initialise(data: ImageData, ipc: int, how: str, gen: torch.Generator) -> SyntheticSet:
-    """``how="real"``: ipc random real training images per class; ``"noise"``: N(0, 1) pixels."""
-    per_class = data.class_indices()
-    smallest = min(len(i) for i in per_class)
+    """``ipc`` images per class, made as ``INITS[how]`` says."""
+    smallest = min(len(i) for i in data.class_indices())
     if ipc > smallest:
         raise ZoddError(f"invalid ipc: {ipc} (the smallest class of {data.name} holds "
                         f"{smallest} training images)")
-    source = None
-    if how == "real":
-        source = draw_per_class(per_class, ipc, gen).flatten()
-        images = data.train_x[source].clone()
-    elif how == "noise":
-        shape = (data.num_classes * ipc, *data.train_x.shape[1:])
-        images = torch.randn(shape, generator=gen)
-    else:
-        raise ZoddError(f"unknown init {how!r}")
+    images, source = INITS[INITS.check(how)](data, ipc, gen)
     labels = torch.arange(data.num_classes).repeat_interleave(ipc)
     return SyntheticSet(images, labels, data.num_classes, source)
-
-
-def atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same directory, then rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save(s: SyntheticSet, out: Path, data: ImageData | None = None) -> None:
@@ -90,10 +80,6 @@ def save_grid(s: SyntheticSet, path: Path, data: ImageData) -> None:
     if scale > 1:
         images = torch.nn.functional.interpolate(images, scale_factor=scale, mode="nearest")
     atomic_write(path, lambda f: save_image(images, f, nrow=s.ipc, padding=1, format="png"))
-
-
-def save_json(obj: dict, path: Path) -> None:
-    atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
 
 
 def load(run_dir: str | os.PathLike) -> SyntheticSet:
@@ -120,13 +106,3 @@ def load(run_dir: str | os.PathLike) -> SyntheticSet:
             int(counts[0]))).any():
         raise ZoddError(f"{path}: labels must be class-major with the same count per class")
     return SyntheticSet(images.float(), labels, num_classes)
-
-
-def load_config(run_dir: str | os.PathLike) -> dict:
-    path = Path(run_dir) / CONFIG_FILE
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ZoddError(f"no {CONFIG_FILE} in {run_dir}") from None
-    except (OSError, ValueError) as exc:
-        raise ZoddError(f"{path} is not readable JSON ({exc})") from None

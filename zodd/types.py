@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Iterable, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -21,6 +21,34 @@ class ZoddError(Exception):
     The CLI prints its message as one line and exits with status 2; library code raises it and
     never exits.
     """
+
+
+class Registry(dict):
+    """A vocabulary: command-line name -> the class or factory it selects, each with a one-line
+    description. Click choices, help text, name checks and parametrised tests all read the
+    registry, so a name lives in one place."""
+
+    def __init__(self, kind: str, entries: Iterable[tuple[str, Any, str]] = ()):
+        super().__init__()
+        self.kind, self.descriptions = kind, {}
+        for name, value, description in entries:
+            self.add(name, value, description)
+
+    def add(self, name: str, value: Any, description: str) -> None:
+        self[name] = value
+        self.descriptions[name] = description
+
+    def check(self, name: str, flag: str | None = None, extra: tuple[str, ...] = ()) -> str:
+        """``name`` if it is in the registry (or ``extra``), else a ZoddError naming the choices."""
+        if name in self or name in extra:
+            return name
+        flag = flag or self.kind
+        raise ZoddError(f"invalid {flag}: {name!r} (choose one of "
+                        f"{', '.join((*extra, *self))})")
+
+    def help(self) -> str:
+        """``name: description; ...`` for --help."""
+        return "; ".join(f"{name}: {text}" for name, text in self.descriptions.items())
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,10 @@
-"""The shared machinery of the evidence benchmarks (paper.py, ablation.py): a grid of named
-settings, each distilled with several seeds and evaluated with several networks, resumable.
+"""The benchmarks' one harness: how a benchmark runs zodd (``sh``, the CLI as a user types it),
+budgets, a resumable grid of named settings with its locks (``ensure_run``), the yardsticks that
+compare sets on the objective itself (``HeldOutDM``), statistics over seeds (``mean_std``,
+``paired``) and the table and plot writers. The metric list is zodd.evaluate's.
+
+The evidence benchmarks (paper.py, ablation.py) run a grid of named settings, each distilled
+with several seeds and evaluated with several networks, resumable.
 
 A run is the directory ``OUT/FOLDER/NAME-sSEED`` (FOLDER: the budget's, by default its data set) holding the CLI's files (config.json, synthetic.pt,
 log.jsonl, metrics.json); a run whose metrics.json exists is not run again, so a script resumes
@@ -18,11 +23,18 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from fnmatch import fnmatch
 from pathlib import Path
 
-METRICS = ("acc", "cluster_min", "noise", "blur", "invert")
+
+import torch
+
+from zodd.config import DistillConfig
+from zodd.evaluate import METRICS
+from zodd.types import StepContext
+
+CONFIG_FIELDS = {f.name for f in fields(DistillConfig)}
 
 
 @dataclass(frozen=True)
@@ -206,3 +218,56 @@ def markdown_pairs(diffs: dict[str, dict]) -> str:
         lines.append(f"| {label} | {d['seeds']} | {d['acc'][0]:+.2f} ± {d['acc'][1]:.2f} | "
                      f"{d['cluster_min'][0]:+.2f} ± {d['cluster_min'][1]:.2f} | {verdict} |")
     return "\n".join(lines)
+
+
+def stats(values: list[float]) -> dict:
+    """``{"mean", "std"}`` (population std, 0 for one value) for the JSON tables."""
+    mean, std = mean_std(values) if len(values) > 1 else (float(values[0]), 0.0)
+    return {"mean": mean, "std": std}
+
+
+class HeldOutDM:
+    """DM measured on ``nets`` fixed networks and real batches that no run sees: a yardstick for
+    comparing synthetic sets (estimators, budgets) on the objective itself.
+
+    The networks are ConvNets of the data's default shape seeded ``net_seed + k``; each draws
+    ``per_class`` real images per class with a generator seeded ``seed``. Deterministic: the
+    same arguments give the same yardstick.
+    """
+
+    def __init__(self, data, nets: int = 5, per_class: int = 64, seed: int = 123,
+                 net_seed: int = 1000):
+        from objectives.distribution import BoundDM
+        from zodd.data import draw_per_class
+        from zodd.models import build_model
+
+        gen = torch.Generator().manual_seed(seed)
+        self.boxes = []
+        for k in range(nets):
+            net = build_model(data.channels, data.num_classes, data.image_size,
+                              seed=net_seed + k).requires_grad_(False)
+            real = data.train_x[draw_per_class(data.class_indices(), per_class, gen)]
+            self.boxes.append(BoundDM(StepContext(net, real, None, data.num_classes, seed=k),
+                                      flip=False))
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> float:
+        """The mean DM of one synthetic set ``[classes * ipc, C, H, W]`` over the networks."""
+        return sum(float(box(images.detach().cpu()[None])) for box in self.boxes) / len(self.boxes)
+
+
+def config_from_flags(flags: str, base: DistillConfig) -> DistillConfig:
+    """``base`` with ``zodd distill`` flags applied (a string, read by the command line's own
+    parser, so a benchmark speaks the flags a user types)."""
+    from zodd.cli import distill as command
+    from zodd.plan import check
+
+    ctx = command.make_context("distill", shlex.split(flags))
+    given = {k: v for k, v in ctx.params.items() if v is not None and k in CONFIG_FIELDS}
+    return check(replace(base, **given))
+
+
+def labelled(spec: str) -> tuple[str, str]:
+    """``LABEL=FLAGS`` -> (label, flags); a bare label is an estimator name."""
+    label, _, flags = spec.partition("=")
+    return label, flags or f"--estimator {label}"

@@ -1,0 +1,208 @@
+"""What a run will do: every setting a config leaves open ("auto" or None), filled in once.
+
+``check(cfg)`` checks every name in a config against its registry and the rules that tie
+settings together (it needs no data, so the command line calls it before loading anything);
+``resolve(cfg, data)`` does that, then fills in the rest and returns a frozen :class:`Plan`,
+which ``distill.Loop`` runs without looking anything else up. ``config.json`` keeps the settings
+as asked and the plan under ``resolved``.
+
+Why each default is what it is (the figures are in BENCHMARKS.md):
+
+* **estimator** ``auto``: autograd where the objective is differentiable (exact and cheapest),
+  else gaussian (the paper's Algorithm 2).
+* **optimizer** ``auto``: SGD with momentum 0.5 at the objective's ``default_lr`` (dm 1.0, gm 0.1)
+  for matching objectives, exact or zero-order: it beat the paper's decaying step
+  s = 0.1 / sqrt(1 + E) on digits DM at equal queries; the scores, whose queries are whole
+  evaluations, keep the paper's rule. ``lr``: the objective's ``default_lr``; 0.1 for the paper's
+  rule.
+* **sigma**, **directions**: the objective's (dm and gm: 0.01 and 128, a candidate costs one pass
+  of S, cheap next to the real batch; scores: 0.3 and 32, piecewise constant, so a radius that
+  crosses decision boundaries, and a query is a whole evaluation).
+* **lowres** ``None``: 2 for a zero-order estimator whose estimate covers more than
+  ``AUTO_LOWRES_ABOVE`` values (a class of S when blockwise, else all of S) on images of even size,
+  else 1. With M = 128 directions a full-resolution estimate's cosine with the gradient is about
+  sqrt(M / d); on Fashion-MNIST IPC 10 (d = 7,840 a class) that noise made sets worse than their
+  initialisation, and directions at half resolution did not. 1 for autograd, a surrogate (its
+  guide is full-resolution) and nevergrad (its own search).
+* **device** ``auto``: the first CUDA GPU when torch sees one, else the CPU; Ray workers
+  evaluate on the CPU, so ``--workers`` runs there.
+* **width**, **depth**: ConvNet-3 of width 128 for 28-32 px images, ConvNet-2 of width 64 for
+  the 8 px digits (models.default_shape).
+* **flip**: the data set's (a mirrored image keeps its class: Fashion-MNIST, CIFAR-10).
+* **reinit_every**: the config's, except ``--updater native`` on an objective whose native
+  schedule is a fresh network every iteration (DM); **train_on_synthetic**: the network's steps
+  on S after each update of S, for ``--updater native`` on GM (Dataset Condensation's schedule).
+* **n_real**: ``batch_size`` real images per class, at most the smallest class.
+* **checkpoint_seconds**: a checkpoint about once a minute when ``checkpoint_every`` is None.
+"""
+from __future__ import annotations
+
+import dataclasses
+import shlex
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from objectives import OBJECTIVES
+from zodd.config import DistillConfig
+from zodd.data import DATASETS, ImageData
+from zodd.estimators import ESTIMATORS
+from zodd.models import default_shape
+from zodd.robust import CLUSTER_SPACES, CVAR_TAILS, CVAR_TERMS, UPDATERS
+from zodd.steppers import NEVERGRAD_PREFIX, STEPPERS, check_optimizer
+from zodd.synthetic import INITS
+from zodd.types import ZoddError, resolve_device
+
+AUTO_LOWRES_ABOVE = 4096  # values per estimated block above which directions are drawn at 1/2
+CHECKPOINT_SECONDS = 60.0  # between checkpoints when checkpoint_every is None
+PAPER_LR = 0.1  # eq. 18: s = 0.1 / sqrt(1 + E)
+FALLBACK_LR = 0.1  # a torch optimiser on an objective that names no step size
+MAX_VALUES = 2**30  # directions x set size above which a zero-order estimate will not fit
+
+# every DistillConfig field whose value is a name, and the registry it comes from ("auto" and
+# "ng:NAME" are handled beside); the command line builds its choices and help from these
+REGISTRIES = {"dataset": DATASETS, "init": INITS, "objective": OBJECTIVES,
+              "estimator": ESTIMATORS, "optimizer": STEPPERS, "updater": UPDATERS,
+              "cvar_tail": CVAR_TAILS, "cvar_terms": CVAR_TERMS, "cluster_space": CLUSTER_SPACES}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Every value one run uses; ``cfg`` is the config as asked."""
+
+    cfg: DistillConfig
+    estimator: str  # an ESTIMATORS name; the nevergrad spec when optimizer is ng:NAME
+    optimizer: str  # a STEPPERS name or ng:NAME
+    lr: float
+    sigma: float
+    directions: int
+    lowres: int
+    device: str
+    width: int
+    depth: int
+    flip: bool
+    reinit_every: int  # a fresh network every N iterations
+    train_on_synthetic: int  # network steps on S after each update (native GM), 0: none
+    uses_network: bool
+    n_real: int  # real images per class each iteration
+    checkpoint_seconds: float
+
+    # the config's own settings that the loop reads, under the plan's name
+    def __getattr__(self, name: str):
+        if name in _CONFIG_FIELDS:
+            return getattr(self.cfg, name)
+        raise AttributeError(name)
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "cfg"}
+
+
+_CONFIG_FIELDS = {f.name for f in dataclasses.fields(DistillConfig)}
+
+
+def check(cfg: DistillConfig) -> DistillConfig:
+    """The config's values (``cfg.validate``), its names against the registries, and the rules
+    that tie names together; returns ``cfg``."""
+    cfg.validate()
+    for name, registry in REGISTRIES.items():
+        value = getattr(cfg, name)
+        if name == "optimizer":
+            check_optimizer(value)
+        else:
+            registry.check(value, name.replace("_", "-"), extra=("auto",) if name == "estimator"
+                           else ())
+    objective = OBJECTIVES[cfg.objective]
+    estimator = _estimator(cfg.estimator, objective.differentiable)
+    if cfg.workers > 0 and estimator == "autograd":
+        raise _bad(cfg, "workers", "parallel workers serve zero-order estimators only")
+    if cfg.optimizer.startswith(NEVERGRAD_PREFIX) and estimator == "autograd":
+        raise _bad(cfg, "optimizer", "a nevergrad optimiser is zero-order: give --estimator "
+                   "gaussian (its --directions are the candidates asked per step)")
+    if cfg.surrogate is not None:
+        smooth = [n for n, o in OBJECTIVES.items() if o.differentiable]
+        if cfg.surrogate not in smooth:
+            raise _bad(cfg, "surrogate", "choose a differentiable objective: " + ", ".join(smooth))
+        if estimator != "gaussian" or cfg.optimizer.startswith(NEVERGRAD_PREFIX):
+            raise _bad(cfg, "surrogate", "a surrogate guides --estimator gaussian only")
+    return cfg
+
+
+def resolve(cfg: DistillConfig, data: ImageData) -> Plan:
+    """The plan of a run of ``cfg`` on ``data`` (see the module docstring for each default)."""
+    check(cfg)
+    objective = OBJECTIVES[cfg.objective]
+    estimator = _estimator(cfg.estimator, objective.differentiable)
+    optimizer = cfg.optimizer
+    if optimizer == "auto":
+        optimizer = "sgd" if objective.default_lr is not None else "paper"
+    lr = cfg.lr or (PAPER_LR if optimizer == "paper" else objective.default_lr or FALLBACK_LR)
+    width, depth = default_shape(data.image_size)
+    width, depth = cfg.width or width, cfg.depth or depth
+    set_size = cfg.ipc * data.num_classes * data.channels * data.image_size ** 2
+    lowres = _lowres(cfg, estimator, set_size // (data.num_classes if cfg.blockwise else 1),
+                     data.image_size)
+    native = cfg.updater == "native"
+    plan = Plan(
+        cfg=cfg, estimator=optimizer if optimizer.startswith(NEVERGRAD_PREFIX) else estimator,
+        optimizer=optimizer, lr=lr, sigma=cfg.sigma or objective.default_sigma,
+        directions=cfg.directions or objective.default_directions, lowres=lowres,
+        device=str(resolve_device(cfg.device if cfg.workers == 0 else "cpu")),
+        width=width, depth=depth, flip=data.flip,
+        reinit_every=1 if native and objective.native == "reinit" else cfg.reinit_every,
+        train_on_synthetic=cfg.model_steps if native and objective.native == "train" else 0,
+        uses_network=objective.uses_network or cfg.surrogate is not None,
+        n_real=min(cfg.batch_size, min(int((data.train_y == c).sum())
+                                       for c in range(data.num_classes))),
+        checkpoint_seconds=CHECKPOINT_SECONDS)
+    _check_sizes(plan, data, set_size)
+    return plan
+
+
+def _estimator(name: str, differentiable: bool) -> str:
+    if name == "auto":
+        return "autograd" if differentiable else "gaussian"
+    if name == "autograd" and not differentiable:
+        raise ZoddError("the objective is not differentiable: --estimator autograd cannot run; "
+                        "choose a zero-order estimator such as --estimator gaussian")
+    return name
+
+
+def _lowres(cfg: DistillConfig, estimator: str, block: int, image_size: int) -> int:
+    if cfg.lowres is not None:
+        return cfg.lowres
+    if estimator == "autograd" or cfg.surrogate or cfg.optimizer.startswith(NEVERGRAD_PREFIX):
+        return 1
+    return 2 if block > AUTO_LOWRES_ABOVE and image_size % 2 == 0 else 1
+
+
+def _check_sizes(plan: Plan, data: ImageData, set_size: int) -> None:
+    """What only the data's sizes can refuse."""
+    if data.image_size >> plan.depth < 1:
+        raise ZoddError(f"invalid depth: {plan.depth} (pools {data.name}'s {data.image_size} px "
+                        "images below 1 px)")
+    if plan.estimator != "autograd" and plan.directions * set_size > MAX_VALUES:
+        raise ZoddError(f"invalid directions: {plan.directions} (directions x set size = "
+                        f"{plan.directions * set_size:,} values, over 2^30)")
+    if data.image_size % plan.lowres:
+        raise ZoddError(f"invalid lowres: {plan.lowres} (must divide {data.name}'s image size "
+                        f"{data.image_size})")
+    if plan.estimator == "coordinate":
+        coords = set_size // plan.lowres ** 2 // (data.num_classes if plan.blockwise else 1)
+        if plan.directions > coords:
+            raise ZoddError(f"invalid directions: {plan.directions} (the coordinate estimator "
+                            f"has {coords} coordinates to choose from here)")
+
+
+def _bad(cfg: DistillConfig, name: str, why: str) -> ZoddError:
+    return ZoddError(f"invalid {name.replace('_', '-')}: {getattr(cfg, name)!r} ({why})")
+
+
+def make_objective(plan: Plan, name: str | None = None):
+    """The objective ``name`` (default: the run's ``--objective``), built for the plan's data."""
+    name = name or plan.objective
+    if name == "command":
+        argv = tuple(shlex.split(plan.command or ""))
+        if not argv or not (shutil.which(argv[0]) or Path(argv[0]).is_file()):
+            raise ZoddError(f"--command: program {argv[0] if argv else ''!r} not found")
+        return OBJECTIVES["command"](argv=argv, timeout=plan.command_timeout, flip=plan.flip)
+    return OBJECTIVES[name](flip=plan.flip)

@@ -1,0 +1,156 @@
+"""The run directory: what a run writes beside its set, and how it is written.
+
+* ``config.json``: the settings asked for, the plan they resolved to (``resolved``), zodd's version
+  and git SHA;
+* ``log.jsonl``: one JSON row per iteration, appended and flushed as the run goes;
+* ``checkpoint.pt`` (and the one before, ``checkpoint.prev.pt``): the whole loop state.
+
+Every file is written through a temporary file in the same directory, fsync and rename, so a
+crash mid-write leaves the earlier file intact; every ``.pt`` file is read with
+``weights_only=True``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from zodd import __version__
+from zodd.config import DistillConfig
+from zodd.types import ZoddError
+
+CONFIG_FILE, LOG_FILE = "config.json", "log.jsonl"
+CHECKPOINT, PREVIOUS = "checkpoint.pt", "checkpoint.prev.pt"
+CHECKPOINT_FORMAT = "zodd-checkpoint-1"
+# settings that a resumed run may change: they end the run sooner or later, not differently
+RESUMABLE_CHANGES = {"iterations", "max_seconds", "max_queries", "checkpoint_every", "data_dir",
+                     "workers", "ray_address", "max_failures", "device"}
+
+
+def atomic_write(path: Path, write) -> None:
+    """Write through a temporary file in the same directory, then rename over ``path``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_json(obj: dict, path: Path) -> None:
+    atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
+
+
+def load_config(run_dir: str | os.PathLike) -> dict:
+    path = Path(run_dir) / CONFIG_FILE
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ZoddError(f"no {CONFIG_FILE} in {run_dir}") from None
+    except (OSError, ValueError) as exc:
+        raise ZoddError(f"{path} is not readable JSON ({exc})") from None
+
+
+def git_sha() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def run_metadata() -> dict[str, Any]:
+    return {"version": __version__, "git_sha": git_sha()}
+
+
+def write_config(out: Path, asked: dict, resolved: dict) -> None:
+    save_json({**asked, "resolved": resolved, **run_metadata()}, out / CONFIG_FILE)
+
+
+def has_checkpoint(out: Path) -> bool:
+    return (out / CHECKPOINT).exists() or (out / PREVIOUS).exists()
+
+
+def save_checkpoint(state: dict, out: Path) -> None:
+    """Atomically write checkpoint.pt, keeping the one before as checkpoint.prev.pt."""
+    current = out / CHECKPOINT
+    if current.exists():
+        current.replace(out / PREVIOUS)
+    atomic_write(current, lambda f: torch.save({"format": CHECKPOINT_FORMAT, **state}, f))
+
+
+def read_checkpoint(out: Path) -> dict:
+    """The newest readable checkpoint in ``out``; falls back to the previous one (with a
+    warning) when the newest is damaged."""
+    problems = []
+    for name in (CHECKPOINT, PREVIOUS):
+        path = out / name
+        if not path.exists():
+            continue
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            problems.append(f"{name}: {type(exc).__name__}")
+            continue
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            problems.append(f"{name}: not a zodd checkpoint")
+            continue
+        if problems:
+            warnings.warn(f"{out}/{CHECKPOINT} is unreadable ({problems[0]}); resuming from "
+                          f"{name} at step {state['step']}")
+        return state
+    if problems:
+        raise ZoddError(f"no usable checkpoint in {out} ({'; '.join(problems)})")
+    raise ZoddError(f"no checkpoint in {out}")
+
+
+class Log:
+    """log.jsonl: rows appended and flushed one by one; on resume, cut back to the checkpoint's
+    step (a crash can leave later rows, or half a row)."""
+
+    def __init__(self, out: Path, resume_at: int | None = None):
+        self.path = out / LOG_FILE
+        self.rows = read_log(self.path, resume_at) if resume_at is not None else []
+        atomic_write(self.path, lambda f: f.write(
+            "".join(json.dumps(r) + "\n" for r in self.rows).encode()))
+        self.file = open(self.path, "a")
+
+    def write(self, row: dict) -> None:
+        self.file.write(json.dumps(row) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def read_log(path: Path, upto: int) -> list[dict]:
+    """The rows of steps 1..``upto`` (the first unreadable line ends the read)."""
+    rows = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                break  # a line cut by the crash
+            if row.get("step", upto + 1) > upto:
+                break
+            rows.append(row)
+    return rows
+
+
+def check_resumable(saved: DistillConfig, wanted: DistillConfig) -> None:
+    for name, value in wanted.to_dict().items():
+        if name not in RESUMABLE_CHANGES and getattr(saved, name) != value:
+            raise ZoddError(f"cannot resume: {name.replace('_', '-')} is {value!r} here but "
+                            f"{getattr(saved, name)!r} in the checkpoint")
