@@ -256,3 +256,39 @@ def test_guided_and_unguided_refuse_the_other_call():
         Gaussian(guided=True).estimate(f, x, torch.Generator())
     with pytest.raises(ValueError, match="guide"):
         Gaussian().estimate(f, x, torch.Generator(), guide=torch.ones(4, dtype=torch.float64))
+
+
+def test_coordinate_with_fewer_coordinates_than_the_set_is_unbiased_at_its_scale():
+    """M < D: each draw sees M of the D coordinates, scaled by D / M; a wrong scale (e.g. 1)
+    would leave the mean M / D of the gradient."""
+    f = Quadratic(16, differentiable=False, seed=3)
+    x = torch.randn(16, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    draws = torch.stack([Coordinate(directions=4, sigma=0.5).estimate(f, x, gen).grad
+                         for _ in range(10000)])
+    true = f.grad(x)
+    mean = draws.mean(0)
+    assert float((mean - true).norm() / true.norm()) < 0.05
+    assert float((draws[0] != 0).sum()) == 4  # one draw touches M coordinates only
+
+
+class Counting:
+    """A black box that records every candidate it receives."""
+
+    differentiable = False
+
+    def __init__(self, f):
+        self.f, self.received = f, 0
+
+    def __call__(self, candidates):
+        self.received += len(candidates)
+        return self.f(candidates)
+
+
+@pytest.mark.parametrize("cls, m", [(Gaussian, 5), (Antithetic, 5), (Sphere, 7),
+                                    (Coordinate, 6)])
+def test_reported_queries_are_the_candidates_the_black_box_received(cls, m):
+    box = Counting(Quadratic(16, differentiable=False, seed=4))
+    est = cls(directions=m, sigma=0.1).estimate(box, torch.randn(16, dtype=torch.float64),
+                                               torch.Generator().manual_seed(0))
+    assert est.queries == box.received == cls(directions=m).queries()

@@ -59,3 +59,20 @@ def test_dm_is_zero_when_the_sets_coincide(digits):
     ctx = _context(digits, n=2, augment=False)
     f = OBJECTIVES["dm"]().bind(ctx)
     assert float(f(ctx.real.flatten(0, 1)[None])[0]) == pytest.approx(0.0, abs=1e-8)
+
+
+def test_gm_is_zero_when_the_sets_coincide_and_positive_otherwise(digits):
+    """Gradient matching's distance: sum over output units of 1 - a.b / (|a| |b| + 1e-6), so
+    the same images (same augmentation) give the same gradients and a distance of exactly
+    sum 1 - |g|^2 / (|g|^2 + 1e-6) (the reference's epsilon), near 0; other images do not."""
+    ctx = _context(digits, n=2, augment=True)
+    f = OBJECTIVES["gm"]().bind(ctx)
+    same = float(f(ctx.real.flatten(0, 1)[None])[0])
+    expected = 0.0
+    for g in f.real_grads.values():
+        rows = g.flatten(3) if g.ndim > 4 else g
+        sq = (rows.double() ** 2).sum(-1)
+        expected += float((1 - sq / (sq + 1e-6)).sum())
+    assert same == pytest.approx(expected, rel=1e-3, abs=1e-5) and same < 0.05
+    other = float(f(torch.randn(1, 20, 1, 8, 8, generator=torch.Generator().manual_seed(1)))[0])
+    assert other > 1.0

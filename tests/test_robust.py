@@ -185,3 +185,40 @@ def test_cvar_terms_train_the_network_differently():
 def test_unknown_cvar_terms_are_refused():
     with pytest.raises(ValueError, match="terms"):
         robust_loss(torch.rand(10), torch.zeros(10, dtype=torch.long), 1, 0.5, terms="min")
+
+
+def test_native_updater_leaves_the_network_untouched():
+    gen = torch.Generator().manual_seed(0)
+    real = torch.randn(3, 20, 1, 4, 4, generator=gen)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    updater = RobustUpdater(mode="native", lr=0.5)
+    before = [p.clone() for p in net.parameters()]
+    state = gen.get_state()
+    assert updater.step(net, updater.optimizer(net), real, real[:, :2], gen) == {}
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))
+    assert torch.equal(gen.get_state(), state)  # and draws nothing
+
+
+def test_native_loop_keeps_theta_as_initialised_each_iteration(digits):
+    """In the loop: --updater native binds the objective to the network exactly as built."""
+    from zodd.config import DistillConfig
+    from zodd.distill import Loop
+    from zodd.plan import resolve
+
+    loop = Loop(resolve(DistillConfig(updater="native", ipc=1, batch_size=8), digits), digits)
+    seen = []
+    bind = loop._bind
+
+    def spy(real):
+        seen.append([p.clone() for p in loop.net.parameters()])
+        return bind(real)
+
+    loop._bind = spy
+    for _ in range(2):
+        saved = loop.gen.get_state()
+        loop.advance()
+        fresh = torch.Generator()
+        fresh.set_state(saved)  # the network advance() built: the same seed, drawn first
+        from zodd.models import build_model
+        net = build_model(1, 10, 8, seed=int(torch.randint(2**31 - 1, (1,), generator=fresh)))
+        assert all(torch.equal(a, b) for a, b in zip(seen[-1], net.parameters()))

@@ -224,6 +224,24 @@ def test_sweep_end_to_end_and_the_best_config_reproduces(tmp_path):
 
 
 @pytest.mark.ray
+def test_a_nevergrad_search_runs_its_trials_and_picks_a_best(tmp_path):
+    pytest.importorskip("ray.tune")
+    pytest.importorskip("nevergrad")
+    out = tmp_path / "sweep"
+    done = _cli("tune", *TINY, "--no-default-space", "--search", "ng:OnePlusOne", "--param",
+                "alpha=0.3:1.0", "--num-samples", 2, "--scheduler", "fifo", "--no-final",
+                "--out", out)
+    assert done.returncode == 0, done.stderr
+    with open(out / "results.csv") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 2 and all(r["status"] == "done" for r in table)
+    assert all(0.3 <= float(r["alpha"]) <= 1.0 for r in table)
+    top = max(table, key=lambda r: float(r["score"]))
+    best = json.loads((out / "best.json").read_text())
+    assert best["alpha"] == pytest.approx(float(top["alpha"]))
+
+
+@pytest.mark.ray
 def test_a_failing_trial_is_reported_not_fatal(tmp_path):
     pytest.importorskip("ray.tune")
     out = tmp_path / "sweep"

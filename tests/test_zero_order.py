@@ -122,3 +122,36 @@ def test_lowres_is_chosen_by_the_size_one_estimate_covers(digits, tmp_path, sett
         assert loop.estimator.lowres == expected
     distill(cfg, digits, tmp_path / "run")
     assert json.loads((tmp_path / "run" / "config.json").read_text())["resolved"]["lowres"] == expected
+
+
+@pytest.mark.parametrize("flags", [
+    dict(estimator="gaussian", directions=6), dict(estimator="antithetic", directions=4),
+    dict(estimator="coordinate", directions=5), dict(objective="prototype", directions=3),
+    dict(estimator="gaussian", optimizer="ng:OnePlusOne", directions=4),
+])
+def test_logged_queries_are_the_candidates_the_black_box_received(digits, flags):
+    """Counted at the black box itself, not from the formula that sets the count."""
+    if flags.get("optimizer", "").startswith("ng:"):
+        pytest.importorskip("nevergrad")
+    loop = Loop(resolve(DistillConfig(ipc=1, batch_size=8, **flags), digits), digits)
+    received = []
+    bind = loop.objective.bind
+
+    class Counting:
+        def __init__(self, box):
+            self.box = box
+            self.separable, self.num_classes = (getattr(box, "separable", False),
+                                                getattr(box, "num_classes", None))
+
+        def __call__(self, candidates):
+            received.append(len(candidates))
+            return self.box(candidates)
+
+        def blocks(self, candidates):
+            received.append(len(candidates))
+            return self.box.blocks(candidates)
+
+    loop.objective = type("Spy", (), {"needs_held_out": loop.objective.needs_held_out,
+                                      "bind": lambda self, ctx: Counting(bind(ctx))})()
+    rows = [loop.advance() for _ in range(3)]
+    assert rows[-1]["queries"] == sum(received) > 0

@@ -1,0 +1,65 @@
+"""The evaluation's metrics and shifted test sets, against networks whose answers are known."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from zodd import evaluate
+from zodd.evaluate import BLUR_SIGMA, METRICS, NOISE_STD
+
+
+@pytest.fixture(scope="module")
+def tests_of(digits):
+    return evaluate.TestSets.build(digits)
+
+
+class Lookup(nn.Module):
+    """Answers from a table: the label of the nearest clean test image (perfect on the clean
+    set), or always ``constant``."""
+
+    def __init__(self, images, labels, classes=10, constant=None):
+        super().__init__()
+        self.images, self.labels, self.classes, self.constant = images, labels, classes, constant
+
+    def forward(self, x):
+        if self.constant is not None:
+            picks = torch.full((len(x),), self.constant)
+        else:
+            picks = self.labels[torch.cdist(x.flatten(1), self.images.flatten(1)).argmin(1)]
+        return nn.functional.one_hot(picks, self.classes).float()
+
+
+def test_a_perfect_network_scores_100_on_clean_accuracy_and_cluster_min(digits, tests_of):
+    net = Lookup(digits.test_x, digits.test_y)
+    metrics = evaluate.test_metrics(net, tests_of)
+    assert metrics["acc"] == 100.0 and metrics["cluster_min"] == 100.0
+    assert set(metrics) == set(METRICS)
+
+
+def test_cluster_min_is_the_worst_cluster_and_at_most_accuracy(digits, tests_of):
+    net = Lookup(digits.test_x, digits.test_y, constant=3)
+    metrics = evaluate.test_metrics(net, tests_of)
+    truth = (digits.test_y == 3).numpy()
+    assert metrics["acc"] == pytest.approx(truth.mean() * 100)
+    worst = min(truth[tests_of.clusters == k].mean() for k in np.unique(tests_of.clusters)) * 100
+    assert metrics["cluster_min"] == pytest.approx(worst)
+    assert metrics["cluster_min"] <= metrics["acc"]
+    assert metrics["noise"] == metrics["blur"] == metrics["invert"] == metrics["acc"]
+
+
+def test_the_shifted_test_sets_are_the_stated_shifts(digits, tests_of):
+    pixels = digits.denormalise(digits.test_x)
+    noise = digits.denormalise(tests_of.variants["noise"]) - pixels
+    assert noise.std().item() == pytest.approx(NOISE_STD, rel=0.05)
+    assert abs(noise.mean().item()) < 0.01
+    inverted = digits.denormalise(tests_of.variants["invert"])
+    assert torch.allclose(inverted, 1 - pixels, atol=1e-5)
+    blurred = digits.denormalise(tests_of.variants["blur"])
+
+    def roughness(x):  # mean absolute difference between horizontal neighbours
+        return (x[..., 1:] - x[..., :-1]).abs().mean().item()
+
+    assert roughness(blurred) < 0.8 * roughness(pixels) and BLUR_SIGMA > 0
+    assert torch.allclose(blurred.mean(), pixels.mean(), atol=0.05)  # a blur moves no mass far
+    assert torch.equal(tests_of.labels, digits.test_y)
+    assert len(np.unique(tests_of.clusters)) == 10
