@@ -67,7 +67,7 @@ def run(cfg: DistillConfig, data: ImageData, measure: HeldOutDM, max_queries: in
                 due["q"] += every_q
 
     result = distill(cfg, data, on_step=on_step, should_stop=stop)
-    if curve[-1]["step"] != result.rows[-1]["step"]:  # the last step, always measured
+    if curve[-1].get("step") != result.rows[-1]["step"]:  # the last step, always measured
         row = result.rows[-1]
         curve.append({"queries": row["queries"], "seconds": row["seconds"],
                       "objective": measure(result.synthetic.images), "step": row["step"]})
