@@ -12,11 +12,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.func import functional_call, grad, vmap
 
-from objectives.matching import Matching
-from zodd.augment import apply_per_class, random_affine
-from zodd.types import StepContext, as_generator
-
-MAX_IMAGES = 2048
+from objectives.matching import BoundMatching, Matching
+from zodd.types import StepContext
 
 
 @dataclass(frozen=True)
@@ -29,22 +26,16 @@ class GradientMatching(Matching):
         return BoundGM(ctx, self.flip)
 
 
-class BoundGM:
-    differentiable = True
-    separable = True  # class b's block depends only on class b's images
+class BoundGM(BoundMatching):
+    max_images = 2048
 
     def __init__(self, ctx: StepContext, flip: bool):
-        self.net, self.num_classes = ctx.net, ctx.num_classes
+        super().__init__(ctx, flip)
         self.params = {k: v.detach() for k, v in ctx.net.named_parameters() if v.ndim > 1}
         self.buffers = {k: v.detach() for k, v in ctx.net.named_parameters() if v.ndim <= 1}
-        self.theta = (random_affine(ctx.num_classes, as_generator(ctx.seed), flip)
-                      if ctx.augment else None)
         with torch.no_grad():
             real = self._augment(ctx.real)
         self.real_grads = self._class_grads(real[None])  # [1, C, ...] per layer
-
-    def _augment(self, x: Tensor) -> Tensor:
-        return x if self.theta is None else apply_per_class(x, self.theta)
 
     def _loss(self, params: dict, x: Tensor, label: Tensor) -> Tensor:
         logits = functional_call(self.net, {**params, **self.buffers}, (x,))
@@ -56,13 +47,6 @@ class BoundGM:
         per_class = vmap(grad(self._loss), in_dims=(None, 0, 0))
         per_candidate = vmap(per_class, in_dims=(None, 0, None))
         return per_candidate(self.params, x, labels)
-
-    def blocks(self, candidates: Tensor) -> Tensor:
-        """Per-class distances [K, classes]; they sum to ``self(candidates)``."""
-        k, n = candidates.shape[:2]
-        per_chunk = max(1, MAX_IMAGES // n)
-        return torch.cat([self._blocks(candidates[i:i + per_chunk])
-                          for i in range(0, k, per_chunk)])
 
     def _blocks(self, candidates: Tensor) -> Tensor:
         n = candidates.shape[1]
@@ -76,6 +60,3 @@ class BoundGM:
             cos = (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1) + 1e-6)
             total = total + (1 - cos).sum(-1)
         return total
-
-    def __call__(self, candidates: Tensor) -> Tensor:
-        return self.blocks(candidates).sum(1)

@@ -1,8 +1,15 @@
-"""What the differentiable matching objectives (dm, gm) declare alike: the facts the plan reads
-to fill in a run's defaults (zodd.plan.resolve)."""
+"""What the differentiable matching objectives (dm, gm) share: the facts the plan reads to fill
+in a run's defaults (zodd.plan.resolve), and the bound black box's common part (the step's
+network and Siamese augmentation, candidates evaluated in chunks, per-class blocks)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from zodd.augment import apply_per_class, random_affine
+from zodd.types import StepContext, as_generator
 
 
 @dataclass(frozen=True)
@@ -20,3 +27,34 @@ class Matching:
     # --updater native: "reinit" (a fresh network every iteration, DM's schedule) or "train" (the
     # network trained on S after each update, Dataset Condensation's)
     native: str = "reinit"
+
+
+class BoundMatching:
+    """A matching objective bound to one step: ``_blocks(candidates)`` gives per-class losses of
+    at most ``max_images`` images' worth of candidates; ``blocks`` chunks a larger call, and the
+    total is the blocks' sum."""
+
+    differentiable = True
+    separable = True  # class b's block depends only on class b's images
+    max_images = 4096  # images per forward pass when many candidates are evaluated at once
+
+    def __init__(self, ctx: StepContext, flip: bool):
+        self.net, self.num_classes = ctx.net, ctx.num_classes
+        self.theta = (random_affine(ctx.num_classes, as_generator(ctx.seed), flip)
+                      if ctx.augment else None)
+
+    def _augment(self, x: Tensor) -> Tensor:
+        return x if self.theta is None else apply_per_class(x, self.theta)
+
+    def _blocks(self, candidates: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def blocks(self, candidates: Tensor) -> Tensor:
+        """Per-class losses [K, classes]; they sum to ``self(candidates)``."""
+        k, n = candidates.shape[:2]
+        per_chunk = max(1, self.max_images // n)
+        return torch.cat([self._blocks(candidates[i:i + per_chunk])
+                          for i in range(0, k, per_chunk)])
+
+    def __call__(self, candidates: Tensor) -> Tensor:
+        return self.blocks(candidates).sum(1)

@@ -19,11 +19,11 @@ ROOT = Path(__file__).resolve().parents[1]
 # imports inside functions count too.
 LAYERS = [
     {"zodd", "zodd.types"},
-    {"zodd.config", "zodd.augment", "zodd.nearest", "zodd.models", "zodd.guard",
-     "objectives.matching", "objectives.score"},
+    {"zodd.config", "zodd.augment", "zodd.nearest", "zodd.models", "zodd.guard"},
     {"zodd.data", "zodd.robust", "zodd.estimators", "zodd.steppers", "zodd.rundir",
-     "zodd.parallel", "objectives.distribution",
-     "objectives.gradient", "objectives.prototype", "objectives.trained", "objectives.command"},
+     "zodd.parallel", "objectives.matching", "objectives.score"},
+    {"objectives.distribution", "objectives.gradient", "objectives.prototype",
+     "objectives.trained", "objectives.command"},
     {"objectives", "zodd.synthetic"},
     {"zodd.plan", "zodd.evaluate"},
     {"zodd.distill"},
