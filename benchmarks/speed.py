@@ -10,6 +10,12 @@ and is dropped.
     python benchmarks/speed.py --dataset fashion-mnist --ipc 1 --repeats 4 --setting autograd \
         --setting "gaussian M=32=--estimator gaussian --directions 32" \
         --setting "gaussian M=128=--estimator gaussian --directions 128"
+
+``--grid`` times, for dm and gm x native / ce / robust x autograd / gaussian, zodd's iteration
+beside the floor (``benchmarks/bare.py``: the same arithmetic in plain torch, no zodd code),
+alternating in one process, and prints zodd / floor per row:
+
+    python benchmarks/speed.py --grid --dataset fashion-mnist --ipc 10 --repeats 3
 """
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ import time
 
 import torch
 
+from bare import BareLoop, seconds
 from harness import config_from_flags, labelled
 from zodd.config import DistillConfig
 from zodd.data import load
@@ -57,11 +64,18 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--setting", action="append", dest="settings", metavar="LABEL=FLAGS",
                     help="zodd distill flags to time (repeatable) [default: robust and ce]")
+    ap.add_argument("--grid", action="store_true", help="every row against the bare floor")
+    ap.add_argument("--rows", default="", help="with --grid: only rows containing this text")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--flags", default="", help="more zodd distill flags for every setting")
     args = ap.parse_args()
+    if args.grid:
+        return grid(args)
 
     data = load(args.dataset)
-    base = DistillConfig(dataset=args.dataset, ipc=args.ipc, objective=args.objective,
-                         batch_size=args.batch_size, iterations=args.repeats + 1)
+    base = config_from_flags(args.flags, DistillConfig(
+        dataset=args.dataset, ipc=args.ipc, objective=args.objective, batch_size=args.batch_size,
+        iterations=args.repeats + 1, device=args.device))
     specs = args.settings or ["robust=--updater robust", "ce=--updater ce"]
     loops = {label: instrumented(config_from_flags(flags, base), data)
              for label, flags in map(labelled, specs)}
@@ -83,6 +97,44 @@ def main() -> None:
     for label in list(loops)[1:]:
         ratio = med[first]["iteration"] / med[label]["iteration"]
         print(f"{first} / {label} per iteration: {ratio:.3f} ({(ratio - 1) * 100:+.1f} %)")
+
+
+def _sync(device: str):
+    if device.startswith("cuda"):
+        return torch.cuda.synchronize
+    return lambda: None
+
+
+def grid(args) -> None:
+    data = load(args.dataset)
+    sync = _sync(args.device)
+    print(f"{args.dataset}, IPC {args.ipc}, {args.batch_size} real per class, {args.device}, "
+          f"median of {args.repeats} after one warm-up ({torch.get_num_threads()} threads)")
+    print("| row | floor s | zodd s | zodd / floor |\n|---|---|---|---|")
+    for objective in ("dm", "gm"):
+        for updater in ("native", "ce", "robust"):
+            for estimator in ("autograd", "gaussian"):
+                row = f"{objective} {updater} {estimator}"
+                if args.rows and args.rows not in row:
+                    continue
+                cfg = config_from_flags(args.flags, DistillConfig(
+                    dataset=args.dataset, ipc=args.ipc, objective=objective, updater=updater,
+                    estimator=estimator, batch_size=args.batch_size, device=args.device))
+                plan = resolve(cfg, data)
+                loop = Loop(plan, data)
+                bare = BareLoop(data.train_x, data.train_y, data.num_classes, args.ipc,
+                                objective, updater, estimator, plan.n_real, plan.directions,
+                                plan.sigma, plan.lr, plan.width, plan.depth, plan.reinit_every,
+                                args.device)
+                times: dict[str, list[float]] = {"floor": [], "zodd": []}
+                for rep in range(args.repeats + 1):
+                    floor = seconds(bare.iteration, 1, sync)
+                    mine = seconds(loop.advance, 1, sync)
+                    if rep:
+                        times["floor"] += floor
+                        times["zodd"] += mine
+                f, z = (statistics.median(times[k]) for k in ("floor", "zodd"))
+                print(f"| {row} | {f:.4f} | {z:.4f} | {z / f:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,14 @@ def atomic_write(path: Path, write) -> None:
         raise
 
 
+def quiet_load(path: Path):
+    """``torch.load(path, weights_only=True)`` on the CPU, without torch's warnings about what a
+    damaged file looks like (the caller turns a failure into one line of its own)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def save_json(obj: dict, path: Path) -> None:
     atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
 
@@ -99,7 +107,7 @@ def read_checkpoint(out: Path) -> dict:
         if not path.exists():
             continue
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = quiet_load(path)
         except Exception as exc:
             problems.append(f"{name}: {type(exc).__name__}")
             continue

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from zodd.data import ImageData, draw_per_class
-from zodd.rundir import atomic_write
+from zodd.rundir import atomic_write, quiet_load
 from zodd.types import Registry, ZoddError
 
 SET_FILE = "synthetic.pt"
@@ -88,7 +88,7 @@ def load(run_dir: str | os.PathLike) -> SyntheticSet:
     if not path.is_file():
         raise ZoddError(f"no {SET_FILE} in {run_dir}")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = quiet_load(path)
     except Exception as exc:
         raise ZoddError(f"{path} is not a readable zodd set ({type(exc).__name__})") from None
     if not isinstance(payload, dict) or not {"images", "labels"} <= set(payload):
