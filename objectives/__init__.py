@@ -17,7 +17,8 @@ from zodd.types import Registry
 OBJECTIVES = Registry("objective", [
     ("dm", DistributionMatching, "distribution matching: mean embeddings per class"),
     ("gm", GradientMatching, "gradient matching: Dataset Condensation's layer-wise distance"),
-    ("prototype", PrototypeScore, "error of a nearest-synthetic-prototype classifier (no gradient)"),
+    ("prototype", PrototypeScore,
+     "error of a nearest-synthetic-prototype classifier (no gradient)"),
     ("trained", TrainedScore, "error of a small network trained on the set (no gradient)"),
     ("command", CommandScore, "a program's score of the set, through --command (no gradient)"),
 ])

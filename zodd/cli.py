@@ -174,6 +174,8 @@ DISTILL_SETTINGS = [
     setting("cvar_terms", "CVaR aggregates over clusters added to CE (--updater ce: none)."),
     setting("clusters", "Cluster centres per class when IPC > 10."), setting("cluster_space"),
     setting("batch_size", "Real samples per class each iteration."),
+    setting("update_batch", "Of those, per class, the network update trains on (default: all: "
+            "one batch serves the update and the matching)."),
     setting("model_lr", "Network learning rate."),
     setting("model_steps", "Network updates per iteration."),
     setting("reinit_every", "Fresh network every N iterations."),

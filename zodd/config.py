@@ -39,7 +39,7 @@ class DistillConfig:
     lr: float | None = None  # None: the objective's default (zodd.plan)
     sigma: float | None = None  # smoothing radius (standardised pixels); None: the objective's
     directions: int | None = None  # M per zero-order estimate; None: 128 for dm/gm, 32 for scores
-    lowres: int | None = None  # zero-order directions at 1/lowres resolution; None: auto (zodd.plan)
+    lowres: int | None = None  # directions at 1/lowres resolution; None: auto (zodd.plan)
     blockwise: bool = True  # one finite difference per class from one call (separable objectives)
     surrogate: str | None = None  # a differentiable objective whose gradient guides gaussian
     augment: bool = True  # Siamese augmentation of real and synthetic batches in the objective
@@ -60,6 +60,7 @@ class DistillConfig:
     clusters: int = 10  # cluster centres per class when ipc > 10
     cluster_space: str = "pixel"  # pixel: Euclidean on images; feature: network embedding
     batch_size: int = 256  # real samples per class drawn each iteration
+    update_batch: int | None = None  # of those, per class, the network update trains on; None: all
     model_lr: float = 0.01
     model_steps: int = 1  # network updates per iteration
     reinit_every: int = 10  # a fresh network every N iterations (diverse training stages)
@@ -84,7 +85,8 @@ class DistillConfig:
                      "reinit_every"):
             if getattr(self, name) < 1:
                 raise bad(name, "must be at least 1")
-        for name in ("width", "depth", "max_queries", "checkpoint_every", "directions", "lowres"):
+        for name in ("width", "depth", "max_queries", "checkpoint_every", "directions", "lowres",
+                     "update_batch"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise bad(name, "must be at least 1")

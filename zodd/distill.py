@@ -60,6 +60,8 @@ class Loop:
                                      plan.clusters, plan.cluster_space, plan.model_lr,
                                      plan.model_steps)
         self.per_class = data.class_indices()
+        self.train_x = data.train_x.to(plan.device)  # moved once; indices are drawn on the CPU
+        self.good = self.x.detach().clone()  # the last set known to be finite
         # real images kept apart from S's initialisation, for scores on held-out data
         used = self.syn.source if self.syn.source is not None else torch.empty(0, dtype=torch.long)
         self.held_out_pool = [i[~torch.isin(i, used)] for i in self.per_class]
@@ -79,7 +81,7 @@ class Loop:
         Returns its log row (without the time)."""
         self._refresh_network()  # before the real batch: the order of draws from self.gen
         picks = draw_per_class(self.per_class, self.plan.n_real, self.gen)
-        real = self.data.train_x[picks].to(self.plan.device)  # [classes, n, ch, h, w]
+        real = self.train_x[picks.to(self.plan.device)]  # [classes, n, ch, h, w]
         terms = self._update_network(real)
         box, guard, guide = self._bind(real)
         row: dict = {}
@@ -111,7 +113,7 @@ class Loop:
         if self.net is None:
             return {}
         self.net.requires_grad_(True)
-        terms = self.updater.step(self.net, self.net_opt, real,
+        terms = self.updater.step(self.net, self.net_opt, real[:, :self.plan.n_update],
                                   self.syn.by_class(self.x.detach()), self.gen)
         self.net.requires_grad_(False)
         return terms
@@ -122,8 +124,8 @@ class Loop:
         held_out = None
         if self.objective.needs_held_out:
             n = min(self.plan.n_real, min(len(i) for i in self.held_out_pool))
-            held_out = self.data.train_x[draw_per_class(self.held_out_pool, n, self.gen)]
-            held_out = held_out.to(self.plan.device)
+            picks = draw_per_class(self.held_out_pool, n, self.gen)
+            held_out = self.train_x[picks.to(self.plan.device)]
         ctx = StepContext(self.net, real, self.syn.labels, self.data.num_classes,
                           seed=int(torch.randint(2**31 - 1, (1,), generator=self.gen)),
                           augment=self.plan.augment, held_out=held_out,
@@ -136,33 +138,16 @@ class Loop:
         guard = Guarded(self.pool.wrap(box) if self.pool else box, self.plan.retries)
         return guard, guard, guide
 
-    # --- checkpoints ----------------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        return {
-            "config": json.dumps(self.plan.cfg.to_dict()), "step": self.step,
-            "queries": self.queries, "seconds": self.seconds, "failures": self.failures,
-            "images": self.x.detach().cpu().clone(), **self.stepper.state_dict(),
-            "generator": self.gen.get_state(),
-            "net": None if self.net is None else self.net.state_dict(),
-            "net_optimizer": None if self.net_opt is None else self.net_opt.state_dict(),
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        if not self.stepper.resumable:
-            raise ZoddError("a run driven by a nevergrad optimiser cannot be resumed (its "
-                            "state is not in the checkpoint); its set is in synthetic.pt")
+    def check_finite(self, since: int) -> None:
+        """S is finite (then it is the new last good set), or it is put back to the last good
+        one and the run ends (one check per group of log rows: no host sync per step)."""
+        if bool(torch.isfinite(self.x).all()):
+            self.good = self.x.detach().clone()
+            return
         with torch.no_grad():
-            self.x.copy_(state["images"])
-        self.stepper.load_state_dict(state)
-        self.gen.set_state(state["generator"])
-        self.step, self.queries, self.seconds = state["step"], state["queries"], state["seconds"]
-        self.failures = state.get("failures", 0)
-        if state["net"] is not None:
-            saved = self.gen.get_state()
-            self._new_network()  # the architecture; its weights are replaced just below
-            self.gen.set_state(saved)
-            self.net.load_state_dict(state["net"])
-            self.net_opt.load_state_dict(state["net_optimizer"])
+            self.x.copy_(self.good)
+        raise ZoddError(f"the objective gave a non-finite gradient at step {since} or after; "
+                        "lower --lr or --sigma")
 
 
 def distill(cfg: DistillConfig, data: ImageData, out: Path | None = None,
@@ -184,16 +169,15 @@ def distill(cfg: DistillConfig, data: ImageData, out: Path | None = None,
 
             pool = RayPool(cfg.workers, cfg.seed, cfg.ray_address)
         loop = Loop(plan, data, pool)
-        result = Result(loop.syn, estimator=plan.estimator)
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
             if resume:
                 state = rundir.read_checkpoint(out)
                 rundir.check_resumable(DistillConfig.from_dict(json.loads(state["config"])), cfg)
-                loop.load_state_dict(state)
-            log = rundir.Log(out, loop.step if resume else None)
-            result.rows = list(log.rows)
+                rundir.restore(loop, state)
             rundir.write_config(out, cfg.to_dict(), plan.to_dict())
+        log = rundir.Log(out, loop.step if resume else None)
+        result = Result(loop.syn, log.rows, estimator=plan.estimator)
         _run(loop, result, out, log, on_step, should_stop)
     finally:
         if pool is not None:
@@ -207,23 +191,30 @@ def distill(cfg: DistillConfig, data: ImageData, out: Path | None = None,
     return result
 
 
-def _run(loop: Loop, result: Result, out: Path | None, log, on_step, should_stop) -> None:
+def _run(loop: Loop, result: Result, out: Path | None, log: rundir.Log, on_step,
+         should_stop) -> None:
     cfg = loop.plan.cfg
     last_checkpoint = time.perf_counter()
+
+    def flush() -> None:  # S checked, the rows' values fetched in one transfer and written
+        started = time.perf_counter()
+        loop.check_finite(log.pending[0]["step"])
+        for row in log.flush():
+            if on_step:
+                on_step(row, loop.x.detach())
+        loop.seconds += time.perf_counter() - started
+
     while loop.step < cfg.iterations:
         started = time.perf_counter()
-        row = loop.advance()
+        log.add(loop.advance())
         loop.seconds += time.perf_counter() - started
-        row["seconds"] = round(loop.seconds, 4)
-        result.rows.append(row)
-        if log:
-            log.write(row)
-        if on_step:
-            on_step(row, loop.x.detach())
+        log.pending[-1]["seconds"] = round(loop.seconds, 4)
         if loop.failures > cfg.max_failures:
+            flush()
+            last = log.rows[-1]
             raise ZoddError(
                 f"the black box failed {loop.failures} times, more than --max-failures "
-                f"{cfg.max_failures} (last: {row.get('fault', row.get('skipped'))})"
+                f"{cfg.max_failures} (last: {last.get('fault', last.get('skipped'))})"
                 + (f"; the last good set is saved in {out}" if out else ""))
         if cfg.max_seconds is not None and loop.seconds >= cfg.max_seconds:
             result.stopped_by = "max_seconds"
@@ -235,11 +226,12 @@ def _run(loop: Loop, result: Result, out: Path | None, log, on_step, should_stop
                else time.perf_counter() - last_checkpoint >= loop.plan.checkpoint_seconds)
         # a checkpoint also at the end, so a finished run can be extended with --resume
         end = result.stopped_by != "iterations" or loop.step >= cfg.iterations
+        if due or end or len(log.pending) >= loop.plan.log_every:
+            flush()
         if out is not None and (due or end):
             started = time.perf_counter()
-            rundir.save_checkpoint(loop.state_dict(), out)
+            rundir.save_checkpoint(rundir.loop_state(loop), out)
             last_checkpoint = time.perf_counter()
             loop.seconds += last_checkpoint - started
         if result.stopped_by != "iterations":
             break
-

@@ -57,7 +57,7 @@ class Autograd:
         x = x.detach().requires_grad_(True)
         loss = f(x[None])[0]
         (g,) = torch.autograd.grad(loss, x)
-        return Estimate(float(loss.detach()), g, queries=1)
+        return Estimate(loss.detach(), g, queries=1)  # a tensor: no host sync per step
 
 
 def lowres_directions(m: int, shape: torch.Size, factor: int, gen: torch.Generator,

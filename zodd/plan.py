@@ -32,8 +32,13 @@ Why each default is what it is (the figures are in BENCHMARKS.md):
 * **reinit_every**: the config's, except ``--updater native`` on an objective whose native
   schedule is a fresh network every iteration (DM); **train_on_synthetic**: the network's steps
   on S after each update of S, for ``--updater native`` on GM (Dataset Condensation's schedule).
-* **n_real**: ``batch_size`` real images per class, at most the smallest class.
+* **n_real**: ``batch_size`` real images per class, at most the smallest class; **n_update**:
+  of those, the first ``update_batch`` per class train the network (None: all of them, the
+  paper's Algorithm 1 as zodd has always read it: one batch serves the update and the matching).
 * **checkpoint_seconds**: a checkpoint about once a minute when ``checkpoint_every`` is None.
+* **log_every**: 1 on the CPU; on a GPU ``LOG_EVERY_GPU``: reading a loss back to the host waits
+  for the GPU, which costs a small step its overlap of Python and GPU work, so rows are fetched
+  (and S checked for non-finite values) in groups; checkpoints, budgets and the end flush too.
 """
 from __future__ import annotations
 
@@ -57,6 +62,7 @@ AUTO_LOWRES_ABOVE = 4096  # values per estimated block above which directions ar
 CHECKPOINT_SECONDS = 60.0  # between checkpoints when checkpoint_every is None
 PAPER_LR = 0.1  # eq. 18: s = 0.1 / sqrt(1 + E)
 FALLBACK_LR = 0.1  # a torch optimiser on an objective that names no step size
+LOG_EVERY_GPU = 25  # on a GPU, log values are fetched every N iterations, not after each
 MAX_VALUES = 2**30  # directions x set size above which a zero-order estimate will not fit
 
 # every DistillConfig field whose value is a name, and the registry it comes from ("auto" and
@@ -85,7 +91,9 @@ class Plan:
     train_on_synthetic: int  # network steps on S after each update (native GM), 0: none
     uses_network: bool
     n_real: int  # real images per class each iteration
+    n_update: int  # of those, per class, the network update's mini-batch
     checkpoint_seconds: float
+    log_every: int  # log rows fetched from the device in groups of this many
 
     # the config's own settings that the loop reads, under the plan's name
     def __getattr__(self, name: str):
@@ -142,18 +150,20 @@ def resolve(cfg: DistillConfig, data: ImageData) -> Plan:
     lowres = _lowres(cfg, estimator, set_size // (data.num_classes if cfg.blockwise else 1),
                      data.image_size)
     native = cfg.updater == "native"
+    device = str(resolve_device(cfg.device if cfg.workers == 0 else "cpu"))
+    n_real = min(cfg.batch_size, min(int((data.train_y == c).sum())
+                                     for c in range(data.num_classes)))
     plan = Plan(
         cfg=cfg, estimator=optimizer if optimizer.startswith(NEVERGRAD_PREFIX) else estimator,
         optimizer=optimizer, lr=lr, sigma=cfg.sigma or objective.default_sigma,
         directions=cfg.directions or objective.default_directions, lowres=lowres,
-        device=str(resolve_device(cfg.device if cfg.workers == 0 else "cpu")),
+        device=device,
         width=width, depth=depth, flip=data.flip,
         reinit_every=1 if native and objective.native == "reinit" else cfg.reinit_every,
         train_on_synthetic=cfg.model_steps if native and objective.native == "train" else 0,
         uses_network=objective.uses_network or cfg.surrogate is not None,
-        n_real=min(cfg.batch_size, min(int((data.train_y == c).sum())
-                                       for c in range(data.num_classes))),
-        checkpoint_seconds=CHECKPOINT_SECONDS)
+        n_real=n_real, n_update=min(cfg.update_batch or n_real, n_real),
+        checkpoint_seconds=CHECKPOINT_SECONDS, log_every=1 if device == "cpu" else LOG_EVERY_GPU)
     _check_sizes(plan, data, set_size)
     return plan
 

@@ -99,7 +99,7 @@ def choose_centres(ipc: int, clusters: int, gen: torch.Generator) -> Tensor:
 
 
 def robust_loss(per_sample: Tensor, cluster_ids: Tensor, num_clusters: int, alpha: float,
-                tail: str = "upper", terms: str = "mean+max") -> tuple[Tensor, dict[str, float]]:
+                tail: str = "upper", terms: str = "mean+max") -> tuple[Tensor, dict[str, Tensor]]:
     """CE + mean CVaR + max CVaR over the non-empty clusters; returns the loss and its terms.
 
     ``terms`` keeps only some CVaR aggregates (the paper's Table 4b ablation): ``"mean"`` gives
@@ -112,7 +112,8 @@ def robust_loss(per_sample: Tensor, cluster_ids: Tensor, num_clusters: int, alph
     if terms not in CVAR_TERMS:
         raise ValueError(f"terms must be one of {', '.join(CVAR_TERMS)}, got {terms!r}")
     kept = CVAR_TERMS[terms]
-    report = {"ce": ce.item(), "mean_cvar": parts["mean"].item(), "max_cvar": parts["max"].item()}
+    report = {"ce": ce.detach(), "mean_cvar": parts["mean"].detach(),
+              "max_cvar": parts["max"].detach()}  # 0-dim tensors: fetched with the log rows
     return ce + sum(parts[t] for t in kept), report
 
 
@@ -170,7 +171,7 @@ class RobustUpdater:
                 loss, terms = robust_loss(per_sample, ids, num, self.alpha, self.tail, self.terms)
             else:
                 loss = per_sample.mean()
-                terms = {"ce": loss.item()}
+                terms = {"ce": loss.detach()}
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

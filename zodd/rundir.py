@@ -124,22 +124,47 @@ def read_checkpoint(out: Path) -> dict:
 
 
 class Log:
-    """log.jsonl: rows appended and flushed one by one; on resume, cut back to the checkpoint's
-    step (a crash can leave later rows, or half a row)."""
+    """The run's rows: ``add`` collects them as the loop makes them (values may be tensors on a
+    GPU), ``flush`` fetches their values in one transfer, keeps them in ``rows`` and appends them
+    to log.jsonl (when the run has a directory). On resume the file is cut back to the
+    checkpoint's step (a crash can leave later rows, or half a row)."""
 
-    def __init__(self, out: Path, resume_at: int | None = None):
-        self.path = out / LOG_FILE
+    def __init__(self, out: Path | None, resume_at: int | None = None):
+        self.pending: list[dict] = []
+        self.path = None if out is None else out / LOG_FILE
         self.rows = read_log(self.path, resume_at) if resume_at is not None else []
-        atomic_write(self.path, lambda f: f.write(
-            "".join(json.dumps(r) + "\n" for r in self.rows).encode()))
-        self.file = open(self.path, "a")
+        self.file = None
+        if self.path is not None:
+            atomic_write(self.path, lambda f: f.write(
+                "".join(json.dumps(r) + "\n" for r in self.rows).encode()))
+            self.file = open(self.path, "a")
 
-    def write(self, row: dict) -> None:
-        self.file.write(json.dumps(row) + "\n")
-        self.file.flush()
+    def add(self, row: dict) -> None:
+        self.pending.append(row)
+
+    def flush(self) -> list[dict]:
+        """The pending rows, now plain and written; returns them."""
+        rows, self.pending = plain(self.pending), []
+        self.rows += rows
+        if self.file is not None:
+            self.file.write("".join(json.dumps(row) + "\n" for row in rows))
+            self.file.flush()
+        return rows
 
     def close(self) -> None:
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
+
+
+def plain(rows: list[dict]) -> list[dict]:
+    """``rows`` with every tensor value (a 0-dim loss or term, maybe on a GPU) made a float, all
+    fetched in one transfer."""
+    found = [(row, k) for row in rows for k, v in row.items() if isinstance(v, torch.Tensor)]
+    if found:
+        values = torch.stack([row[k].detach().float().reshape(()) for row, k in found]).tolist()
+        for (row, k), value in zip(found, values):
+            row[k] = value
+    return rows
 
 
 def read_log(path: Path, upto: int) -> list[dict]:
@@ -162,3 +187,36 @@ def check_resumable(saved: DistillConfig, wanted: DistillConfig) -> None:
         if name not in RESUMABLE_CHANGES and getattr(saved, name) != value:
             raise ZoddError(f"cannot resume: {name.replace('_', '-')} is {value!r} here but "
                             f"{getattr(saved, name)!r} in the checkpoint")
+
+
+def loop_state(loop) -> dict:
+    """What a checkpoint holds of a ``zodd.distill.Loop``: everything its next step reads (S, the
+    stepper, the network and its optimiser, the generator, the counters) and the config."""
+    return {
+        "config": json.dumps(loop.plan.cfg.to_dict()), "step": loop.step,
+        "queries": loop.queries, "seconds": loop.seconds, "failures": loop.failures,
+        "images": loop.x.detach().cpu().clone(), **loop.stepper.state_dict(),
+        "generator": loop.gen.get_state(),
+        "net": None if loop.net is None else loop.net.state_dict(),
+        "net_optimizer": None if loop.net_opt is None else loop.net_opt.state_dict(),
+    }
+
+
+def restore(loop, state: dict) -> None:
+    """Put a checkpoint's state (``loop_state``) back into a freshly built loop of its config."""
+    if not loop.stepper.resumable:
+        raise ZoddError("a run driven by a nevergrad optimiser cannot be resumed (its state is "
+                        "not in the checkpoint); its set is in synthetic.pt")
+    with torch.no_grad():
+        loop.x.copy_(state["images"])
+    loop.good = loop.x.detach().clone()
+    loop.stepper.load_state_dict(state)
+    loop.gen.set_state(state["generator"])
+    loop.step, loop.queries, loop.seconds = state["step"], state["queries"], state["seconds"]
+    loop.failures = state.get("failures", 0)
+    if state["net"] is not None:
+        saved = loop.gen.get_state()
+        loop._new_network()  # the architecture; its weights are replaced just below
+        loop.gen.set_state(saved)
+        loop.net.load_state_dict(state["net"])
+        loop.net_opt.load_state_dict(state["net_optimizer"])

@@ -151,7 +151,7 @@ class EvaluationError(Exception):
 class Estimate:
     """What one estimator call returns: the loss at x, a gradient (estimate) and its cost."""
 
-    loss: float
+    loss: float | Tensor  # a 0-dim tensor where fetching it would stall a GPU
     grad: Tensor
     queries: int  # candidate sets evaluated by the black box
     extra: dict = field(default_factory=dict)
