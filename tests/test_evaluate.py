@@ -63,3 +63,31 @@ def test_the_shifted_test_sets_are_the_stated_shifts(digits, tests_of):
     assert torch.allclose(blurred.mean(), pixels.mean(), atol=0.05)  # a blur moves no mass far
     assert torch.equal(tests_of.labels, digits.test_y)
     assert len(np.unique(tests_of.clusters)) == 10
+
+
+def test_networks_trained_together_are_the_ones_trained_alone(digits):
+    """Same draws per seed, SGD elementwise: vmapped training differs by float rounding only."""
+    from zodd.evaluate import EvalConfig, train_network, train_together
+    from zodd.synthetic import initialise
+
+    syn = initialise(digits, 2, "real", torch.Generator().manual_seed(0))
+    cfg = EvalConfig(epochs=2, device="cpu")  # rounding grows with training: few epochs
+    together = train_together(syn.images, syn.labels, digits, cfg, [0, 1, 2], flip=False)
+    for seed in (0, 2):
+        alone = train_network(syn.images, syn.labels, digits, cfg, seed, flip=False)
+        for a, b in zip(alone.parameters(), together[seed].parameters()):
+            assert torch.allclose(a, b, atol=2e-5, rtol=0)  # wrong draws: ~1e-2
+    a, b = (list(n.parameters())[0] for n in together[:2])
+    assert not torch.allclose(a, b)  # different seeds, different networks
+
+
+def test_clusters_are_cached_and_a_corrupt_cache_is_recomputed(digits, tmp_path):
+    from zodd.evaluate import test_clusters
+
+    pixels = digits.denormalise(digits.test_x)
+    first = test_clusters(pixels, tmp_path)
+    cached = list(tmp_path.glob("*.npy"))
+    assert len(cached) == 1
+    assert np.array_equal(test_clusters(pixels, tmp_path), first)
+    cached[0].write_bytes(b"garbage")
+    assert np.array_equal(test_clusters(pixels, tmp_path), first)

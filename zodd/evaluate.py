@@ -13,7 +13,9 @@ affine augmentation per image. Metrics, each the mean and std (ddof 0) over seed
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -22,8 +24,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from zodd.augment import augment_batch
-from zodd.data import ImageData
+from zodd.data import ImageData, default_data_dir
 from zodd.models import build_model
+from zodd.rundir import atomic_write
 from zodd.synthetic import SyntheticSet
 from zodd.types import resolve_device
 
@@ -44,6 +47,7 @@ class EvalConfig:
     width: int | None = None
     depth: int | None = None
     device: str = "auto"  # where the networks train and are tested (see zodd.types.resolve_device)
+    together: bool | None = None  # the seeds' networks trained at once (vmap); None: on a GPU
 
 
 @dataclass(frozen=True)
@@ -66,13 +70,35 @@ class TestSets:
         blurred = gaussian_blur(pixels, [BLUR_KERNEL, BLUR_KERNEL], [BLUR_SIGMA, BLUR_SIGMA])
         variants = {"acc": data.test_x, "noise": restandardise(noisy),
                     "blur": restandardise(blurred), "invert": restandardise(1 - pixels)}
-        km = KMeans(n_clusters=KMEANS_K, random_state=0, n_init=3)
-        clusters = km.fit_predict(pixels.flatten(1).numpy())
-        return cls(variants, data.test_y, clusters)
+        return cls(variants, data.test_y, test_clusters(pixels))
 
     def to(self, device: torch.device) -> "TestSets":
         return TestSets({k: v.to(device) for k, v in self.variants.items()},
                         self.labels.to(device), self.clusters)
+
+
+def test_clusters(pixels: Tensor, cache: Path | None = None) -> np.ndarray:
+    """KMeans (k = KMEANS_K, seed 0) of the test pixels, computed once per test set and kept in
+    ``cache`` (default: the data dir's ``cache/``), keyed by a hash of the pixels; an unreadable
+    or unwritable cache only costs the computation."""
+    from sklearn.cluster import KMeans
+
+    flat = pixels.flatten(1).numpy()
+    key = hashlib.sha256(flat.tobytes()).hexdigest()[:20]
+    path = (cache or default_data_dir() / "cache") / f"test-clusters-k{KMEANS_K}-{key}.npy"
+    try:
+        clusters = np.load(path, allow_pickle=False)
+        if clusters.shape == (len(flat),):
+            return clusters
+    except (OSError, ValueError):
+        pass
+    clusters = KMeans(n_clusters=KMEANS_K, random_state=0, n_init=3).fit_predict(flat)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda f: np.save(f, clusters, allow_pickle=False))
+    except OSError:
+        pass
+    return clusters
 
 
 def shift_description() -> str:
@@ -106,6 +132,46 @@ def train_network(images: Tensor, labels: Tensor, data: ImageData, cfg: EvalConf
     return net.eval()
 
 
+def train_together(images: Tensor, labels: Tensor, data: ImageData, cfg: EvalConfig,
+                   seeds: list[int], flip: bool) -> list[torch.nn.Module]:
+    """The networks of ``seeds`` trained at once: their parameters stacked, one vmapped forward
+    and backward for all (a ConvNet on a few hundred images leaves a GPU idle between kernel
+    launches, so S networks cost about what one does). Each seed draws from its own generator
+    exactly what ``train_network`` draws, and SGD acts on each parameter element alone, so the
+    networks are ``train_network``'s up to float rounding."""
+    import copy
+
+    from torch.func import functional_call, stack_module_state
+
+    device = resolve_device(cfg.device)
+    images, labels = images.to(device), labels.to(device)
+    nets = [build_model(data.channels, data.num_classes, data.image_size, cfg.width, cfg.depth,
+                        seed=seed).to(device) for seed in seeds]
+    params, buffers = stack_module_state(nets)
+    base = copy.deepcopy(nets[0]).to("meta")
+    forward = torch.vmap(lambda p, b, x: functional_call(base, (p, b), (x,)))
+    opt = torch.optim.SGD(params.values(), lr=cfg.lr, momentum=0.9, weight_decay=5e-4)
+    decay = torch.optim.lr_scheduler.MultiStepLR(opt, [cfg.epochs // 2], 0.1)
+    gens = [torch.Generator().manual_seed(seed) for seed in seeds]
+    for _ in range(cfg.epochs):
+        orders = [torch.randperm(len(images), generator=g).to(device) for g in gens]
+        for i in range(0, len(images), cfg.batch_size):
+            batches = [order[i:i + cfg.batch_size] for order in orders]
+            x = [images[b] for b in batches]
+            if cfg.augment:
+                x = [augment_batch(xi, g, flip) for xi, g in zip(x, gens)]
+            logits = forward(params, buffers, torch.stack(x))  # [seeds, batch, classes]
+            y = torch.stack([labels[b] for b in batches])
+            loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
+            opt.zero_grad(set_to_none=True)
+            loss.view(len(seeds), -1).mean(1).sum().backward()
+            opt.step()
+        decay.step()
+    for k, net in enumerate(nets):
+        net.load_state_dict({name: p[k].detach() for name, p in {**params, **buffers}.items()})
+    return [net.eval() for net in nets]
+
+
 @torch.no_grad()
 def predict(net: torch.nn.Module, x: Tensor, batch: int = 1024) -> Tensor:
     return torch.cat([net(x[i:i + batch]).argmax(1) for i in range(0, len(x), batch)])
@@ -133,9 +199,14 @@ def evaluate(syn: SyntheticSet, data: ImageData, cfg: EvalConfig = EvalConfig(),
                          f"{tuple(data.train_x.shape[1:])}")
     device = resolve_device(cfg.device)
     tests = (tests or TestSets.build(data)).to(device)
+    together = device.type == "cuda" if cfg.together is None else cfg.together
     per_seed = []
+    if together:
+        nets = train_together(syn.images.detach(), syn.labels, data, cfg, list(range(cfg.seeds)),
+                              flip)
     for seed in range(cfg.seeds):
-        net = train_network(syn.images.detach(), syn.labels, data, cfg, seed, flip)
+        net = nets[seed] if together else train_network(syn.images.detach(), syn.labels, data,
+                                                         cfg, seed, flip)
         per_seed.append(test_metrics(net, tests))
         if on_seed:
             on_seed(seed, per_seed[-1])
@@ -144,7 +215,7 @@ def evaluate(syn: SyntheticSet, data: ImageData, cfg: EvalConfig = EvalConfig(),
     report["per_seed"] = per_seed
     report["protocol"] = {"seeds": cfg.seeds, "epochs": cfg.epochs, "lr": cfg.lr,
                           "batch_size": cfg.batch_size, "augment": cfg.augment,
-                          "device": str(device),
+                          "device": str(device), "together": together,
                           "shifts": shift_description()}
     return report
 
