@@ -47,7 +47,9 @@ class EvalConfig:
     width: int | None = None
     depth: int | None = None
     device: str = "auto"  # where the networks train and are tested (see zodd.types.resolve_device)
-    together: bool | None = None  # the seeds' networks trained at once (vmap); None: on a GPU
+    # the seeds' networks trained at once (vmap); off: one at a time was faster on an H100
+    # (3.64 s against 4.10 s for 3 networks x 300 epochs, BENCHMARKS.md), and is so on a CPU
+    together: bool = False
 
 
 @dataclass(frozen=True)
@@ -135,8 +137,8 @@ def train_network(images: Tensor, labels: Tensor, data: ImageData, cfg: EvalConf
 def train_together(images: Tensor, labels: Tensor, data: ImageData, cfg: EvalConfig,
                    seeds: list[int], flip: bool) -> list[torch.nn.Module]:
     """The networks of ``seeds`` trained at once: their parameters stacked, one vmapped forward
-    and backward for all (a ConvNet on a few hundred images leaves a GPU idle between kernel
-    launches, so S networks cost about what one does). Each seed draws from its own generator
+    and backward for all (``EvalConfig.together``; measured slower than one at a time on an H100,
+    where each seed's augmentation is still its own call). Each seed draws from its own generator
     exactly what ``train_network`` draws, and SGD acts on each parameter element alone, so the
     networks are ``train_network``'s up to float rounding."""
     import copy
@@ -199,7 +201,7 @@ def evaluate(syn: SyntheticSet, data: ImageData, cfg: EvalConfig = EvalConfig(),
                          f"{tuple(data.train_x.shape[1:])}")
     device = resolve_device(cfg.device)
     tests = (tests or TestSets.build(data)).to(device)
-    together = device.type == "cuda" if cfg.together is None else cfg.together
+    together = cfg.together
     per_seed = []
     if together:
         nets = train_together(syn.images.detach(), syn.labels, data, cfg, list(range(cfg.seeds)),
