@@ -31,13 +31,20 @@ from zodd.config import DistillConfig
 from zodd.plan import check
 from zodd.rundir import atomic_write, save_json
 from zodd.steppers import nevergrad_optimizer
-from zodd.types import ZoddError
+from zodd.types import Registry, ZoddError
 
 Say = Callable[..., None]  # say(text, err=False): one message for the user; err: a progress note
 
 SETTINGS, EXPERIMENT = "tune.json", "sweep"
-SEARCHES = ("random", "grid", "nevergrad")  # and ng:NAME, any nevergrad optimiser
-SCHEDULERS = ("asha", "fifo")
+SEARCHES = Registry("search", [  # and ng:NAME, any nevergrad optimiser
+    ("random", None, "Ray Tune's random sampling"),
+    ("grid", None, "every combination of listed values once"),
+    ("nevergrad", "ng:NGOpt", "nevergrad's NGOpt through Ray Tune"),
+])
+SCHEDULERS = Registry("scheduler", [
+    ("asha", "asha", "stop poor trials early at the reports"),
+    ("fifo", "fifo", "run every trial to the end"),
+])
 COLUMNS = ("trial", "status", "score", "acc", "cluster_min", "noise", "blur", "invert",
            "iterations", "seconds")
 
@@ -114,7 +121,7 @@ class Sweep:
 
 
 def _nevergrad_optimizer(search: str):
-    return nevergrad_optimizer("ng:NGOpt" if search == "nevergrad" else search)
+    return nevergrad_optimizer(SEARCHES.get(search) or search)
 
 
 def load_settings(out: Path) -> Sweep:

@@ -16,10 +16,14 @@ import torch
 
 from zodd.config import DistillConfig
 from zodd.data import ImageData
-from zodd.types import ZoddError
+from zodd.types import Registry, ZoddError
 
 SPLIT_SEED = 0
-METRIC_NAMES = ("acc", "cluster_min", "mix")
+METRIC_NAMES = Registry("metric", [
+    ("acc", "acc", "validation accuracy"),
+    ("cluster_min", "cluster_min", "validation Cluster-min"),
+    ("mix", "mix", "(1 - mix) x accuracy + mix x Cluster-min"),
+])
 PROGRESS = "trial.json"  # inside a trial's checkpoint: how many reports it has made
 
 

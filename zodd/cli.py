@@ -17,6 +17,9 @@ import click
 
 from zodd import __version__, rundir
 from zodd.config import DistillConfig
+from tuning.sweep import SCHEDULERS, SEARCHES
+from tuning.trial import METRIC_NAMES
+from zodd.evaluate import BASELINES
 from zodd.plan import REGISTRIES, check
 from zodd.types import ZoddError, resolve_device
 
@@ -275,9 +278,9 @@ def distill(config_file, no_robust, resume_dir, out, overwrite, quiet, **flags) 
 @click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True,
               help="Networks trained (one per seed).")
 @click.option("--epochs", type=click.IntRange(min=1), default=300, show_default=True)
-@click.option("--baseline", type=click.Choice(["random"]),
-              help="Evaluate a random real subset drawn with the run's data set, IPC and seed "
-                   "instead; writes metrics_random.json.")
+@click.option("--baseline", type=click.Choice(list(BASELINES)),
+              help="Evaluate a baseline instead of the run's set (" + BASELINES.help()
+                   + "); writes metrics_BASELINE.json.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Override the run's data dir.")
 @click.option("--device", default="auto", show_default=True,
               help="Where the networks train: auto (a CUDA GPU when there is one), cpu, cuda, "
@@ -296,16 +299,17 @@ def evaluate(run_dir, seeds, epochs, baseline, data_dir, device, quiet) -> None:
     if not run_path.is_dir():
         raise ZoddError(f"{run_dir} is not a directory")
     cfg = check(DistillConfig.from_dict(rundir.load_config(run_path)))
-    if baseline == "random":
-        name, target = "random", run_path / "metrics_random.json"
+    if baseline is not None:
+        name, target = baseline, run_path / f"metrics_{baseline}.json"
     else:
         name, target = "synthetic", run_path / "metrics.json"
         syn = synthetic.load(run_path)
     if not _writable(run_path):
         raise ZoddError(f"{run_dir} is not writable")
     data = datasets.load(cfg.dataset, data_dir or cfg.data_dir)
-    if baseline == "random":
-        syn = synthetic.initialise(data, cfg.ipc, "real", torch.Generator().manual_seed(cfg.seed))
+    if baseline is not None:  # drawn as the run's initialisation is
+        syn = synthetic.initialise(data, cfg.ipc, BASELINES[baseline],
+                                   torch.Generator().manual_seed(cfg.seed))
     if syn.images.shape[1:] != data.train_x.shape[1:] or syn.num_classes != data.num_classes:
         raise ZoddError(f"{run_dir}/synthetic.pt does not fit {cfg.dataset}: images "
                         f"{tuple(syn.images.shape[1:])}, {syn.num_classes} classes")
@@ -343,15 +347,16 @@ RESUME_RUNTIME = {"resume_dir", "quiet", "cpus", "address", "dashboard"}  # may 
 @click.option("--no-default-space", is_flag=True,
               help="Search only the --param settings, not alpha, clusters and batch-size.")
 @click.option("--search", default="random", show_default=True,
-              help="random, grid, nevergrad (NGOpt) or ng:OPTIMISER (any nevergrad optimiser).")
+              help=SEARCHES.help() + "; ng:OPTIMISER: any nevergrad optimiser.")
 @click.option("--num-samples", type=int, default=8, show_default=True,
               help="Trials, for random and nevergrad search (grid runs every combination once).")
-@click.option("--scheduler", type=click.Choice(["asha", "fifo"]), default="asha",
-              show_default=True, help="asha: stop poor trials early at the reports.")
+@click.option("--scheduler", type=click.Choice(list(SCHEDULERS)), default="asha",
+              show_default=True, help=SCHEDULERS.help() + ".")
 @click.option("--reports", type=int, default=4, show_default=True,
               help="Validation scores reported along each trial (early-stopping rungs).")
-@click.option("--metric", type=click.Choice(["acc", "cluster-min", "mix"]), default="acc",
-              show_default=True, help="What a trial is scored on (validation split).")
+@click.option("--metric", type=click.Choice([m.replace("_", "-") for m in METRIC_NAMES]),
+              default="acc", show_default=True,
+              help="What a trial is scored on: " + METRIC_NAMES.help() + ".")
 @click.option("--mix", type=float, default=0.5, show_default=True, callback=_finite,
               help="With --metric mix: the weight of Cluster-min (the rest is accuracy).")
 @click.option("--validation", type=float, default=0.2, show_default=True, callback=_finite,

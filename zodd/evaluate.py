@@ -28,9 +28,13 @@ from zodd.data import ImageData, default_data_dir
 from zodd.models import build_model
 from zodd.rundir import atomic_write
 from zodd.synthetic import SyntheticSet
-from zodd.types import resolve_device
+from zodd.types import Registry, resolve_device
 
 METRICS = ("acc", "cluster_min", "noise", "blur", "invert")
+BASELINES = Registry("baseline", [
+    ("random", "real", "a random real subset drawn with the run's data set, IPC and seed (the "
+     "distillation's initialisation)"),
+])
 NOISE_STD = 0.1
 BLUR_KERNEL = 3
 BLUR_SIGMA = 1.0
@@ -62,7 +66,6 @@ class TestSets:
 
     @classmethod
     def build(cls, data: ImageData) -> "TestSets":
-        from sklearn.cluster import KMeans
         from torchvision.transforms.functional import gaussian_blur
 
         pixels = data.denormalise(data.test_x)
