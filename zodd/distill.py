@@ -89,7 +89,7 @@ class Loop:
             estimate = self.stepper.propose(box, self.x, self.gen, guide)
         except EvaluationError as exc:  # f(S) failed: the step is skipped
             estimate, row = None, {"skipped": str(exc)}
-        self.stepper.apply(self.x, estimate, self.step + 1)
+        self.stepper.apply(self.x, estimate)
         if self.plan.train_on_synthetic:
             train_on_synthetic(self.net, self.net_opt, self.syn.images.detach(), self.syn.labels,
                                self.plan.train_on_synthetic)

@@ -39,7 +39,7 @@ class TorchStep:
     def propose(self, box, x: torch.Tensor, gen: torch.Generator, guide: dict) -> Estimate:
         return self.estimator.estimate(box, x, gen, **guide)
 
-    def apply(self, x: torch.Tensor, estimate: Estimate | None, step: int) -> None:
+    def apply(self, x: torch.Tensor, estimate: Estimate | None) -> None:
         """(A non-finite gradient is caught by the loop, which checks S once per group of log
         rows and puts back the last finite set: no host sync here.)"""
         if estimate is not None:  # a failed step leaves S as it was
@@ -139,7 +139,7 @@ class NevergradStep:
             x.copy_(self._decode(self.opt.provide_recommendation().value))
         return Estimate(float(losses[0]), torch.zeros_like(x), self.asks + 1)
 
-    def apply(self, x: torch.Tensor, estimate: Estimate | None, step: int) -> None:
+    def apply(self, x: torch.Tensor, estimate: Estimate | None) -> None:
         pass  # propose() moved S already
 
     def queries(self) -> int:
