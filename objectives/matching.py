@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from zodd.augment import apply_per_class, random_affine
+from zodd import augment
 from zodd.types import StepContext, as_generator
 
 
@@ -24,9 +24,13 @@ class Matching:
     default_sigma: float = 0.01
     default_directions: int = 128
     default_lr: float | None = 1.0  # SGD step size on S, exact or zero-order (BENCHMARKS.md)
+    default_optimizer: str = "sgd"  # the STEPPERS name --optimizer auto picks
     # --updater native: "reinit" (a fresh network every iteration, DM's schedule) or "train" (the
     # network trained on S after each update, Dataset Condensation's)
     native: str = "reinit"
+    # native "train": (ipc, outer, inner) rows: a fresh network every `outer` updates of S,
+    # trained on S for `inner` steps after each (zodd.plan picks the row by IPC)
+    schedule: tuple[tuple[int, int, int], ...] = ((1, 1, 1),)
 
 
 class BoundMatching:
@@ -40,11 +44,10 @@ class BoundMatching:
 
     def __init__(self, ctx: StepContext, flip: bool):
         self.net, self.num_classes = ctx.net, ctx.num_classes
-        self.theta = (random_affine(ctx.num_classes, as_generator(ctx.seed), flip)
-                      if ctx.augment else None)
+        self.transform = augment.draw(ctx.augment, ctx.num_classes, as_generator(ctx.seed), flip)
 
     def _augment(self, x: Tensor) -> Tensor:
-        return x if self.theta is None else apply_per_class(x, self.theta)
+        return x if self.transform is None else self.transform(x)
 
     def _blocks(self, candidates: Tensor) -> Tensor:
         raise NotImplementedError

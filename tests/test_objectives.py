@@ -7,10 +7,10 @@ from objectives import OBJECTIVES
 from zodd.models import build_model
 from zodd.types import BlackBox, StepContext
 
-MATCHING = ["dm", "gm"]  # the differentiable matching objectives
+MATCHING = ["dm", "gm", "krr"]  # the differentiable matching objectives
 
 
-def _context(digits, n=16, augment=True, seed=0):
+def _context(digits, n=16, augment="affine", seed=0):
     gen = torch.Generator().manual_seed(seed)
     idx = digits.class_indices()
     real = digits.train_x[torch.stack([i[torch.randperm(len(i), generator=gen)[:n]] for i in idx])]
@@ -56,7 +56,7 @@ def test_gradient_flows_to_the_candidates(name, digits):
 
 
 def test_dm_is_zero_when_the_sets_coincide(digits):
-    ctx = _context(digits, n=2, augment=False)
+    ctx = _context(digits, n=2, augment="none")
     f = OBJECTIVES["dm"]().bind(ctx)
     assert float(f(ctx.real.flatten(0, 1)[None])[0]) == pytest.approx(0.0, abs=1e-8)
 
@@ -65,7 +65,7 @@ def test_gm_is_zero_when_the_sets_coincide_and_positive_otherwise(digits):
     """Gradient matching's distance: sum over output units of 1 - a.b / (|a| |b| + 1e-6), so
     the same images (same augmentation) give the same gradients and a distance of exactly
     sum 1 - |g|^2 / (|g|^2 + 1e-6) (the reference's epsilon), near 0; other images do not."""
-    ctx = _context(digits, n=2, augment=True)
+    ctx = _context(digits, n=2, augment="affine")
     f = OBJECTIVES["gm"]().bind(ctx)
     same = float(f(ctx.real.flatten(0, 1)[None])[0])
     expected = 0.0
@@ -76,3 +76,15 @@ def test_gm_is_zero_when_the_sets_coincide_and_positive_otherwise(digits):
     assert same == pytest.approx(expected, rel=1e-3, abs=1e-5) and same < 0.05
     other = float(f(torch.randn(1, 20, 1, 8, 8, generator=torch.Generator().manual_seed(1)))[0])
     assert other > 1.0
+
+
+def test_krr_predicts_the_real_batch_from_itself_and_not_from_noise(digits):
+    """Kernel ridge regression from S to the real batch: with S = the real batch (no
+    augmentation) the regression reproduces its targets up to the ridge; random S does not;
+    and it couples the classes (not separable)."""
+    ctx = _context(digits, n=2, augment="none")
+    f = OBJECTIVES["krr"]().bind(ctx)
+    assert not f.separable
+    same = float(f(ctx.real.flatten(0, 1)[None])[0])
+    noise = float(f(torch.randn(1, 20, 1, 8, 8, generator=torch.Generator().manual_seed(1)))[0])
+    assert same < 0.05 * noise and noise > 0.3

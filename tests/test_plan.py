@@ -20,10 +20,11 @@ ROOT = Path(__file__).resolve().parents[1]
 # imports inside functions count too.
 LAYERS = [
     {"zodd", "zodd.types"},
-    {"zodd.config", "zodd.augment", "zodd.nearest", "zodd.models", "zodd.guard"},
+    {"zodd.config", "zodd.augment", "zodd.nearest", "zodd.models", "zodd.guard",
+     "zodd.representation", "zodd.recipes"},
     {"zodd.data", "zodd.robust", "zodd.estimators", "zodd.steppers", "zodd.rundir",
      "zodd.parallel", "objectives.matching", "objectives.score"},
-    {"objectives.distribution", "objectives.gradient", "objectives.prototype",
+    {"objectives.distribution", "objectives.gradient", "objectives.kernel", "objectives.prototype",
      "objectives.trained", "objectives.command"},
     {"objectives", "zodd.synthetic"},
     {"zodd.plan", "zodd.evaluate"},
@@ -35,6 +36,7 @@ LAYERS = [
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 OBJECTIVE_HELPERS = {"zodd.types", "zodd.augment", "zodd.nearest", "objectives.matching",
                      "objectives.score", "objectives.distribution", "objectives.gradient",
+                     "objectives.kernel",
                      "objectives.prototype", "objectives.trained", "objectives.command"}
 
 

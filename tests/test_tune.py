@@ -32,7 +32,11 @@ def test_param_specs_parse_to_values_and_ranges():
     assert (p.name, p.low, p.high, p.log, p.integer) == ("batch_size", 64, 512, True, True)
     p = spaces.parse("cvar_tail=upper,lower")
     assert p.values == ("upper", "lower")
-    p = spaces.parse("augment=true,false")
+    p = spaces.parse("augment=affine,dsa")
+    assert p.values == ("affine", "dsa")
+    p = spaces.parse("representation=pixel,multi")  # searchable like any named setting
+    assert p.values == ("pixel", "multi")
+    p = spaces.parse("blockwise=true,false")
     assert p.values == (True, False)
 
 

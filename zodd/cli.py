@@ -15,10 +15,11 @@ from pathlib import Path
 
 import click
 
-from zodd import __version__, rundir
+from zodd import __version__, recipes, rundir
 from zodd.config import DistillConfig
 from tuning.sweep import SCHEDULERS, SEARCHES
 from tuning.trial import METRIC_NAMES
+from zodd.augment import AUGMENTS
 from zodd.evaluate import BASELINES
 from zodd.plan import REGISTRIES, check
 from zodd.types import ZoddError, resolve_device
@@ -143,9 +144,15 @@ def setting(name: str, help: str = "", extra: dict[str, str] | None = None,
 
 
 DISTILL_SETTINGS = [
+    setting("recipe", "Start from a named method's settings; flags given here override them.",
+            extra={"list": "print the recipes and their settings"}),
     setting("dataset"),
     setting("data_dir", "Where data sets live (None: $ZODD_DATA, else ~/.cache/zodd)."),
-    setting("ipc", "Synthetic images per class."), setting("init"), setting("seed"),
+    setting("ipc", "Synthetic images per class (stored; --representation multi decodes each "
+            "into factor^2)."), setting("init"),
+    setting("representation"), setting("factor", "With --representation multi: each stored "
+                                       "image holds factor x factor images."),
+    setting("seed"),
     setting("device", "auto, cpu, cuda, cuda:N or mps (auto: a CUDA GPU when there is one)."),
     setting("objective"),
     setting("estimator", extra={"auto": "autograd when the objective is differentiable, else "
@@ -164,7 +171,7 @@ DISTILL_SETTINGS = [
     setting("surrogate", "A differentiable objective (dm, gm) whose gradient at S guides "
             "--estimator gaussian: its direction gets its own finite difference, the random "
             "directions span the rest (unbiased; one more query a step)."),
-    setting("augment", "Siamese augmentation of real and synthetic batches."),
+    setting("augment", "Siamese augmentation of real and synthetic batches in the objective."),
     setting("command", "With --objective command: the program scoring candidates, e.g. "
             "'python eval.py {input}' (see README)."),
     setting("command_timeout", "Seconds per call of --command."),
@@ -225,6 +232,14 @@ def distill(config_file, no_robust, resume_dir, out, overwrite, quiet, **flags) 
         values = DistillConfig.from_dict(rundir.load_config(resume_path)).to_dict()
     else:
         values = _config_file(config_file)
+    recipe = flags.pop("recipe")
+    if recipe == "list":
+        click.echo(recipes.listing())
+        return
+    if recipe is not None and config_file:
+        raise ZoddError("--recipe and --config: the config file holds every setting already; "
+                        "give one of them")
+    values = recipes.with_recipe(values, recipe)
     values.update({k: v for k, v in flags.items() if v is not None})
     if no_robust:
         if flags.get("updater") not in (None, "ce"):
@@ -285,8 +300,11 @@ def distill(config_file, no_robust, resume_dir, out, overwrite, quiet, **flags) 
 @click.option("--device", default="auto", show_default=True,
               help="Where the networks train: auto (a CUDA GPU when there is one), cpu, cuda, "
                    "cuda:N or mps.")
+@click.option("--augment", type=click.Choice(list(AUGMENTS)), default="affine",
+              show_default=True, help="Augmentation of the training images, one draw per image "
+              "and batch: " + AUGMENTS.help() + " (other than affine: metrics-AUGMENT.json).")
 @click.option("--quiet", is_flag=True, help="Print nothing; only write the metrics file.")
-def evaluate(run_dir, seeds, epochs, baseline, data_dir, device, quiet) -> None:
+def evaluate(run_dir, seeds, epochs, baseline, data_dir, device, augment, quiet) -> None:
     """Train fresh networks on a run's synthetic set; print and save the metrics."""
     import torch
 
@@ -299,10 +317,11 @@ def evaluate(run_dir, seeds, epochs, baseline, data_dir, device, quiet) -> None:
     if not run_path.is_dir():
         raise ZoddError(f"{run_dir} is not a directory")
     cfg = check(DistillConfig.from_dict(rundir.load_config(run_path)))
+    suffix = "" if augment == "affine" else f"-{augment}"  # the default keeps the plain name
     if baseline is not None:
-        name, target = baseline, run_path / f"metrics_{baseline}.json"
+        name, target = baseline, run_path / f"metrics_{baseline}{suffix}.json"
     else:
-        name, target = "synthetic", run_path / "metrics.json"
+        name, target = "synthetic", run_path / f"metrics{suffix}.json"
         syn = synthetic.load(run_path)
     if not _writable(run_path):
         raise ZoddError(f"{run_dir} is not writable")
@@ -314,7 +333,7 @@ def evaluate(run_dir, seeds, epochs, baseline, data_dir, device, quiet) -> None:
         raise ZoddError(f"{run_dir}/synthetic.pt does not fit {cfg.dataset}: images "
                         f"{tuple(syn.images.shape[1:])}, {syn.num_classes} classes")
     ecfg = EvalConfig(seeds=seeds, epochs=epochs, width=cfg.width, depth=cfg.depth,
-                      device=device)
+                      device=device, augment=augment)
 
     def on_seed(seed: int, metrics: dict) -> None:
         if not quiet:

@@ -29,6 +29,9 @@ class DistillConfig:
     data_dir: str | None = None  # None: $ZODD_DATA, else the user cache dir
     ipc: int = 10  # synthetic images per class
     init: str = "real"  # "real": random real samples of each class; "noise": N(0, 1) pixels
+    representation: str = "pixel"  # how S is stored: pixel, or multi (F x F images per image)
+    factor: int = 2  # --representation multi: each stored image holds factor^2 images
+    recipe: str | None = None  # the named preset the settings started from (zodd.recipes)
     seed: int = 0
     device: str = "auto"  # auto: the first CUDA GPU when torch sees one, else the CPU
 
@@ -42,7 +45,7 @@ class DistillConfig:
     lowres: int | None = None  # directions at 1/lowres resolution; None: auto (zodd.plan)
     blockwise: bool = True  # one finite difference per class from one call (separable objectives)
     surrogate: str | None = None  # a differentiable objective whose gradient guides gaussian
-    augment: bool = True  # Siamese augmentation of real and synthetic batches in the objective
+    augment: str = "affine"  # Siamese augmentation in the objective: affine, dsa or none
     command: str | None = None  # --objective command: the program and its arguments ({input})
     command_timeout: float = 60.0  # seconds per call of the program
 
@@ -62,8 +65,8 @@ class DistillConfig:
     batch_size: int = 256  # real samples per class drawn each iteration
     update_batch: int | None = None  # of those, per class, the network update trains on; None: all
     model_lr: float = 0.01
-    model_steps: int = 1  # network updates per iteration
-    reinit_every: int = 10  # a fresh network every N iterations (diverse training stages)
+    model_steps: int | None = None  # network updates per iteration; None: zodd.plan
+    reinit_every: int | None = None  # a fresh network every N iterations; None: zodd.plan
     width: int | None = None  # None: 128 for 28-32 px, 64 for 8 px
     depth: int | None = None  # None: 3 for 28-32 px, 2 for 8 px
 
@@ -81,17 +84,16 @@ class DistillConfig:
         def bad(name: str, why: str) -> ZoddError:
             return ZoddError(f"invalid {name.replace('_', '-')}: {getattr(self, name)!r} ({why})")
 
-        for name in ("ipc", "clusters", "batch_size", "iterations", "model_steps",
-                     "reinit_every"):
+        for name in ("ipc", "clusters", "batch_size", "iterations", "factor"):
             if getattr(self, name) < 1:
                 raise bad(name, "must be at least 1")
         for name in ("width", "depth", "max_queries", "checkpoint_every", "directions", "lowres",
-                     "update_batch"):
+                     "update_batch", "model_steps", "reinit_every"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise bad(name, "must be at least 1")
         for name, most in (("width", 4096), ("depth", 10), ("directions", 1_000_000),
-                           ("model_steps", 10_000)):
+                           ("model_steps", 10_000), ("factor", 8)):
             if (getattr(self, name) or 0) > most:
                 raise bad(name, f"must be at most {most}")
         for name in ("workers", "retries", "max_failures"):
@@ -130,6 +132,8 @@ class DistillConfig:
                 continue
             if key not in known:
                 raise ZoddError(f"unknown config field: {key!r}")
+            if key == "augment" and isinstance(value, bool):  # files from before AUGMENTS
+                value = "affine" if value else "none"
             values[key] = _coerce(key, known[key].type, value)
         return cls(**values).validate()
 

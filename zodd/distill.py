@@ -23,6 +23,7 @@ from zodd.estimators import ESTIMATORS, Autograd
 from zodd.guard import Guarded
 from zodd.models import build_model
 from zodd.plan import Plan, make_objective, resolve
+from zodd.representation import decoded, make as make_representation
 from zodd.robust import RobustUpdater, train_on_synthetic
 from zodd.steppers import make_stepper
 from zodd.synthetic import SyntheticSet, initialise, save
@@ -48,10 +49,13 @@ class Loop:
     def __init__(self, plan: Plan, data: ImageData, pool=None):
         self.plan, self.data, self.pool = plan, data, pool  # pool: a RayPool when workers > 0
         self.gen = torch.Generator().manual_seed(plan.seed)
-        self.syn = initialise(data, plan.ipc, plan.init, self.gen)
+        self.rep = make_representation(plan.representation, plan.factor)
+        self.syn = initialise(data, plan.ipc, plan.init, self.gen, self.rep)  # the stored set
         self.syn.images, self.syn.labels = (t.to(plan.device) for t in (self.syn.images,
                                                                          self.syn.labels))
         self.x = self.syn.images.requires_grad_(True)
+        self.labels = torch.arange(data.num_classes, device=plan.device).repeat_interleave(
+            plan.ipc * self.rep.per_image)  # of the decoded images
         self.objective = make_objective(plan)
         self.surrogate = make_objective(plan, plan.surrogate) if plan.surrogate else None
         self.estimator = ESTIMATORS[plan.estimator](plan) if plan.estimator in ESTIMATORS else None
@@ -91,7 +95,7 @@ class Loop:
             estimate, row = None, {"skipped": str(exc)}
         self.stepper.apply(self.x, estimate)
         if self.plan.train_on_synthetic:
-            train_on_synthetic(self.net, self.net_opt, self.syn.images.detach(), self.syn.labels,
+            train_on_synthetic(self.net, self.net_opt, self.images(), self.labels,
                                self.plan.train_on_synthetic)
         self.step += 1
         self.queries += estimate.queries if estimate else self.stepper.queries()
@@ -114,7 +118,8 @@ class Loop:
             return {}
         self.net.requires_grad_(True)
         terms = self.updater.step(self.net, self.net_opt, real[:, :self.plan.n_update],
-                                  self.syn.by_class(self.x.detach()), self.gen)
+                                  self.images().unflatten(0, (self.data.num_classes, -1)),
+                                  self.gen)
         self.net.requires_grad_(False)
         return terms
 
@@ -126,17 +131,35 @@ class Loop:
             n = min(self.plan.n_real, min(len(i) for i in self.held_out_pool))
             picks = draw_per_class(self.held_out_pool, n, self.gen)
             held_out = self.train_x[picks.to(self.plan.device)]
-        ctx = StepContext(self.net, real, self.syn.labels, self.data.num_classes,
+        ctx = StepContext(self.net, real, self.labels, self.data.num_classes,
                           seed=int(torch.randint(2**31 - 1, (1,), generator=self.gen)),
                           augment=self.plan.augment, held_out=held_out,
                           pixel_mean=self.data.mean, pixel_std=self.data.std)
-        box = self.objective.bind(ctx)
+        box = decoded(self.objective.bind(ctx), self.rep)
         guide = {} if self.surrogate is None else {
-            "guide": Autograd().estimate(self.surrogate.bind(ctx), self.x, self.gen).grad}
+            "guide": Autograd().estimate(decoded(self.surrogate.bind(ctx), self.rep), self.x,
+                                         self.gen).grad}
         if self.plan.estimator == "autograd":
             return box, None, guide
         guard = Guarded(self.pool.wrap(box) if self.pool else box, self.plan.retries)
         return guard, guard, guide
+
+    def images(self) -> torch.Tensor:
+        """The images S stands for now (decoded from the stored tensor), detached."""
+        with torch.no_grad():
+            return self.rep.decode(self.x.detach())
+
+    def decoded_set(self) -> SyntheticSet:
+        return SyntheticSet(self.images(), self.labels, self.data.num_classes)
+
+    def save(self, out: Path) -> None:
+        """synthetic.pt (the decoded images), and for a stored representation other than
+        pixels, representation.pt and a grid of the stored images."""
+        if self.plan.representation == "pixel":
+            save(self.syn, out, self.data)
+        else:
+            save(self.decoded_set(), out, self.data, stored=self.syn, representation={
+                "name": self.plan.representation, "factor": self.plan.factor})
 
     def check_finite(self, since: int) -> None:
         """S is finite (then it is the new last good set), or it is put back to the last good
@@ -162,7 +185,7 @@ def distill(cfg: DistillConfig, data: ImageData, out: Path | None = None,
     that step; its time is not counted in the run's seconds. With ``cfg.workers`` above 0
     candidates are evaluated on Ray actors started and shut down here."""
     plan = resolve(cfg, data)
-    pool, loop, log = None, None, None
+    pool, loop, log, result = None, None, None, None
     try:
         if cfg.workers > 0:  # resolve() refused workers for autograd
             from zodd.parallel import RayPool
@@ -186,8 +209,10 @@ def distill(cfg: DistillConfig, data: ImageData, out: Path | None = None,
             log.close()
         if loop is not None:
             loop.x.requires_grad_(False)
+            if result is not None:
+                result.synthetic = loop.decoded_set()
             if out is not None and out.is_dir():
-                save(loop.syn, out, data)
+                loop.save(out)
     return result
 
 
@@ -201,7 +226,7 @@ def _run(loop: Loop, result: Result, out: Path | None, log: rundir.Log, on_step,
         loop.check_finite(log.pending[0]["step"])
         for row in log.flush():
             if on_step:
-                on_step(row, loop.x.detach())
+                on_step(row, loop.images())
         loop.seconds += time.perf_counter() - started
 
     while loop.step < cfg.iterations:

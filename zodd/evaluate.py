@@ -3,7 +3,7 @@ shifted versions of it.
 
 Protocol (the field's usual one): ConvNet of the distillation's shape, SGD with momentum 0.9,
 weight decay 5e-4, lr 0.01 divided by 10 halfway, mini-batch 256, ``epochs`` epochs, a random
-affine augmentation per image. Metrics, each the mean and std (ddof 0) over seeds:
+augmentation per image (``augment``: affine by default, or dsa, or none; zodd.augment). Metrics, each the mean and std (ddof 0) over seeds:
 
 * ``acc``: accuracy on the test set;
 * ``cluster_min``: KMeans (k = 10, seed 0) on the test pixels; the worst cluster's accuracy;
@@ -47,7 +47,7 @@ class EvalConfig:
     epochs: int = 300
     lr: float = 0.01
     batch_size: int = 256
-    augment: bool = True
+    augment: str = "affine"  # a zodd.augment.AUGMENTS name, one draw per image and batch
     width: int | None = None
     depth: int | None = None
     device: str = "auto"  # where the networks train and are tested (see zodd.types.resolve_device)
@@ -127,8 +127,8 @@ def train_network(images: Tensor, labels: Tensor, data: ImageData, cfg: EvalConf
         for i in range(0, len(images), cfg.batch_size):
             batch = order[i:i + cfg.batch_size]
             x = images[batch]
-            if cfg.augment:
-                x = augment_batch(x, gen, flip)
+            if cfg.augment != "none":
+                x = augment_batch(x, gen, flip, cfg.augment)
             loss = F.cross_entropy(net(x), labels[batch])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -163,8 +163,8 @@ def train_together(images: Tensor, labels: Tensor, data: ImageData, cfg: EvalCon
         for i in range(0, len(images), cfg.batch_size):
             batches = [order[i:i + cfg.batch_size] for order in orders]
             x = [images[b] for b in batches]
-            if cfg.augment:
-                x = [augment_batch(xi, g, flip) for xi, g in zip(x, gens)]
+            if cfg.augment != "none":
+                x = [augment_batch(xi, g, flip, cfg.augment) for xi, g in zip(x, gens)]
             logits = forward(params, buffers, torch.stack(x))  # [seeds, batch, classes]
             y = torch.stack([labels[b] for b in batches])
             loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")

@@ -10,8 +10,9 @@ Why each default is what it is (the figures are in BENCHMARKS.md):
 
 * **estimator** ``auto``: autograd where the objective is differentiable (exact and cheapest),
   else gaussian (the paper's Algorithm 2).
-* **optimizer** ``auto``: SGD with momentum 0.5 at the objective's ``default_lr`` (dm 1.0, gm 0.1)
-  for matching objectives, exact or zero-order: it beat the paper's decaying step
+* **optimizer** ``auto``: the objective's ``default_optimizer`` at its ``default_lr`` for
+  matching objectives, exact or zero-order: SGD with momentum 0.5 for dm (1.0) and gm (0.1),
+  Adam for krr (0.01; its loss scales with the features); SGD beat the paper's decaying step
   s = 0.1 / sqrt(1 + E) on digits DM at equal queries; the scores, whose queries are whole
   evaluations, keep the paper's rule. ``lr``: the objective's ``default_lr``; 0.1 for the paper's
   rule.
@@ -29,9 +30,13 @@ Why each default is what it is (the figures are in BENCHMARKS.md):
 * **width**, **depth**: ConvNet-3 of width 128 for 28-32 px images, ConvNet-2 of width 64 for
   the 8 px digits (models.default_shape).
 * **flip**: the data set's (a mirrored image keeps its class: Fashion-MNIST, CIFAR-10).
-* **reinit_every**: the config's, except ``--updater native`` on an objective whose native
-  schedule is a fresh network every iteration (DM); **train_on_synthetic**: the network's steps
-  on S after each update of S, for ``--updater native`` on GM (Dataset Condensation's schedule).
+* **reinit_every**, **model_steps**, **train_on_synthetic** (the network's schedule; a value
+  the config gives wins): with an updater, a fresh network every ``REINIT_EVERY`` iterations and
+  ``MODEL_STEPS`` updater step per iteration. ``--updater native`` follows the objective's own
+  schedule: DM (and krr) a fresh network every iteration; GM Dataset Condensation's, from its
+  ``schedule`` table by IPC (IPC 1: outer 1 / inner 1; IPC 10: 10 / 50; IPC 50: 50 / 10): a
+  fresh network every ``outer`` updates of S, trained on S for ``inner`` steps after each
+  (``--model-steps`` sets the inner steps there).
 * **n_real**: ``batch_size`` real images per class, at most the smallest class; **n_update**:
   of those, the first ``update_batch`` per class train the network (None: all of them, the
   paper's Algorithm 1 as zodd has always read it: one batch serves the update and the matching).
@@ -55,9 +60,14 @@ from zodd.estimators import ESTIMATORS
 from zodd.models import default_shape
 from zodd.robust import CLUSTER_SPACES, CVAR_TAILS, CVAR_TERMS, UPDATERS
 from zodd.steppers import NEVERGRAD_PREFIX, STEPPERS, check_optimizer
+from zodd.augment import AUGMENTS
+from zodd.recipes import RECIPES
+from zodd.representation import REPRESENTATIONS
 from zodd.synthetic import INITS
 from zodd.types import ZoddError, resolve_device
 
+REINIT_EVERY = 10  # a fresh network every 10 iterations (diverse training stages)
+MODEL_STEPS = 1  # the updater's network steps per iteration
 AUTO_LOWRES_ABOVE = 4096  # values per estimated block above which directions are drawn at 1/2
 CHECKPOINT_SECONDS = 60.0  # between checkpoints when checkpoint_every is None
 PAPER_LR = 0.1  # eq. 18: s = 0.1 / sqrt(1 + E)
@@ -67,9 +77,11 @@ MAX_VALUES = 2**30  # directions x set size above which a zero-order estimate wi
 
 # every DistillConfig field whose value is a name, and the registry it comes from ("auto" and
 # "ng:NAME" are handled beside); the command line builds its choices and help from these
-REGISTRIES = {"dataset": DATASETS, "init": INITS, "objective": OBJECTIVES,
+REGISTRIES = {"dataset": DATASETS, "init": INITS, "representation": REPRESENTATIONS,
+              "augment": AUGMENTS, "objective": OBJECTIVES,
               "estimator": ESTIMATORS, "optimizer": STEPPERS, "updater": UPDATERS,
-              "cvar_tail": CVAR_TAILS, "cvar_terms": CVAR_TERMS, "cluster_space": CLUSTER_SPACES}
+              "cvar_tail": CVAR_TAILS, "cvar_terms": CVAR_TERMS, "cluster_space": CLUSTER_SPACES,
+              "recipe": RECIPES}
 
 
 @dataclass(frozen=True)
@@ -88,6 +100,7 @@ class Plan:
     depth: int
     flip: bool
     reinit_every: int  # a fresh network every N iterations
+    model_steps: int  # the updater's network steps on real data each iteration
     train_on_synthetic: int  # network steps on S after each update (native GM), 0: none
     uses_network: bool
     n_real: int  # real images per class each iteration
@@ -116,6 +129,8 @@ def check(cfg: DistillConfig) -> DistillConfig:
         value = getattr(cfg, name)
         if name == "optimizer":
             check_optimizer(value)
+        elif value is None:  # an optional name (recipe) not given
+            continue
         else:
             registry.check(value, name.replace("_", "-"), extra=("auto",) if name == "estimator"
                            else ())
@@ -142,7 +157,7 @@ def resolve(cfg: DistillConfig, data: ImageData) -> Plan:
     estimator = _estimator(cfg.estimator, objective.differentiable)
     optimizer = cfg.optimizer
     if optimizer == "auto":
-        optimizer = "sgd" if objective.default_lr is not None else "paper"
+        optimizer = objective.default_optimizer if objective.default_lr is not None else "paper"
     lr = cfg.lr or (PAPER_LR if optimizer == "paper" else objective.default_lr or FALLBACK_LR)
     width, depth = default_shape(data.image_size)
     width, depth = cfg.width or width, cfg.depth or depth
@@ -150,6 +165,7 @@ def resolve(cfg: DistillConfig, data: ImageData) -> Plan:
     lowres = _lowres(cfg, estimator, set_size // (data.num_classes if cfg.blockwise else 1),
                      data.image_size)
     native = cfg.updater == "native"
+    reinit_every, model_steps, on_synthetic = _schedule(cfg, objective)
     device = str(resolve_device(cfg.device if cfg.workers == 0 else "cpu"))
     n_real = min(cfg.batch_size, min(int((data.train_y == c).sum())
                                      for c in range(data.num_classes)))
@@ -159,13 +175,34 @@ def resolve(cfg: DistillConfig, data: ImageData) -> Plan:
         directions=cfg.directions or objective.default_directions, lowres=lowres,
         device=device,
         width=width, depth=depth, flip=data.flip,
-        reinit_every=1 if native and objective.native == "reinit" else cfg.reinit_every,
-        train_on_synthetic=cfg.model_steps if native and objective.native == "train" else 0,
+        reinit_every=reinit_every, model_steps=model_steps, train_on_synthetic=on_synthetic,
         uses_network=objective.uses_network or cfg.surrogate is not None,
         n_real=n_real, n_update=min(cfg.update_batch or n_real, n_real),
         checkpoint_seconds=CHECKPOINT_SECONDS, log_every=1 if device == "cpu" else LOG_EVERY_GPU)
     _check_sizes(plan, data, set_size)
     return plan
+
+
+def _schedule(cfg: DistillConfig, objective) -> tuple[int, int, int]:
+    """(reinit_every, model_steps, train_on_synthetic): the network's schedule (module
+    docstring); a value the config gives wins."""
+    reinit, steps, on_synthetic = REINIT_EVERY, MODEL_STEPS, 0
+    if cfg.updater == "native" and objective.native == "reinit":
+        reinit = 1
+    elif cfg.updater == "native" and objective.native == "train":
+        reinit, on_synthetic = _by_ipc(objective.schedule, cfg.ipc)
+    reinit = cfg.reinit_every or reinit
+    steps = cfg.model_steps or steps
+    if cfg.updater == "native" and objective.native == "train" and cfg.model_steps:
+        on_synthetic = cfg.model_steps  # native: no real-data steps; model_steps are on S
+    return reinit, steps, on_synthetic
+
+
+def _by_ipc(table: tuple[tuple[int, int, int], ...], ipc: int) -> tuple[int, int]:
+    """The (outer, inner) row of ``table`` ((ipc, outer, inner) rows) for the largest listed
+    IPC at most ``ipc`` (the first row below it)."""
+    row = max((r for r in table if r[0] <= ipc), default=table[0], key=lambda r: r[0])
+    return row[1], row[2]
 
 
 def _estimator(name: str, differentiable: bool) -> str:
@@ -193,6 +230,9 @@ def _check_sizes(plan: Plan, data: ImageData, set_size: int) -> None:
     if plan.estimator != "autograd" and plan.directions * set_size > MAX_VALUES:
         raise ZoddError(f"invalid directions: {plan.directions} (directions x set size = "
                         f"{plan.directions * set_size:,} values, over 2^30)")
+    if plan.representation != "pixel" and data.image_size % plan.factor:
+        raise ZoddError(f"invalid factor: {plan.factor} (must divide {data.name}'s image size "
+                        f"{data.image_size})")
     if data.image_size % plan.lowres:
         raise ZoddError(f"invalid lowres: {plan.lowres} (must divide {data.name}'s image size "
                         f"{data.image_size})")

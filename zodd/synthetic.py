@@ -3,7 +3,9 @@
 On disk a run directory holds ``synthetic.pt`` (a dict of plain tensors ``images`` [N, ch, h, w]
 standardised like the data set, and ``labels`` [N]; loadable with ``weights_only=True``),
 ``config.json``, ``grid.png`` (one row per class) and ``log.jsonl``. Images are ordered by class,
-``ipc`` per class.
+the same number per class. A run whose representation is not ``pixel`` also writes
+``representation.pt`` (the stored tensor and how to decode it; zodd.representation), and its
+synthetic.pt holds the decoded images, so any tool trains on it as on any other set.
 """
 from __future__ import annotations
 
@@ -15,10 +17,12 @@ import torch
 from torch import Tensor
 
 from zodd.data import ImageData, draw_per_class
+from zodd.representation import Pixel
 from zodd.rundir import atomic_write, quiet_load
 from zodd.types import Registry, ZoddError
 
 SET_FILE = "synthetic.pt"
+STORED_FILE = "representation.pt"  # the stored tensor, for representations other than pixel
 
 
 @dataclass
@@ -38,38 +42,49 @@ class SyntheticSet:
         return x.unflatten(-4, (self.num_classes, self.ipc))
 
 
-def _real(data: ImageData, ipc: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
-    source = draw_per_class(data.class_indices(), ipc, gen).flatten()
-    return data.train_x[source].clone(), source
+def _real(data: ImageData, ipc: int, gen: torch.Generator, rep) -> tuple[Tensor, Tensor]:
+    source = draw_per_class(data.class_indices(), ipc * rep.per_image, gen).flatten()
+    return rep.encode(data.train_x[source].clone()), source
 
 
-def _noise(data: ImageData, ipc: int, gen: torch.Generator) -> tuple[Tensor, None]:
+def _noise(data: ImageData, ipc: int, gen: torch.Generator, rep) -> tuple[Tensor, None]:
     return torch.randn((data.num_classes * ipc, *data.train_x.shape[1:]), generator=gen), None
 
 
 INITS = Registry("init", [
-    ("real", _real, "random real training images of each class"),
+    ("real", _real, "random real training images of each class (with --representation "
+     "multi: factor^2 of them shrunk into each stored image)"),
     ("noise", _noise, "N(0, 1) pixels (standardised)"),
 ])
 
 
-def initialise(data: ImageData, ipc: int, how: str, gen: torch.Generator) -> SyntheticSet:
-    """``ipc`` images per class, made as ``INITS[how]`` says."""
+def initialise(data: ImageData, ipc: int, how: str, gen: torch.Generator,
+               rep=Pixel()) -> SyntheticSet:
+    """``ipc`` stored images per class of representation ``rep`` (zodd.representation), made
+    as ``INITS[how]`` says."""
     smallest = min(len(i) for i in data.class_indices())
-    if ipc > smallest:
-        raise ZoddError(f"invalid ipc: {ipc} (the smallest class of {data.name} holds "
-                        f"{smallest} training images)")
-    images, source = INITS[INITS.check(how)](data, ipc, gen)
+    if ipc * rep.per_image > smallest:
+        raise ZoddError(f"invalid ipc: {ipc} (needs {ipc * rep.per_image} real images a class; "
+                        f"the smallest class of {data.name} holds {smallest})")
+    images, source = INITS[INITS.check(how)](data, ipc, gen, rep)
     labels = torch.arange(data.num_classes).repeat_interleave(ipc)
     return SyntheticSet(images, labels, data.num_classes, source)
 
 
-def save(s: SyntheticSet, out: Path, data: ImageData | None = None) -> None:
-    """Write synthetic.pt (and grid.png when the data set is given to denormalise)."""
+def save(s: SyntheticSet, out: Path, data: ImageData | None = None,
+         stored: SyntheticSet | None = None, representation: dict | None = None) -> None:
+    """Write synthetic.pt, the images to train on (and grid.png when the data set is given to
+    denormalise). With ``stored`` (a set whose representation is not pixels), also
+    representation.pt: the stored images and labels and ``representation`` (how to decode them:
+    zodd.representation.make(**representation).decode); grid.png then shows the stored images."""
     payload = {"images": s.images.detach().cpu().contiguous(), "labels": s.labels.cpu()}
     atomic_write(out / SET_FILE, lambda f: torch.save(payload, f))
+    if stored is not None:
+        kept = {"images": stored.images.detach().cpu().contiguous(),
+                "labels": stored.labels.cpu(), "representation": dict(representation or {})}
+        atomic_write(out / STORED_FILE, lambda f: torch.save(kept, f))
     if data is not None:
-        save_grid(s, out / "grid.png", data)
+        save_grid(stored if stored is not None else s, out / "grid.png", data)
 
 
 def save_grid(s: SyntheticSet, path: Path, data: ImageData) -> None:

@@ -65,7 +65,7 @@ class StepContext:
     labels: Tensor  # synthetic labels, shape [N]
     num_classes: int
     seed: int
-    augment: bool = True
+    augment: str = "affine"  # a zodd.augment.AUGMENTS name
     held_out: Tensor | None = None  # real images [classes, n, ...] never used to initialise S
     pixel_mean: tuple[float, ...] = (0.0,)  # to turn standardised images back into pixels
     pixel_std: tuple[float, ...] = (1.0,)

@@ -1,0 +1,97 @@
+"""How S is stored (``--representation``): the tensor the estimators and optimisers act on, and
+its differentiable decoding into the images the objectives, the robust updater and the
+evaluation see.
+
+* ``pixel``: S is its images (decoding is the identity).
+* ``multi`` (``--factor F``, default 2): IDC's multi-formation (Kim et al., 2022). The stored
+  tensor keeps the IPC budget, IPC full-size images per class; each decodes into its F x F
+  tiles, each resized (bilinear) to full size, so a class holds IPC * F^2 training images of
+  coarser detail. The real initialisation encodes F^2 real images into each stored image
+  (each downsampled to a tile, area averaging), as IDC does.
+
+Decoded images are ordered like stored ones: class-major, the F^2 images of one stored image
+together, row-major over its tiles. Class c's decoded images depend only on class c's stored
+images, so per-class blocks and separability carry over.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from zodd.types import BlackBox, Registry, WrappedBox
+
+
+@dataclass(frozen=True)
+class Pixel:
+    @property
+    def per_image(self) -> int:
+        """Decoded images per stored image."""
+        return 1
+
+    def decode(self, x: Tensor) -> Tensor:
+        return x
+
+    def encode(self, images: Tensor) -> Tensor:
+        return images
+
+
+@dataclass(frozen=True)
+class Multi:
+    factor: int = 2
+
+    @property
+    def per_image(self) -> int:
+        return self.factor ** 2
+
+    def decode(self, x: Tensor) -> Tensor:
+        """``x [..., N, ch, h, w]`` -> ``[..., N * F^2, ch, h, w]``."""
+        f, (ch, h, w) = self.factor, x.shape[-3:]
+        th, tw = h // f, w // f
+        tiles = x.reshape(-1, ch, f, th, f, tw).permute(0, 2, 4, 1, 3, 5).reshape(-1, ch, th, tw)
+        full = F.interpolate(tiles, size=(h, w), mode="bilinear", align_corners=False)
+        return full.reshape(*x.shape[:-4], x.shape[-4] * f * f, ch, h, w)
+
+    def encode(self, images: Tensor) -> Tensor:
+        """``[N * F^2, ch, h, w]`` -> ``[N, ch, h, w]``: each group of F^2 images shrunk to
+        tiles and laid out row-major (decoding gives them back at tile resolution)."""
+        f, (ch, h, w) = self.factor, images.shape[-3:]
+        tiles = F.adaptive_avg_pool2d(images, (h // f, w // f))
+        return tiles.reshape(-1, f, f, ch, h // f, w // f).permute(0, 3, 1, 4, 2, 5).reshape(
+            -1, ch, h, w)
+
+
+REPRESENTATIONS = Registry("representation", [
+    ("pixel", Pixel, "S is its images"),
+    ("multi", Multi, "IPC stored images per class, each decoding into its factor x factor "
+     "tiles resized to full size (IDC's multi-formation)"),
+])
+
+
+def make(name: str, factor: int):
+    """The representation ``name``, given ``factor`` where it has one."""
+    cls = REPRESENTATIONS[name]
+    return cls(factor) if "factor" in {f.name for f in fields(cls)} else cls()
+
+
+class Decoded(WrappedBox):
+    """A black box over stored tensors: ``box`` evaluated on their decoded images (blocks and
+    separability carry over: decoding keeps classes apart). Differentiable when ``box`` is, so
+    the exact gradient flows through the decoding to the stored tensor."""
+
+    def __init__(self, box: BlackBox, rep):
+        self.box, self.rep = box, rep
+
+    @property
+    def differentiable(self) -> bool:
+        return bool(getattr(self.box, "differentiable", False))
+
+    def _evaluate(self, candidates: Tensor, blocks: bool) -> Tensor:
+        decoded = self.rep.decode(candidates)
+        return self.box.blocks(decoded) if blocks else self.box(decoded)
+
+
+def decoded(box: BlackBox, rep) -> BlackBox:
+    """``box`` over ``rep``'s stored tensors (``box`` itself for pixels)."""
+    return box if isinstance(rep, Pixel) else Decoded(box, rep)
