@@ -50,15 +50,19 @@ class Budget:
     epochs: int = 300  # evaluation epochs
     folder: str = ""  # where its runs live under OUT; "": the data set's name
     trained_ipcs: tuple[int, ...] = ()  # IPCs where ablation.py also trains theta for longer
+    max_seconds: float | None = None  # distillation time per set (then iterations is a cap)
+    augments: tuple[str, ...] = ("affine",)  # evaluation augmentations, each its metrics file
 
     def __post_init__(self):
         if not self.folder:
             object.__setattr__(self, "folder", self.dataset)
 
     def describe(self) -> str:
-        return (f"{self.dataset}, {self.iterations} iterations, {self.batch_size} real images per "
+        length = (f"{self.max_seconds:g} s of distillation per set" if self.max_seconds
+                  else f"{self.iterations} iterations")
+        return (f"{self.dataset}, {length}, {self.batch_size} real images per "
                 f"class, {self.seeds} distillation seeds x {self.eval_seeds} evaluation networks "
-                f"({self.epochs} epochs)")
+                f"({self.epochs} epochs; evaluation augmentation {', '.join(self.augments)})")
 
 
 # The budgets of the evidence benchmarks. paper.py and ablation.py use the same ones, so runs of a
@@ -79,6 +83,18 @@ BUDGETS = {
     "full": Budget("fashion-mnist", ipcs=(1, 10), objectives=("dm", "gm"), seeds=3, eval_seeds=3,
                    iterations=1000, batch_size=256, alphas=(0.2, 0.5, 1.0),
                    folder="fashion-mnist-full", trained_ipcs=(1, 10)),
+    # recipes.py: every recipe at one equal time budget, evaluated with and without DSA
+    "recipes-quick": Budget("digits", ipcs=(1, 10), objectives=(), seeds=3, eval_seeds=3,
+                            iterations=100_000, batch_size=256, max_seconds=20,
+                            folder="digits-recipes", augments=("affine", "dsa")),
+    # Fashion-MNIST, one lent GPU shared by parallel runs (recipes.py --jobs): one seed
+    "recipes-gpu": Budget("fashion-mnist", ipcs=(1, 10), objectives=(), seeds=1, eval_seeds=3,
+                          iterations=100_000, batch_size=256, max_seconds=100,
+                          folder="fashion-mnist-recipes-gpu", augments=("affine", "dsa")),
+    # the issue's CPU budget: 15 minutes of distillation per set on the 2-core machine (hours)
+    "recipes-cpu": Budget("fashion-mnist", ipcs=(1, 10), objectives=(), seeds=3, eval_seeds=3,
+                          iterations=100_000, batch_size=256, max_seconds=900,
+                          folder="fashion-mnist-recipes", augments=("affine", "dsa")),
 }
 
 
@@ -100,19 +116,31 @@ def ensure_run(out: Path, name: str, flags: list, seed: int, budget: Budget) -> 
     """Distil and evaluate one setting and seed unless already done; its metrics (means), or
     None when another process holds the run (two scripts may share OUT)."""
     run = run_dir(out, budget, name, seed)
-    if not (run / "metrics.json").exists():
+    if not all((run / metrics_file(a)).exists() for a in budget.augments):
         with claimed(run) as mine:
             if not mine:
                 print(f"  {run} is being made by another process: skipped", flush=True)
                 return None
-            sh(["zodd", "distill", "--dataset", budget.dataset, *flags, "--seed", seed,
-                "--iterations", budget.iterations, "--batch-size", budget.batch_size,
-                "--out", run, "--overwrite", "--quiet"])
-            started = time.perf_counter()
-            sh(["zodd", "evaluate", run, "--seeds", budget.eval_seeds, "--epochs", budget.epochs,
-                "--quiet"])
-            print(f"  evaluated in {time.perf_counter() - started:.0f} s", flush=True)
-    return read_metrics(run / "metrics.json") | {"distill_s": distill_seconds(run)}
+            if not (run / metrics_file(budget.augments[0])).exists():
+                timed = ["--max-seconds", budget.max_seconds] if budget.max_seconds else []
+                sh(["zodd", "distill", "--dataset", budget.dataset, *flags, "--seed", seed,
+                    "--iterations", budget.iterations, "--batch-size", budget.batch_size, *timed,
+                    "--out", run, "--overwrite", "--quiet"])
+            for augment in budget.augments:
+                if not (run / metrics_file(augment)).exists():
+                    started = time.perf_counter()
+                    sh(["zodd", "evaluate", run, "--seeds", budget.eval_seeds, "--epochs",
+                        budget.epochs, "--augment", augment, "--quiet"])
+                    print(f"  evaluated ({augment}) in {time.perf_counter() - started:.0f} s",
+                          flush=True)
+    return read_metrics(run / metrics_file(budget.augments[0])) | {
+        "distill_s": distill_seconds(run)}
+
+
+def metrics_file(augment: str = "affine", baseline: str | None = None) -> str:
+    """The file ``zodd evaluate`` writes for an evaluation augmentation (and baseline)."""
+    suffix = "" if augment == "affine" else f"-{augment}"
+    return f"metrics_{baseline}{suffix}.json" if baseline else f"metrics{suffix}.json"
 
 
 @contextmanager
@@ -132,12 +160,13 @@ def claimed(run: Path):
         lock.unlink(missing_ok=True)
 
 
-def ensure_random(out: Path, name: str, seed: int, budget: Budget) -> dict | None:
+def ensure_random(out: Path, name: str, seed: int, budget: Budget,
+                  augment: str = "affine") -> dict | None:
     """The random-real baseline drawn with the run ``name``'s data set, IPC and seed."""
     run = run_dir(out, budget, name, seed)
-    target = run / "metrics_random.json"
+    target = run / metrics_file(augment, "random")
     ipc = name.split("-", 1)[0]  # the random set depends on data set, IPC and seed only
-    twins = sorted(run.parent.glob(f"{ipc}-*-s{seed}/metrics_random.json"))
+    twins = sorted(run.parent.glob(f"{ipc}-*-s{seed}/{target.name}"))
     if not target.exists() and twins:
         shutil.copy(twins[0], target)  # another objective's run drew the same set
     if not target.exists():
@@ -145,7 +174,7 @@ def ensure_random(out: Path, name: str, seed: int, budget: Budget) -> dict | Non
             if not mine:
                 return None
             sh(["zodd", "evaluate", run, "--baseline", "random", "--seeds", budget.eval_seeds,
-                "--epochs", budget.epochs, "--quiet"])
+                "--epochs", budget.epochs, "--augment", augment, "--quiet"])
     return read_metrics(target)
 
 
