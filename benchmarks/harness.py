@@ -89,7 +89,7 @@ BUDGETS = {
                             folder="digits-recipes", augments=("affine", "dsa")),
     # Fashion-MNIST, one lent GPU shared by parallel runs (recipes.py --jobs): one seed
     "recipes-gpu": Budget("fashion-mnist", ipcs=(1, 10), objectives=(), seeds=1, eval_seeds=3,
-                          iterations=100_000, batch_size=256, max_seconds=100,
+                          iterations=100_000, batch_size=256, max_seconds=60,
                           folder="fashion-mnist-recipes-gpu", augments=("affine", "dsa")),
     # the CPU budget: 15 minutes of distillation per set on the 2-core machine (hours)
     "recipes-cpu": Budget("fashion-mnist", ipcs=(1, 10), objectives=(), seeds=3, eval_seeds=3,
