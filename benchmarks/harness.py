@@ -291,9 +291,11 @@ def config_from_flags(flags: str, base: DistillConfig) -> DistillConfig:
     from zodd.cli import distill as command
     from zodd.plan import check
 
+    from zodd.recipes import with_recipe
+
     ctx = command.make_context("distill", shlex.split(flags))
     given = {k: v for k, v in ctx.params.items() if v is not None and k in CONFIG_FIELDS}
-    return check(replace(base, **given))
+    return check(replace(base, **with_recipe(given, given.pop("recipe", None))))
 
 
 def labelled(spec: str) -> tuple[str, str]:

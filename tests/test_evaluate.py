@@ -91,3 +91,19 @@ def test_clusters_are_cached_and_a_corrupt_cache_is_recomputed(digits, tmp_path)
     assert np.array_equal(test_clusters(pixels, tmp_path), first)
     cached[0].write_bytes(b"garbage")
     assert np.array_equal(test_clusters(pixels, tmp_path), first)
+
+
+def test_the_evaluation_augmentation_is_chosen_and_recorded(digits, tests_of):
+    """--augment dsa trains on DSA-augmented batches (another network than affine's, same
+    seed) and the report says which augmentation it used."""
+    from zodd.evaluate import EvalConfig, evaluate, train_network
+    from zodd.synthetic import initialise
+
+    syn = initialise(digits, 2, "real", torch.Generator().manual_seed(0))
+    nets = {a: train_network(syn.images, syn.labels, digits, EvalConfig(epochs=2, augment=a),
+                             0, flip=False) for a in ("affine", "dsa", "none")}
+    first = {a: list(n.parameters())[0] for a, n in nets.items()}
+    assert not torch.allclose(first["affine"], first["dsa"])
+    assert not torch.allclose(first["dsa"], first["none"])
+    report = evaluate(syn, digits, EvalConfig(seeds=1, epochs=1, augment="dsa"), tests=tests_of)
+    assert report["protocol"]["augment"] == "dsa"

@@ -428,6 +428,10 @@ def tune(ctx, config_file, dataset, data_dir, ipc, iterations, fixed, params, no
                 values[name] = value
         pinned = dict(spaces.fixed(text) for text in fixed)
         values.update(pinned)
+        if pinned.get("recipe") is not None and config_file:
+            raise ZoddError("--set recipe and --config: the config file holds every setting "
+                            "already; give one of them")
+        values = recipes.with_recipe(values, pinned.get("recipe"))
         base = check(DistillConfig(**{k: v for k, v in values.items() if k in FIELDS}))
         space = spaces.build(list(params), search, base.ipc, defaults=not no_default_space)
         both = [p.name for p in space if p.name in pinned]
