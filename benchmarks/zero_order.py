@@ -72,6 +72,7 @@ def run(cfg: DistillConfig, data: ImageData, measure: HeldOutDM, max_queries: in
         curve.append({"queries": row["queries"], "seconds": row["seconds"],
                       "objective": measure(result.synthetic.images), "step": row["step"]})
     return {"curve": curve, "images": result.synthetic.images.detach().clone(),
+            "labels": result.synthetic.labels.cpu(),
             "steps": len(result.rows), "queries": result.queries,
             "seconds": result.rows[-1]["seconds"]}
 
@@ -124,8 +125,7 @@ def main() -> None:
                               max_seconds=args.autograd_seconds or args.max_seconds)
             r = run(cfg, data, measure, args.max_queries)
             if args.evaluate:
-                syn = SyntheticSet(r["images"], torch.arange(data.num_classes).repeat_interleave(
-                    args.ipc), data.num_classes)
+                syn = SyntheticSet(r["images"], r["labels"], data.num_classes)  # decoded
                 rep = evaluate(syn, data, ecfg, tests=tests)
                 r["acc"], r["cluster_min"] = rep["acc"]["mean"], rep["cluster_min"]["mean"]
             runs.append(r)
@@ -133,7 +133,8 @@ def main() -> None:
                   f"{r['seconds']:.1f} s, held-out DM {r['curve'][0]['objective']:.4f} -> "
                   f"{r['curve'][-1]['objective']:.4f}"
                   + (f", acc {r['acc']:.2f}" if "acc" in r else ""), flush=True)
-        results[name] = [{k: v for k, v in r.items() if k != "images"} for r in runs]
+        results[name] = [{k: v for k, v in r.items() if k not in ("images", "labels")}
+                         for r in runs]
         table[name] = {"objective": stats([r["curve"][-1]["objective"] for r in runs]),
                        "start": runs[0]["curve"][0]["objective"],
                        "queries": stats([r["queries"] for r in runs]),
