@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from zodd.config import DistillConfig
-from zodd.evaluate import METRICS
+from zodd.evaluate import METRICS, metrics_file
 from zodd.types import StepContext
 
 CONFIG_FIELDS = {f.name for f in fields(DistillConfig)}
@@ -135,12 +135,6 @@ def ensure_run(out: Path, name: str, flags: list, seed: int, budget: Budget) -> 
                           flush=True)
     return read_metrics(run / metrics_file(budget.augments[0])) | {
         "distill_s": distill_seconds(run)}
-
-
-def metrics_file(augment: str = "affine", baseline: str | None = None) -> str:
-    """The file ``zodd evaluate`` writes for an evaluation augmentation (and baseline)."""
-    suffix = "" if augment == "affine" else f"-{augment}"
-    return f"metrics_{baseline}{suffix}.json" if baseline else f"metrics{suffix}.json"
 
 
 @contextmanager
@@ -290,7 +284,6 @@ def config_from_flags(flags: str, base: DistillConfig) -> DistillConfig:
     parser, so a benchmark speaks the flags a user types)."""
     from zodd.cli import distill as command
     from zodd.plan import check
-
     from zodd.recipes import with_recipe
 
     ctx = command.make_context("distill", shlex.split(flags))

@@ -20,7 +20,7 @@ from zodd.config import DistillConfig
 from tuning.sweep import SCHEDULERS, SEARCHES
 from tuning.trial import METRIC_NAMES
 from zodd.augment import AUGMENTS
-from zodd.evaluate import BASELINES
+from zodd.evaluate import BASELINES, metrics_file
 from zodd.plan import REGISTRIES, check
 from zodd.types import ZoddError, resolve_device
 
@@ -317,11 +317,9 @@ def evaluate(run_dir, seeds, epochs, baseline, data_dir, device, augment, quiet)
     if not run_path.is_dir():
         raise ZoddError(f"{run_dir} is not a directory")
     cfg = check(DistillConfig.from_dict(rundir.load_config(run_path)))
-    suffix = "" if augment == "affine" else f"-{augment}"  # the default keeps the plain name
-    if baseline is not None:
-        name, target = baseline, run_path / f"metrics_{baseline}{suffix}.json"
-    else:
-        name, target = "synthetic", run_path / f"metrics{suffix}.json"
+    target = run_path / metrics_file(augment, baseline)
+    name = baseline or "synthetic"
+    if baseline is None:
         syn = synthetic.load(run_path)
     if not _writable(run_path):
         raise ZoddError(f"{run_dir} is not writable")

@@ -152,13 +152,13 @@ class Loop:
     def decoded_set(self) -> SyntheticSet:
         return SyntheticSet(self.images(), self.labels, self.data.num_classes)
 
-    def save(self, out: Path) -> None:
-        """synthetic.pt (the decoded images), and for a stored representation other than
-        pixels, representation.pt and a grid of the stored images."""
+    def save(self, out: Path, decoded: SyntheticSet) -> None:
+        """synthetic.pt (``decoded``, the decoded set), and for a stored representation other
+        than pixels, representation.pt and a grid of the stored images."""
         if self.plan.representation == "pixel":
-            save(self.syn, out, self.data)
+            save(decoded, out, self.data)
         else:
-            save(self.decoded_set(), out, self.data, stored=self.syn, representation={
+            save(decoded, out, self.data, stored=self.syn, representation={
                 "name": self.plan.representation, "factor": self.plan.factor})
 
     def check_finite(self, since: int) -> None:
@@ -209,10 +209,11 @@ def distill(cfg: DistillConfig, data: ImageData, out: Path | None = None,
             log.close()
         if loop is not None:
             loop.x.requires_grad_(False)
+            final = loop.decoded_set()
             if result is not None:
-                result.synthetic = loop.decoded_set()
+                result.synthetic = final
             if out is not None and out.is_dir():
-                loop.save(out)
+                loop.save(out, final)
     return result
 
 
@@ -224,9 +225,10 @@ def _run(loop: Loop, result: Result, out: Path | None, log: rundir.Log, on_step,
     def flush() -> None:  # S checked, the rows' values fetched in one transfer and written
         started = time.perf_counter()
         loop.check_finite(log.pending[0]["step"])
+        images = loop.images() if on_step else None  # the set after the group's last step
         for row in log.flush():
             if on_step:
-                on_step(row, loop.images())
+                on_step(row, images)
         loop.seconds += time.perf_counter() - started
 
     while loop.step < cfg.iterations:

@@ -106,6 +106,13 @@ def test_clusters(pixels: Tensor, cache: Path | None = None) -> np.ndarray:
     return clusters
 
 
+def metrics_file(augment: str = "affine", baseline: str | None = None) -> str:
+    """The name of the file ``zodd evaluate`` writes: metrics.json, or metrics_BASELINE.json
+    for a baseline, suffixed -AUGMENT for an augmentation other than the default affine."""
+    suffix = "" if augment == "affine" else f"-{augment}"
+    return f"metrics_{baseline}{suffix}.json" if baseline else f"metrics{suffix}.json"
+
+
 def shift_description() -> str:
     return (f"noise: Gaussian, std {NOISE_STD} on [0, 1] pixels; blur: Gaussian kernel "
             f"{BLUR_KERNEL}x{BLUR_KERNEL}, sigma {BLUR_SIGMA}; invert: 1 - pixel; "

@@ -164,7 +164,6 @@ def resolve(cfg: DistillConfig, data: ImageData) -> Plan:
     set_size = cfg.ipc * data.num_classes * data.channels * data.image_size ** 2
     lowres = _lowres(cfg, estimator, set_size // (data.num_classes if cfg.blockwise else 1),
                      data.image_size)
-    native = cfg.updater == "native"
     reinit_every, model_steps, on_synthetic = _schedule(cfg, objective)
     device = str(resolve_device(cfg.device if cfg.workers == 0 else "cpu"))
     n_real = min(cfg.batch_size, min(int((data.train_y == c).sum())
@@ -186,16 +185,13 @@ def resolve(cfg: DistillConfig, data: ImageData) -> Plan:
 def _schedule(cfg: DistillConfig, objective) -> tuple[int, int, int]:
     """(reinit_every, model_steps, train_on_synthetic): the network's schedule (module
     docstring); a value the config gives wins."""
-    reinit, steps, on_synthetic = REINIT_EVERY, MODEL_STEPS, 0
+    reinit, on_synthetic = REINIT_EVERY, 0
     if cfg.updater == "native" and objective.native == "reinit":
         reinit = 1
     elif cfg.updater == "native" and objective.native == "train":
-        reinit, on_synthetic = _by_ipc(objective.schedule, cfg.ipc)
-    reinit = cfg.reinit_every or reinit
-    steps = cfg.model_steps or steps
-    if cfg.updater == "native" and objective.native == "train" and cfg.model_steps:
-        on_synthetic = cfg.model_steps  # native: no real-data steps; model_steps are on S
-    return reinit, steps, on_synthetic
+        reinit, inner = _by_ipc(objective.schedule, cfg.ipc)
+        on_synthetic = cfg.model_steps or inner  # native: no real-data steps; these are on S
+    return cfg.reinit_every or reinit, cfg.model_steps or MODEL_STEPS, on_synthetic
 
 
 def _by_ipc(table: tuple[tuple[int, int, int], ...], ipc: int) -> tuple[int, int]:
