@@ -141,7 +141,7 @@ def figures(budget: harness.Budget, out: Path) -> list[Path]:
     from zodd.models import build_model
 
     cfg = DistillConfig.from_dict(rundir.load_config(native))
-    data = datasets.load(cfg.dataset, cfg.data_dir)
+    data = datasets.load(cfg.dataset, cfg.data_dir, **cfg.data_options())
     init = synthetic.initialise(data, cfg.ipc, "real", torch.Generator().manual_seed(cfg.seed))
     sets = {"random real (the initialisation)": init, "native": synthetic.load(native),
             "robust updater": synthetic.load(robust)}

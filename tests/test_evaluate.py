@@ -33,7 +33,8 @@ def test_a_perfect_network_scores_100_on_clean_accuracy_and_cluster_min(digits, 
     net = Lookup(digits.test_x, digits.test_y)
     metrics = evaluate.test_metrics(net, tests_of)
     assert metrics["acc"] == 100.0 and metrics["cluster_min"] == 100.0
-    assert set(metrics) == set(METRICS)
+    assert set(metrics) == set(METRICS) | {"per_class"}
+    assert metrics["per_class"] == [100.0] * 10
 
 
 def test_cluster_min_is_the_worst_cluster_and_at_most_accuracy(digits, tests_of):

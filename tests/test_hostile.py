@@ -165,7 +165,15 @@ def test_bad_run_config_in_evaluate(monkeypatch, capsys, tmp_path, finished_run,
 
 
 def test_bad_evaluate_flags(monkeypatch, capsys, tmp_path, finished_run):
-    assert_refused(*zodd(monkeypatch, capsys, "evaluate", tmp_path / "nope"), "not a directory")
+    assert_refused(*zodd(monkeypatch, capsys, "evaluate", tmp_path / "nope"), "does not exist")
+    assert_refused(*zodd(monkeypatch, capsys, "evaluate", finished_run, "--protocol", "mtt"),
+                   "protocol")
+    assert_refused(*zodd(monkeypatch, capsys, "evaluate", finished_run, "--dataset", "digits"),
+                   "names its own data set")
+    assert_refused(*zodd(monkeypatch, capsys, "evaluate", finished_run, "--pixels", "unit"),
+                   "standardised")
+    assert_refused(*zodd(monkeypatch, capsys, "evaluate", finished_run, "--models", ","),
+                   "models")
     assert_refused(*zodd(monkeypatch, capsys, "evaluate", finished_run, "--seeds", 0), "seeds")
     assert_refused(*zodd(monkeypatch, capsys, "evaluate", finished_run, "--epochs", "x"), "epochs")
     assert_refused(*zodd(monkeypatch, capsys, "evaluate", finished_run, "--baseline", "best"),

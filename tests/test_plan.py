@@ -19,15 +19,15 @@ ROOT = Path(__file__).resolve().parents[1]
 # The module map (ARCHITECTURE.md): a module may import only modules of a lower layer. Lazy
 # imports inside functions count too.
 LAYERS = [
-    {"zodd", "zodd.types"},
-    {"zodd.config", "zodd.augment", "zodd.nearest", "zodd.models", "zodd.guard",
+    {"zodd", "zodd.types", "zodd.files"},
+    {"zodd.folder", "zodd.config", "zodd.augment", "zodd.nearest", "zodd.models", "zodd.guard",
      "zodd.representation", "zodd.recipes"},
     {"zodd.data", "zodd.robust", "zodd.estimators", "zodd.steppers", "zodd.rundir",
      "zodd.parallel", "objectives.matching", "objectives.score"},
     {"objectives.distribution", "objectives.gradient", "objectives.kernel", "objectives.prototype",
      "objectives.trained", "objectives.command"},
     {"objectives", "zodd.synthetic"},
-    {"zodd.plan", "zodd.evaluate"},
+    {"zodd.plan", "zodd.evaluate", "zodd.sets"},
     {"zodd.distill"},
     {"tuning.space", "tuning.trial"},
     {"tuning", "tuning.sweep"},

@@ -208,7 +208,7 @@ def run(sweep: Sweep, out: Path, resume: bool = False, say: Say | None = None,
 
     sweep.validate()
     base = DistillConfig.from_dict(sweep.base)
-    data = (load_data or datasets.load)(base.dataset, base.data_dir)
+    data = (load_data or datasets.load)(base.dataset, base.data_dir, **base.data_options())
     out.mkdir(parents=True, exist_ok=True)
     if not resume:
         save_json(sweep.to_dict(), out / SETTINGS)

@@ -10,6 +10,8 @@ import os
 import signal
 import sys
 import tempfile
+import time
+import dataclasses
 from dataclasses import fields
 from pathlib import Path
 
@@ -20,7 +22,12 @@ from zodd.config import DistillConfig
 from tuning.sweep import SCHEDULERS, SEARCHES
 from tuning.trial import METRIC_NAMES
 from zodd.augment import AUGMENTS
-from zodd.evaluate import BASELINES, metrics_file
+from zodd.evaluate import (BASELINES, PROTOCOLS, TestSets, difference, differences,
+                           evaluate as run_eval, format_table, metrics_file, protocol_config,
+                           protocol_record, shift_description)
+from zodd.models import MODELS, build_network, check_model
+from zodd.sets import PIXELS
+from zodd import synthetic
 from zodd.plan import REGISTRIES, check
 from zodd.types import ZoddError, resolve_device
 
@@ -98,6 +105,26 @@ class _StopOnSignal:
         self.active = False
 
 
+def _load_data(cfg: DistillConfig, data_dir: str | None, quiet: bool):
+    """The config's data set; a folder tree whose reading takes over a second shows how far it
+    has got (stderr)."""
+    from zodd import data as datasets
+
+    shown = {"at": time.monotonic(), "open": False}
+
+    def progress(done: int, total: int) -> None:
+        now = time.monotonic()
+        if not quiet and (now - shown["at"] > 1.0 or (shown["open"] and done == total)):
+            shown["at"], shown["open"] = now, done < total
+            click.echo(f"\rreading images {done}/{total}", err=True, nl=done == total)
+
+    try:
+        return datasets.load(cfg.dataset, data_dir, progress=progress, **cfg.data_options())
+    finally:
+        if shown["open"]:  # an error stopped the reading: end the progress line
+            click.echo("", err=True)
+
+
 def _config_file(path: str | None) -> dict:
     if path is None:
         return {}
@@ -143,11 +170,19 @@ def setting(name: str, help: str = "", extra: dict[str, str] | None = None,
     return click.option(flag, name, type=str, help=help)
 
 
+DATASET_PATH = ("PATH: your own data, a folder tree (PATH/train/<class>/*.png and "
+                "PATH/test/<class>/..., or PATH/<class>/... split by --test-fraction) or an .npz "
+                "with x_train, y_train, x_test, y_test")
+
 DISTILL_SETTINGS = [
     setting("recipe", "Start from a named method's settings; flags given here override them.",
             extra={"list": "print the recipes and their settings"}),
-    setting("dataset"),
+    setting("dataset", pattern=DATASET_PATH),
     setting("data_dir", "Where data sets live (None: $ZODD_DATA, else ~/.cache/zodd)."),
+    setting("image_size", "Resize every image to N x N (needed when a folder's images differ "
+            "in size)."),
+    setting("test_fraction", "A folder tree without train/ and test/: the share of each class "
+            "held out as the test set (seed 0)."),
     setting("ipc", "Synthetic images per class (stored; --representation multi decodes each "
             "into factor^2)."), setting("init"),
     setting("representation"), setting("factor", "With --representation multi: each stored "
@@ -250,9 +285,9 @@ def distill(config_file, no_robust, resume_dir, out, overwrite, quiet, **flags) 
         out_dir = Path(resume_dir)
     else:
         out_dir = Path(out) if out else Path("runs") / (
-            f"{cfg.dataset}-ipc{cfg.ipc}-{cfg.objective}-{cfg.estimator}-{cfg.updater}-s{cfg.seed}")
+            f"{datasets.short_name(cfg.dataset)}-ipc{cfg.ipc}-{cfg.objective}-{cfg.estimator}-{cfg.updater}-s{cfg.seed}")
         _check_out(out_dir, overwrite)
-    data = datasets.load(cfg.dataset, cfg.data_dir)
+    data = _load_data(cfg, cfg.data_dir, quiet)
 
     bar, stop = None, _StopOnSignal()
 
@@ -289,61 +324,201 @@ def distill(config_file, no_robust, resume_dir, out, overwrite, quiet, **flags) 
 
 
 @cli.command()
-@click.argument("run_dir", type=click.Path())
+@click.argument("path", type=click.Path())
+@click.option("--dataset", help="The data set of a set from another tool (a run directory "
+              "names its own): a name or a PATH, as for distill.")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Override the run's data dir.")
+@click.option("--image-size", type=click.IntRange(4, 512),
+              help="With --dataset: resize its images to N x N.")
+@click.option("--pixels", type=click.Choice(list(PIXELS)), default="standardised",
+              show_default=True, help="A set from another tool: how its pixels are stored: "
+              + PIXELS.help() + ".")
+@click.option("--experiment", type=click.IntRange(min=0), default=0, show_default=True,
+              help="A Dataset Condensation file holding several experiments' sets: which one.")
+@click.option("--protocol", type=click.Choice(list(PROTOCOLS)), default="zodd",
+              show_default=True, help="How the networks are trained: " + PROTOCOLS.help()
+              + ". Each setting below overrides it.")
+@click.option("--models", default="convnet", show_default=True,
+              help="Comma-separated networks, one row each: " + MODELS.help() + ".")
 @click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True,
               help="Networks trained (one per seed).")
-@click.option("--epochs", type=click.IntRange(min=1), default=300, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), help="[default: the protocol's]")
+@click.option("--lr", type=float, callback=_finite, help="[default: the protocol's]")
+@click.option("--batch-size", type=click.IntRange(min=1), help="[default: the protocol's]")
+@click.option("--augment", type=click.Choice(list(AUGMENTS)),
+              help="Augmentation of the training images, one draw per image and batch: "
+              + AUGMENTS.help() + " [default: the protocol's].")
 @click.option("--baseline", type=click.Choice(list(BASELINES)),
               help="Evaluate a baseline instead of the run's set (" + BASELINES.help()
                    + "); writes metrics_BASELINE.json.")
-@click.option("--data-dir", type=click.Path(file_okay=False), help="Override the run's data dir.")
+@click.option("--vs-random/--no-vs-random", default=True, show_default=True,
+              help="Also evaluate the random-real baseline of the same size under the same "
+              "protocol (a run's earlier one is reused) and print the difference.")
+@click.option("--ablate-augment", is_flag=True,
+              help="Also evaluate the set (and the baseline) with augmentation off.")
+@click.option("--out", type=click.Path(dir_okay=False),
+              help="Metrics file [default: in the run directory, or beside the set's file].")
 @click.option("--device", default="auto", show_default=True,
               help="Where the networks train: auto (a CUDA GPU when there is one), cpu, cuda, "
                    "cuda:N or mps.")
-@click.option("--augment", type=click.Choice(list(AUGMENTS)), default="affine",
-              show_default=True, help="Augmentation of the training images, one draw per image "
-              "and batch: " + AUGMENTS.help() + " (other than affine: metrics-AUGMENT.json).")
 @click.option("--quiet", is_flag=True, help="Print nothing; only write the metrics file.")
-def evaluate(run_dir, seeds, epochs, baseline, data_dir, device, augment, quiet) -> None:
-    """Train fresh networks on a run's synthetic set; print and save the metrics."""
+def evaluate(path, dataset, data_dir, image_size, pixels, experiment, protocol, models, seeds,
+             epochs, lr, batch_size, augment, baseline, vs_random, ablate_augment, out, device,
+             quiet) -> None:
+    """Train fresh networks on a distilled set (a zodd run, or another tool's file: see
+    FORMATS in --help of zodd.sets); print and save the metrics, beside the same-protocol
+    random-real baseline."""
     import torch
 
-    from zodd import data as datasets
-    from zodd import synthetic
-    from zodd.evaluate import EvalConfig, evaluate as run, format_table
+    from zodd import sets
 
     resolve_device(device)  # a bad or missing device is reported before any work
-    run_path = Path(run_dir)
-    if not run_path.is_dir():
-        raise ZoddError(f"{run_dir} is not a directory")
-    cfg = check(DistillConfig.from_dict(rundir.load_config(run_path)))
-    target = run_path / metrics_file(augment, baseline)
-    name = baseline or "synthetic"
-    if baseline is None:
-        syn = synthetic.load(run_path)
-    if not _writable(run_path):
-        raise ZoddError(f"{run_dir} is not writable")
-    data = datasets.load(cfg.dataset, data_dir or cfg.data_dir)
-    if baseline is not None:  # drawn as the run's initialisation is
-        syn = synthetic.initialise(data, cfg.ipc, BASELINES[baseline],
-                                   torch.Generator().manual_seed(cfg.seed))
-    if syn.images.shape[1:] != data.train_x.shape[1:] or syn.num_classes != data.num_classes:
-        raise ZoddError(f"{run_dir}/synthetic.pt does not fit {cfg.dataset}: images "
-                        f"{tuple(syn.images.shape[1:])}, {syn.num_classes} classes")
-    ecfg = EvalConfig(seeds=seeds, epochs=epochs, width=cfg.width, depth=cfg.depth,
-                      device=device, augment=augment)
-
-    def on_seed(seed: int, metrics: dict) -> None:
-        if not quiet:
-            click.echo(f"seed {seed}: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()),
-                       err=True)
-
-    report = run(syn, data, ecfg, on_seed=on_seed)
-    rundir.save_json({**report, "set": name, "run": str(run_path)}, target)
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    if not names:
+        raise ZoddError("invalid models: give at least one name")
+    for name in names:
+        check_model(name)
+    located = sets.locate(path)
+    if located.format == "run":
+        if dataset is not None or image_size is not None:
+            raise ZoddError("a run directory names its own data set: drop --dataset and "
+                            "--image-size")
+        cfg = check(DistillConfig.from_dict(rundir.load_config(located.path)))
+    else:
+        if dataset is None:
+            raise ZoddError(f"{path} is a {located.format} file, which does not name its data "
+                            "set: pass --dataset")
+        if baseline is not None:
+            raise ZoddError("--baseline needs a run directory (its data set, IPC and seed)")
+        cfg = check(DistillConfig(dataset=dataset, image_size=image_size))
+    if located.format in ("run", "zodd") and pixels != "standardised":
+        raise ZoddError("zodd's own sets are standardised: drop --pixels")
+    where = located.path if located.format == "run" else located.path.parent
+    if not _writable(where) and out is None:
+        raise ZoddError(f"{where} is not writable: pass --out")
+    syn = sets.zodd_set(located) if located.format in ("run", "zodd") else None
+    data = _load_data(cfg, data_dir or cfg.data_dir, quiet)
+    if syn is not None:
+        foreign = sets.ForeignSet(syn, located.format, "hard")
+        if syn.images.shape[1:] != data.train_x.shape[1:] or syn.num_classes > data.num_classes:
+            raise ZoddError(f"{path} does not fit {data.name}: images "
+                            f"{tuple(syn.images.shape[1:])}, {syn.num_classes} classes")
+    else:
+        foreign = sets.read(located, data, pixels, experiment)
+    for name in names:  # a network the images are too small for is refused before any work
+        build_network(name, data.channels, data.num_classes, data.image_size, cfg.width,
+                      cfg.depth)
+    ipc = cfg.ipc if located.format == "run" else sets.random_ipc(foreign.set)
+    seed = cfg.seed if located.format == "run" else 0
+    random_set = synthetic.initialise(data, ipc, "real", torch.Generator().manual_seed(seed))
+    if baseline is not None:
+        foreign, vs_random = sets.ForeignSet(random_set, "random", "hard"), False
+    chosen = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "augment": augment}
+    configs = {name: protocol_config(protocol, cfg.dataset, seeds=seeds, device=device,
+                                     model=name, **chosen,
+                                     **({"width": cfg.width, "depth": cfg.depth}
+                                        if name == "convnet" else {})) for name in names}
+    first = configs[names[0]]
+    file_name = metrics_file(first.augment, baseline, protocol)
+    target = Path(out) if out else (
+        located.path / file_name if located.format == "run"
+        else located.path.parent / f"{located.path.stem}-{file_name}")
+    say = (lambda text: None) if quiet else (lambda text: click.echo(text, err=True))
+    label = baseline or ("synthetic" if located.format == "run" else located.format)
+    tests = TestSets.build(data)
+    rows, record = {}, {}
+    for name, ecfg in configs.items():
+        variants = {"": ecfg}
+        if ablate_augment and ecfg.augment != "none":
+            variants["no augment"] = dataclasses.replace(ecfg, augment="none",
+                                                         protocol=ecfg.protocol + "+custom")
+        for tag, vcfg in variants.items():
+            key = name + (f", {tag}" if tag else "")
+            say(f"{key}: training {vcfg.seeds} network(s), {vcfg.epochs} epochs, augment "
+                f"{vcfg.augment}")
+            rep = run_eval(foreign.set, data, vcfg, tests=tests, on_seed=lambda k, m: say(
+                f"  seed {k}: " + ", ".join(f"{a} {v:.2f}" for a, v in m.items())))
+            entry = {"set": rep}
+            rows[f"{label} ({key})"] = rep
+            if vs_random:
+                base = _random_report(located, random_set, data, vcfg, tests, baseline, say)
+                entry["random"] = base
+                entry["vs_random"] = difference(rep, base)
+                rows[f"random real ({key})"] = base
+                rows[f"difference ({key})"] = entry["vs_random"]
+            record[key] = entry
+    head = record[names[0]]
+    report = {**head["set"], "set": label, "format": foreign.format, "labels": foreign.labels,
+              "source": str(located.path), "dataset": cfg.dataset, "note": foreign.note,
+              **({"random": head["random"], "vs_random": head["vs_random"]} if vs_random else {}),
+              "runs": record}
+    if located.format == "run":
+        report["run"] = str(located.path)
+    rundir.save_json(report, target)
     if not quiet:
-        click.echo(format_table({f"{cfg.dataset} ipc{cfg.ipc} {name}": report}))
-        click.echo(report["protocol"]["shifts"])
+        click.echo(format_table(rows))
+        worst = min(head["set"]["per_class"].items(), key=lambda kv: kv[1])
+        click.echo(f"labels {foreign.labels}; hardest class ({names[0]}): {worst[0]} "
+                   f"{worst[1]:.2f}; protocol {first.protocol}: {first.epochs} epochs, lr "
+                   f"{first.lr:g}, batch {first.batch_size}, augment {first.augment}"
+                   + (f"; {foreign.note}" if foreign.note else ""))
+        click.echo(shift_description())
         click.echo(f"wrote {target}")
+
+
+def _random_report(located, random_set, data, ecfg, tests, baseline, say) -> dict:
+    """The random-real baseline under ``ecfg``: a run's earlier metrics_random file when its
+    protocol is the same, else evaluated now (and, for a run, kept in that file)."""
+    cached = None
+    if located.format == "run" and ecfg.model == "convnet":
+        cached = located.path / metrics_file(ecfg.augment, "random",
+                                             ecfg.protocol.split("+")[0])
+        try:
+            old = json.loads(cached.read_text())
+            if not differences(old.get("protocol", {}), protocol_record(ecfg)):
+                return old
+        except (OSError, ValueError, AttributeError):
+            pass
+    say(f"random real: training {ecfg.seeds} network(s)")
+    rep = run_eval(random_set, data, ecfg, tests=tests)
+    if cached is not None and _writable(cached.parent):
+        rundir.save_json({**rep, "set": "random", "run": str(located.path)}, cached)
+    return rep
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--any-protocol", is_flag=True,
+              help="Compare files made under different protocols (the table says which).")
+def compare(files, any_protocol) -> None:
+    """Metrics files side by side, each against the first; refused when their protocols
+    differ (model, epochs, lr, batch, augmentation, seeds, network shape, shifts)."""
+    from zodd.evaluate import METRICS
+
+    reports = {}
+    for f in files:
+        try:
+            rep = json.loads(Path(f).read_text())
+        except (OSError, ValueError) as exc:
+            raise ZoddError(f"{f} is not a readable metrics file ({type(exc).__name__})") from None
+        if not isinstance(rep, dict) or not all(isinstance(rep.get(m), dict) for m in METRICS) \
+                or not isinstance(rep.get("protocol"), dict):
+            raise ZoddError(f"{f} is not a zodd metrics file (no metrics or protocol)")
+        reports[f] = rep
+    first = reports[files[0]]
+    rows = {}
+    for f, rep in reports.items():
+        differ = differences(first["protocol"], rep["protocol"])
+        if differ and not any_protocol:
+            said = ", ".join(f"{k} {first['protocol'].get(k)!r} vs {rep['protocol'].get(k)!r}"
+                             for k in differ)
+            raise ZoddError(f"{f} was made under another protocol than {files[0]} ({said}); "
+                            "pass --any-protocol to compare anyway")
+        tag = f" [protocol differs: {', '.join(differ)}]" if differ else ""
+        rows[f + tag] = rep
+        if f != files[0]:
+            rows[f"  minus {files[0]}"] = difference(rep, first)
+    click.echo(format_table(rows))
 
 
 RESUME_RUNTIME = {"resume_dir", "quiet", "cpus", "address", "dashboard"}  # may change on --resume
@@ -352,7 +527,7 @@ RESUME_RUNTIME = {"resume_dir", "quiet", "cpus", "address", "dashboard"}  # may 
 @cli.command()
 @click.option("--config", "config_file", type=click.Path(dir_okay=False),
               help="JSON config every trial starts from (e.g. a run's config.json).")
-@setting("dataset")
+@setting("dataset", pattern=DATASET_PATH)
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Where data sets live.")
 @click.option("--ipc", type=int, help="Synthetic images per class [default: 10].")
 @click.option("--iterations", type=int, help="Distillation iterations per trial [default: 300].")

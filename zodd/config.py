@@ -27,6 +27,8 @@ class DistillConfig:
     # what to distil
     dataset: str = "digits"
     data_dir: str | None = None  # None: $ZODD_DATA, else the user cache dir
+    image_size: int | None = None  # resize every image to this side; None: the data's own size
+    test_fraction: float = 0.2  # a folder tree without train/ and test/: share held out per class
     ipc: int = 10  # synthetic images per class
     init: str = "real"  # "real": random real samples of each class; "noise": N(0, 1) pixels
     representation: str = "pixel"  # how S is stored: pixel, or multi (F x F images per image)
@@ -92,6 +94,10 @@ class DistillConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise bad(name, "must be at least 1")
+        if self.image_size is not None and not 4 <= self.image_size <= 512:
+            raise bad("image_size", "must lie between 4 and 512")
+        if not 0.0 < self.test_fraction < 1.0:
+            raise bad("test_fraction", "must lie in (0, 1)")
         for name, most in (("width", 4096), ("depth", 10), ("directions", 1_000_000),
                            ("model_steps", 10_000), ("factor", 8)):
             if (getattr(self, name) or 0) > most:
@@ -115,6 +121,10 @@ class DistillConfig:
         if self.seed < 0:
             raise bad("seed", "must be at least 0")
         return self
+
+    def data_options(self) -> dict[str, Any]:
+        """The keyword arguments ``zodd.data.load`` takes beside the name and the data dir."""
+        return {"image_size": self.image_size, "test_fraction": self.test_fraction}
 
     # --- JSON ---------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -5,6 +5,7 @@
   the user cache dir) or, for Fashion-MNIST, from Debian's ``dataset-fashion-mnist`` package
   (``/usr/share/datasets/fashion-mnist``); otherwise downloaded through torchvision when online.
 * ``cifar10``, ``svhn``: through torchvision, from the data dir, downloaded when online.
+* a path (zodd.folder): an image-folder tree or an ``.npz`` array file of the user's own.
 """
 from __future__ import annotations
 
@@ -40,6 +41,10 @@ class ImageData:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     flip: bool = False  # whether a mirrored image keeps its class (augmentation may flip)
+    classes: tuple[str, ...] = ()  # class names, by label; () when the source names none
+
+    def class_name(self, label: int) -> str:
+        return self.classes[label] if label < len(self.classes) else str(label)
 
     @property
     def channels(self) -> int:
@@ -76,18 +81,65 @@ def default_data_dir() -> Path:
     return Path(cache) / "zodd"
 
 
-def load(name: str, data_dir: str | os.PathLike | None = None) -> ImageData:
-    """Load a data set by name; a missing data set raises ZoddError naming what is expected."""
+def is_path(name: str) -> bool:
+    """Whether a ``--dataset`` value names a file or folder rather than a registered data set."""
+    return bool(name.strip()) and name not in DATASETS and (os.sep in name or name.endswith(".npz")
+                                     or Path(name).exists())
+
+
+def canonical(name: str) -> str:
+    """A registered name as it is; a path made absolute (so a run's config reads anywhere).
+    A name that is neither raises ZoddError listing both kinds."""
+    if name in DATASETS:
+        return name
+    if is_path(name):
+        path = Path(name).expanduser()
+        if not path.exists():
+            raise ZoddError(f"invalid dataset: {name} does not exist (a folder tree or an .npz "
+                            "file is expected)")
+        return str(path.resolve())
+    DATASETS.check(name, "dataset", extra=("PATH",))
+    return name
+
+
+def short_name(name: str) -> str:
+    """A data set's name for file names and tables: a path's last component without suffix."""
+    return Path(name).stem if is_path(name) else name
+
+
+def load(name: str, data_dir: str | os.PathLike | None = None, image_size: int | None = None,
+         test_fraction: float = 0.2, progress: Callable[[int, int], None] | None = None
+         ) -> ImageData:
+    """Load a data set by name or path (zodd.folder: an image-folder tree or an .npz); a
+    missing data set raises ZoddError naming what is expected. ``image_size``: resize every
+    image to this side (bilinear, antialiased); ``test_fraction``: for a folder tree with no
+    train/ and test/, the share of each class held out as the test set (seed 0);
+    ``progress(done, total)``: called while a folder's images are read."""
+    root = Path(data_dir) if data_dir else default_data_dir()
+    if is_path(name):
+        from zodd.folder import read_path
+
+        arrays = read_path(Path(canonical(name)), root / "cache", image_size, test_fraction,
+                           progress)
+        return _standardise(canonical(name), arrays.train, arrays.test, flip=False,
+                            classes=arrays.classes)
     source = DATASETS[DATASETS.check(name, "data set")]
-    train, test = source.read(Path(data_dir) if data_dir else default_data_dir())
-    return _standardise(name, train, test, source.flip)
+    train, test = source.read(root)
+    if image_size is not None:
+        from zodd.folder import resize
+
+        train, test = (resize(train[0], image_size), train[1]), (resize(test[0], image_size),
+                                                                 test[1])
+    return _standardise(name, train, test, source.flip, source.classes)
 
 
 def _standardise(name: str, train: tuple[np.ndarray, np.ndarray],
-                 test: tuple[np.ndarray, np.ndarray], flip: bool = False) -> ImageData:
+                 test: tuple[np.ndarray, np.ndarray], flip: bool = False,
+                 classes: tuple[str, ...] = ()) -> ImageData:
     """uint8/float images [N, h, w(, ch)] in [0, 1] -> standardised float tensors [N, ch, h, w]."""
     def to_tensor(x: np.ndarray) -> Tensor:
-        t = torch.from_numpy(np.ascontiguousarray(x)).float()
+        t = torch.from_numpy(np.ascontiguousarray(x))
+        t = t.float() / 255 if t.dtype == torch.uint8 else t.float()
         return t.unsqueeze(1) if t.ndim == 3 else t.permute(0, 3, 1, 2).contiguous()
 
     train_x, test_x = to_tensor(train[0]), to_tensor(test[0])
@@ -96,7 +148,7 @@ def _standardise(name: str, train: tuple[np.ndarray, np.ndarray],
     train_y = torch.from_numpy(np.array(train[1])).long()
     test_y = torch.from_numpy(np.array(test[1])).long()
     raw = ImageData(name, train_x, train_y, test_x, test_y, int(train_y.max()) + 1, mean, std,
-                    flip)
+                    flip, tuple(classes))
     return replace(raw, train_x=raw.standardise(train_x), test_x=raw.standardise(test_x))
 
 
@@ -205,17 +257,25 @@ class DataSource:
 
     read: Callable[[Path], tuple]
     flip: bool  # a mirrored image keeps its class (clothes, vehicles; not digits or house numbers)
+    classes: tuple[str, ...] = ()  # class names by label
+
+
+DIGITS = tuple(str(d) for d in range(10))
 
 
 DATASETS = Registry("dataset", [
-    ("digits", DataSource(lambda root: _digits(), flip=False),
+    ("digits", DataSource(lambda root: _digits(), flip=False, classes=DIGITS),
      "scikit-learn's bundled 8x8 digits (no download)"),
-    ("mnist", DataSource(lambda root: _idx("mnist", root), flip=False),
+    ("mnist", DataSource(lambda root: _idx("mnist", root), flip=False, classes=DIGITS),
      "MNIST, IDX files from the data dir or torchvision"),
-    ("fashion-mnist", DataSource(lambda root: _idx("fashion-mnist", root), flip=True),
+    ("fashion-mnist", DataSource(lambda root: _idx("fashion-mnist", root), flip=True, classes=(
+        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+        "Bag", "Ankle boot")),
      "Fashion-MNIST, IDX files (also Debian's dataset-fashion-mnist) or torchvision"),
-    ("cifar10", DataSource(lambda root: _torchvision("cifar10", root), flip=True),
+    ("cifar10", DataSource(lambda root: _torchvision("cifar10", root), flip=True, classes=(
+        "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+        "truck")),
      "CIFAR-10 through torchvision"),
-    ("svhn", DataSource(lambda root: _torchvision("svhn", root), flip=False),
+    ("svhn", DataSource(lambda root: _torchvision("svhn", root), flip=False, classes=DIGITS),
      "SVHN through torchvision"),
 ])

@@ -1,9 +1,12 @@
 """Evaluation: train fresh networks on a synthetic set, test them on the real test set and on
 shifted versions of it.
 
-Protocol (the field's usual one): ConvNet of the distillation's shape, SGD with momentum 0.9,
-weight decay 5e-4, lr 0.01 divided by 10 halfway, mini-batch 256, ``epochs`` epochs, a random
-augmentation per image (``augment``: affine by default, or dsa, or none; zodd.augment). Metrics, each the mean and std (ddof 0) over seeds:
+Every protocol trains with SGD, momentum 0.9, weight decay 5e-4, the learning rate divided by 10
+halfway; a named protocol (``PROTOCOLS``, ``zodd evaluate --protocol``) fixes the epochs, the
+learning rate, the mini-batch and the augmentation drawn per image and batch (zodd.augment), each
+overridable; the network is ``model`` (zodd.models.MODELS; ConvNet of the distillation's shape by
+default). Soft labels (``[N, classes]`` probabilities) train with the soft cross-entropy.
+Metrics, each the mean and std (ddof 0) over seeds:
 
 * ``acc``: accuracy on the test set;
 * ``cluster_min``: KMeans (k = 10, seed 0) on the test pixels; the worst cluster's accuracy;
@@ -25,10 +28,10 @@ from torch import Tensor
 
 from zodd.augment import augment_batch
 from zodd.data import ImageData, default_data_dir
-from zodd.models import build_model
+from zodd.models import build_network, check_model
 from zodd.rundir import atomic_write
 from zodd.synthetic import SyntheticSet
-from zodd.types import Registry, resolve_device
+from zodd.types import Registry, ZoddError, resolve_device
 
 METRICS = ("acc", "cluster_min", "noise", "blur", "invert")
 BASELINES = Registry("baseline", [
@@ -42,6 +45,33 @@ KMEANS_K = 10
 
 
 @dataclass(frozen=True)
+class Protocol:
+    """A named evaluation protocol: what it sets, and what it sets differently on some data
+    sets (``by_dataset``: data set name -> settings)."""
+
+    settings: dict
+    by_dataset: dict = None
+
+    def for_dataset(self, name: str) -> dict:
+        return {**self.settings, **(self.by_dataset or {}).get(name, {})}
+
+
+PROTOCOLS = Registry("protocol", [
+    ("zodd", Protocol({"epochs": 300, "lr": 0.01, "batch_size": 256, "augment": "affine"}),
+     "zodd's: 300 epochs, lr 0.01, batch 256, one random affine warp per image"),
+    ("dc", Protocol({"epochs": 300, "lr": 0.01, "batch_size": 256, "augment": "none"},
+                    {"mnist": {"epochs": 1000, "augment": "affine"}}),
+     "Dataset Condensation's evaluate_synset: 300 epochs without augmentation (MNIST: 1,000 "
+     "with crop, scale and rotation, here the affine warp)"),
+    ("dsa", Protocol({"epochs": 1000, "lr": 0.01, "batch_size": 256, "augment": "dsa"}),
+     "DSA's and DM's: 1,000 epochs with differentiable Siamese augmentation"),
+    ("plain", Protocol({"epochs": 300, "lr": 0.01, "batch_size": 256, "augment": "none"}),
+     "no augmentation, 300 epochs (what a weak set cannot hide behind)"),
+])
+PROTOCOL_FIELDS = ("epochs", "lr", "batch_size", "augment")
+
+
+@dataclass(frozen=True)
 class EvalConfig:
     seeds: int = 3
     epochs: int = 300
@@ -50,10 +80,48 @@ class EvalConfig:
     augment: str = "affine"  # a zodd.augment.AUGMENTS name, one draw per image and batch
     width: int | None = None
     depth: int | None = None
+    model: str = "convnet"  # a zodd.models.MODELS name or ConvNet variant
+    protocol: str = "zodd"  # the PROTOCOLS preset the settings came from ("custom": changed)
     device: str = "auto"  # where the networks train and are tested (see zodd.types.resolve_device)
     # the seeds' networks trained at once (vmap); off: one at a time was faster on an H100
     # (3.64 s against 4.10 s for 3 networks x 300 epochs, BENCHMARKS.md), and is so on a CPU
     together: bool = False
+
+
+def protocol_config(name: str, dataset: str, **overrides) -> EvalConfig:
+    """The EvalConfig of protocol ``name`` on ``dataset``; an override of a protocol setting
+    (epochs, lr, batch_size, augment) that changes it names the protocol NAME+custom."""
+    preset = PROTOCOLS[PROTOCOLS.check(name, "protocol")].for_dataset(dataset)
+    changed = {k for k, v in overrides.items() if v is not None and k in preset
+               and preset[k] != v}
+    values = {**preset, **{k: v for k, v in overrides.items() if v is not None}}
+    if "model" in values:
+        check_model(values["model"])
+    return EvalConfig(**values, protocol=name + ("+custom" if changed else ""))
+
+
+def protocol_record(cfg: EvalConfig) -> dict:
+    """What a metrics file records of how its numbers were made (compared by ``differences``)."""
+    import torchvision
+
+    from zodd import __version__
+
+    return {"name": cfg.protocol, "model": cfg.model, "seeds": cfg.seeds, "epochs": cfg.epochs,
+            "lr": cfg.lr, "batch_size": cfg.batch_size, "augment": cfg.augment,
+            "width": cfg.width, "depth": cfg.depth, "optimizer": "SGD momentum 0.9, weight "
+            "decay 5e-4, lr / 10 at half the epochs", "shifts": shift_description(),
+            "versions": {"zodd": __version__, "torch": torch.__version__,
+                         "torchvision": torchvision.__version__}}
+
+
+COMPARED = ("model", "seeds", "epochs", "lr", "batch_size", "augment", "width", "depth",
+            "optimizer", "shifts")
+
+
+def differences(a: dict, b: dict) -> list[str]:
+    """The protocol settings two metrics files' ``protocol`` records disagree on (versions,
+    device and the way seeds were scheduled are not settings)."""
+    return [k for k in COMPARED if a.get(k) != b.get(k)]
 
 
 @dataclass(frozen=True)
@@ -97,7 +165,8 @@ def test_clusters(pixels: Tensor, cache: Path | None = None) -> np.ndarray:
             return clusters
     except (OSError, ValueError):
         pass
-    clusters = KMeans(n_clusters=KMEANS_K, random_state=0, n_init=3).fit_predict(flat)
+    k = min(KMEANS_K, len(flat))  # a test set smaller than k: one cluster an image
+    clusters = KMeans(n_clusters=k, random_state=0, n_init=3).fit_predict(flat)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda f: np.save(f, clusters, allow_pickle=False))
@@ -106,11 +175,17 @@ def test_clusters(pixels: Tensor, cache: Path | None = None) -> np.ndarray:
     return clusters
 
 
-def metrics_file(augment: str = "affine", baseline: str | None = None) -> str:
+def metrics_file(augment: str = "affine", baseline: str | None = None,
+                 protocol: str = "zodd") -> str:
     """The name of the file ``zodd evaluate`` writes: metrics.json, or metrics_BASELINE.json
-    for a baseline, suffixed -AUGMENT for an augmentation other than the default affine."""
-    suffix = "" if augment == "affine" else f"-{augment}"
-    return f"metrics_{baseline}{suffix}.json" if baseline else f"metrics{suffix}.json"
+    for a baseline; ``.PROTOCOL`` for a protocol other than zodd's, and ``-AUGMENT`` for an
+    augmentation other than the protocol's (e.g. metrics-dsa.json, metrics.dsa.json,
+    metrics_random.plain.json)."""
+    name = "metrics" + (f"_{baseline}" if baseline else "")
+    if protocol != "zodd":
+        name += f".{protocol}"
+    own = PROTOCOLS[protocol].settings["augment"] if protocol in PROTOCOLS else "affine"
+    return name + (f"-{augment}" if augment != own else "") + ".json"
 
 
 def shift_description() -> str:
@@ -124,8 +199,8 @@ def train_network(images: Tensor, labels: Tensor, data: ImageData, cfg: EvalConf
     gen = torch.Generator().manual_seed(seed)  # on the CPU: the same draws on every device
     device = resolve_device(cfg.device)
     images, labels = images.to(device), labels.to(device)
-    net = build_model(data.channels, data.num_classes, data.image_size, cfg.width, cfg.depth,
-                      seed=seed).to(device)
+    net = build_network(cfg.model, data.channels, data.num_classes, data.image_size, cfg.width,
+                        cfg.depth, seed=seed).to(device)
     opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=5e-4)
     decay = torch.optim.lr_scheduler.MultiStepLR(opt, [cfg.epochs // 2], 0.1)
     net.train()
@@ -157,8 +232,8 @@ def train_together(images: Tensor, labels: Tensor, data: ImageData, cfg: EvalCon
 
     device = resolve_device(cfg.device)
     images, labels = images.to(device), labels.to(device)
-    nets = [build_model(data.channels, data.num_classes, data.image_size, cfg.width, cfg.depth,
-                        seed=seed).to(device) for seed in seeds]
+    nets = [build_network(cfg.model, data.channels, data.num_classes, data.image_size,
+                          cfg.width, cfg.depth, seed=seed).to(device) for seed in seeds]
     params, buffers = stack_module_state(nets)
     base = copy.deepcopy(nets[0]).to("meta")
     forward = torch.vmap(lambda p, b, x: functional_call(base, (p, b), (x,)))
@@ -190,6 +265,7 @@ def predict(net: torch.nn.Module, x: Tensor, batch: int = 1024) -> Tensor:
 
 
 def test_metrics(net: torch.nn.Module, tests: TestSets) -> dict[str, float]:
+    """The METRICS of one network, and its accuracy on each class (``per_class``)."""
     out = {}
     for name, x in tests.variants.items():
         correct = (predict(net, x) == tests.labels).cpu().numpy()
@@ -197,21 +273,26 @@ def test_metrics(net: torch.nn.Module, tests: TestSets) -> dict[str, float]:
         if name == "acc":
             out["cluster_min"] = float(min(correct[tests.clusters == k].mean()
                                            for k in np.unique(tests.clusters)) * 100)
-    return {m: out[m] for m in METRICS}
+            labels = tests.labels.cpu().numpy()
+            per_class = [float(correct[labels == c].mean() * 100) for c in np.unique(labels)]
+    return {**{m: out[m] for m in METRICS}, "per_class": per_class}
 
 
 def evaluate(syn: SyntheticSet, data: ImageData, cfg: EvalConfig = EvalConfig(),
              flip: bool | None = None, tests: TestSets | None = None,
              on_seed: Callable[[int, dict], None] | None = None) -> dict:
-    """Train ``cfg.seeds`` networks on ``syn``; the metrics' mean and std over seeds. ``flip``:
-    whether the training augmentation may mirror images (None: the data set's own fact)."""
+    """Train ``cfg.seeds`` networks on ``syn`` (hard labels ``[N]`` or soft ``[N, classes]``);
+    the metrics' mean and std over seeds, the mean accuracy per class (by class name) and the
+    protocol. ``flip``: whether the training augmentation may mirror images (None: the data
+    set's own fact)."""
     flip = data.flip if flip is None else flip
     if syn.images.shape[1:] != data.train_x.shape[1:]:
-        raise ValueError(f"the set's images are {tuple(syn.images.shape[1:])}, the data set's "
-                         f"{tuple(data.train_x.shape[1:])}")
+        raise ZoddError(f"the set's images are {tuple(syn.images.shape[1:])}, the data set's "
+                        f"{tuple(data.train_x.shape[1:])}")
     device = resolve_device(cfg.device)
     tests = (tests or TestSets.build(data)).to(device)
-    together = cfg.together
+    soft = syn.labels.ndim == 2
+    together = cfg.together and not soft and cfg.model == "convnet"
     per_seed = []
     if together:
         nets = train_together(syn.images.detach(), syn.labels, data, cfg, list(range(cfg.seeds)),
@@ -221,23 +302,31 @@ def evaluate(syn: SyntheticSet, data: ImageData, cfg: EvalConfig = EvalConfig(),
                                                          cfg, seed, flip)
         per_seed.append(test_metrics(net, tests))
         if on_seed:
-            on_seed(seed, per_seed[-1])
+            on_seed(seed, {m: per_seed[-1][m] for m in METRICS})
     report = {m: {"mean": float(np.mean([r[m] for r in per_seed])),
                   "std": float(np.std([r[m] for r in per_seed]))} for m in METRICS}
-    report["per_seed"] = per_seed
-    report["protocol"] = {"seeds": cfg.seeds, "epochs": cfg.epochs, "lr": cfg.lr,
-                          "batch_size": cfg.batch_size, "augment": cfg.augment,
-                          "device": str(device), "together": together,
-                          "shifts": shift_description()}
+    report["per_class"] = {data.class_name(c): float(np.mean([r["per_class"][c]
+                                                              for r in per_seed]))
+                           for c in range(len(per_seed[0]["per_class"]))}
+    report["per_seed"] = [{m: r[m] for m in METRICS} for r in per_seed]
+    report["labels"] = "soft" if soft else "hard"
+    report["protocol"] = {**protocol_record(cfg), "device": str(device), "together": together}
     return report
 
 
+def difference(a: dict, b: dict) -> dict[str, float]:
+    """Per metric, mean of ``a`` minus mean of ``b`` (two reports of the same protocol)."""
+    return {m: a[m]["mean"] - b[m]["mean"] for m in METRICS}
+
+
 def format_table(rows: dict[str, dict]) -> str:
-    """A plain-text table, one row per named report, one column per metric (mean ± std)."""
+    """A plain-text table, one row per named report, one column per metric (mean ± std); a row
+    of plain numbers per metric (a ``difference``) is printed signed."""
     name_w = max(8, *(len(n) for n in rows))
     head = f"{'set':<{name_w}}  " + "  ".join(f"{m:>13}" for m in METRICS)
     lines = [head, "-" * len(head)]
     for name, rep in rows.items():
-        cells = "  ".join(f"{rep[m]['mean']:6.2f} ± {rep[m]['std']:4.2f}" for m in METRICS)
+        cells = "  ".join(f"{rep[m]:+13.2f}" if isinstance(rep[m], float)
+                          else f"{rep[m]['mean']:6.2f} ± {rep[m]['std']:4.2f}" for m in METRICS)
         lines.append(f"{name:<{name_w}}  {cells}")
     return "\n".join(lines)

@@ -55,7 +55,7 @@ from pathlib import Path
 
 from objectives import OBJECTIVES
 from zodd.config import DistillConfig
-from zodd.data import DATASETS, ImageData
+from zodd.data import DATASETS, ImageData, canonical
 from zodd.estimators import ESTIMATORS
 from zodd.models import default_shape
 from zodd.robust import CLUSTER_SPACES, CVAR_TAILS, CVAR_TERMS, UPDATERS
@@ -123,7 +123,8 @@ _CONFIG_FIELDS = {f.name for f in dataclasses.fields(DistillConfig)}
 
 def check(cfg: DistillConfig) -> DistillConfig:
     """The config's values (``cfg.validate``), its names against the registries, and the rules
-    that tie names together; returns ``cfg``."""
+    that tie names together; returns ``cfg``, with a data set given as a path made absolute
+    (zodd.data.canonical)."""
     cfg.validate()
     for name, registry in REGISTRIES.items():
         value = getattr(cfg, name)
@@ -131,6 +132,8 @@ def check(cfg: DistillConfig) -> DistillConfig:
             check_optimizer(value)
         elif value is None:  # an optional name (recipe) not given
             continue
+        elif name == "dataset":
+            cfg = dataclasses.replace(cfg, dataset=canonical(value))
         else:
             registry.check(value, name.replace("_", "-"), extra=("auto",) if name == "estimator"
                            else ())

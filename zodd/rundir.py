@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import torch
 
 from zodd import __version__
 from zodd.config import DistillConfig
+from zodd.files import atomic_write, quiet_load  # noqa: F401 (their home for callers)
 from zodd.types import ZoddError
 
 CONFIG_FILE, LOG_FILE = "config.json", "log.jsonl"
@@ -31,28 +31,6 @@ CHECKPOINT_FORMAT = "zodd-checkpoint-1"
 # settings that a resumed run may change: they end the run sooner or later, not differently
 RESUMABLE_CHANGES = {"iterations", "max_seconds", "max_queries", "checkpoint_every", "data_dir",
                      "workers", "ray_address", "max_failures", "device"}
-
-
-def atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same directory, then rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def quiet_load(path: Path):
-    """``torch.load(path, weights_only=True)`` on the CPU, without torch's warnings about what a
-    damaged file looks like (the caller turns a failure into one line of its own)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def save_json(obj: dict, path: Path) -> None:

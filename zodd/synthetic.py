@@ -88,13 +88,28 @@ def save(s: SyntheticSet, out: Path, data: ImageData | None = None,
 
 
 def save_grid(s: SyntheticSet, path: Path, data: ImageData) -> None:
-    from torchvision.utils import save_image
+    """One row of images per class, the class's name (when the data set names its classes)
+    written to the left of its row."""
+    from PIL import Image, ImageDraw, ImageFont
+    from torchvision.utils import make_grid
 
     images = data.denormalise(s.images.detach().cpu()).clamp(0, 1)
     scale = max(1, 32 // images.shape[-1])  # make 8 px digits visible
     if scale > 1:
         images = torch.nn.functional.interpolate(images, scale_factor=scale, mode="nearest")
-    atomic_write(path, lambda f: save_image(images, f, nrow=s.ipc, padding=1, format="png"))
+    grid = make_grid(images, nrow=s.ipc, padding=1)
+    picture = Image.fromarray(grid.mul(255).round().byte().permute(1, 2, 0).numpy())
+    if data.classes:
+        font = ImageFont.load_default()
+        names = [data.class_name(c) for c in range(s.num_classes)]
+        margin = 6 + max(int(font.getlength(n)) for n in names)
+        labelled = Image.new("RGB", (picture.width + margin, picture.height), "white")
+        labelled.paste(picture, (margin, 0))
+        draw, row = ImageDraw.Draw(labelled), images.shape[-2] + 1
+        for c, name in enumerate(names):
+            draw.text((3, 1 + c * row + row // 2), name, fill="black", font=font, anchor="lm")
+        picture = labelled
+    atomic_write(path, lambda f: picture.save(f, format="png"))
 
 
 def load(run_dir: str | os.PathLike) -> SyntheticSet:
@@ -102,6 +117,11 @@ def load(run_dir: str | os.PathLike) -> SyntheticSet:
     path = Path(run_dir) / SET_FILE
     if not path.is_file():
         raise ZoddError(f"no {SET_FILE} in {run_dir}")
+    return load_file(path)
+
+
+def load_file(path: Path) -> SyntheticSet:
+    """A zodd set file (synthetic.pt's format) read safely (weights_only), its shape checked."""
     try:
         payload = quiet_load(path)
     except Exception as exc:

@@ -1,0 +1,181 @@
+"""Distilled sets from any tool, for ``zodd evaluate PATH``.
+
+Formats (``FORMATS``), told apart by what PATH is and holds; every file is read with
+``torch.load(weights_only=True)``, so a file that would run code is refused:
+
+* ``run``: a zodd run directory (config.json + synthetic.pt); it names its own data set.
+* ``zodd``: a zodd ``synthetic.pt`` on its own (``{"images", "labels"}``).
+* ``dc``: the Dataset Condensation family's result file (DC, DSA, DM):
+  ``{"data": [[images, labels], ...], ...}``, one pair per experiment (``experiment`` picks one).
+* ``mtt``: an MTT-style pair ``images_best.pt`` + ``labels_best.pt`` (PATH is their folder or
+  the images file); labels may be hard ``[N]`` or soft ``[N, classes]``.
+
+Images from the other tools are normalised by the data set's mean and std, as their code saves
+them (``pixels="standardised"``); ``unit`` reads [0, 1] pixels, ``byte`` 0..255. Soft labels
+that are not probabilities (rows of non-negative numbers summing to one) are taken as logits and
+softmaxed; the report says which.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from zodd.data import ImageData
+from zodd.files import quiet_load
+from zodd.synthetic import SyntheticSet
+from zodd.types import Registry, ZoddError
+
+FORMATS = Registry("format", [
+    ("run", None, "a zodd run directory"),
+    ("zodd", None, "a zodd synthetic.pt ({'images', 'labels'})"),
+    ("dc", None, "a Dataset Condensation / DSA / DM result file ({'data': [[images, labels]]})"),
+    ("mtt", None, "an MTT-style images_best.pt + labels_best.pt pair"),
+])
+PIXELS = Registry("pixels", [
+    ("standardised", None, "normalised by the data set's per-channel mean and std (as the "
+     "reference codes save their sets)"),
+    ("unit", None, "[0, 1] pixels"),
+    ("byte", None, "0..255 pixels"),
+])
+MTT_FILES = ("images_best.pt", "labels_best.pt")
+
+
+@dataclass(frozen=True)
+class Located:
+    format: str
+    path: Path  # the run directory, or the file (mtt: the images file)
+
+
+@dataclass(frozen=True)
+class ForeignSet:
+    set: SyntheticSet  # images standardised like the data set; labels [N] or [N, classes]
+    format: str
+    labels: str  # hard, soft (probabilities) or soft (logits, softmaxed)
+    note: str = ""  # e.g. which experiment of several
+
+
+def locate(path: str | Path) -> Located:
+    """Which format PATH is (see the module's docstring), or a ZoddError naming them all."""
+    p = Path(path)
+    if p.is_dir():
+        if (p / "config.json").is_file():
+            return Located("run", p)
+        if all((p / f).is_file() for f in MTT_FILES):
+            return Located("mtt", p / MTT_FILES[0])
+        raise ZoddError(f"{p} is neither a zodd run directory (config.json) nor a folder with "
+                        f"{' and '.join(MTT_FILES)}")
+    if not p.is_file():
+        raise ZoddError(f"{p} does not exist")
+    if p.name == MTT_FILES[0]:
+        return Located("mtt", p)
+    payload = _load(p)
+    if isinstance(payload, dict) and {"images", "labels"} <= set(payload):
+        return Located("zodd", p)
+    if isinstance(payload, dict) and "data" in payload:
+        return Located("dc", p)
+    raise ZoddError(f"{p} is not a set zodd reads: {accepted()}")
+
+
+def accepted() -> str:
+    return "expected " + "; ".join(f"{k} ({v})" for k, v in FORMATS.descriptions.items())
+
+
+def _load(path: Path):
+    try:
+        return quiet_load(path)
+    except Exception as exc:
+        why = ("it holds objects other than tensors and plain containers, which are not loaded"
+               if "weights_only" in str(exc) or "Unsupported" in str(exc) else type(exc).__name__)
+        raise ZoddError(f"{path} is not a readable set file ({why}): {accepted()}") from None
+
+
+def read(located: Located, data: ImageData, pixels: str = "standardised",
+         experiment: int = 0) -> ForeignSet:
+    """The set at ``located`` (not ``run``/``zodd``, which synthetic.load reads), its images
+    brought to the data set's standardisation and checked against it."""
+    PIXELS.check(pixels, "pixels")
+    if located.format == "dc":
+        payload = _load(located.path)
+        pairs = payload["data"]
+        if not isinstance(pairs, (list, tuple)) or not pairs:
+            raise ZoddError(f"{located.path}: 'data' must be a list of [images, labels] pairs")
+        if not 0 <= experiment < len(pairs):
+            raise ZoddError(f"invalid experiment: {experiment} ({located.path} holds "
+                            f"{len(pairs)}: 0 to {len(pairs) - 1})")
+        pair = pairs[experiment]
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise ZoddError(f"{located.path}: data[{experiment}] is not an [images, labels] pair")
+        images, labels = pair
+        note = f"experiment {experiment} of {len(pairs)}"
+    elif located.format == "mtt":
+        images = _load(located.path)
+        labels_path = located.path.with_name(MTT_FILES[1])
+        if not labels_path.is_file():
+            raise ZoddError(f"{located.path} has no {MTT_FILES[1]} beside it")
+        labels = _load(labels_path)
+        note = ""
+    else:
+        raise ValueError(located.format)
+    images, labels, kind = _checked(images, labels, data, located.path)
+    images = _standardised(images, pixels, data)
+    return ForeignSet(SyntheticSet(images, labels, data.num_classes), located.format, kind, note)
+
+
+def _checked(images, labels, data: ImageData, path: Path) -> tuple[Tensor, Tensor, str]:
+    if not isinstance(images, Tensor) or not isinstance(labels, Tensor):
+        raise ZoddError(f"{path}: images and labels must be tensors")
+    images = images.detach().float().cpu()
+    if images.ndim == 3 and data.channels == 1:
+        images = images[:, None]
+    if images.ndim != 4 or images.shape[1:] != data.train_x.shape[1:]:
+        raise ZoddError(f"{path}: images are {tuple(images.shape)}, {data.name} needs "
+                        f"[N, {', '.join(map(str, data.train_x.shape[1:]))}]")
+    if not torch.isfinite(images).all():
+        raise ZoddError(f"{path} holds non-finite pixels")
+    labels = labels.detach().cpu()
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if len(labels) != len(images):
+        raise ZoddError(f"{path}: {len(images)} images but {len(labels)} labels")
+    if labels.ndim == 1:
+        if labels.is_floating_point() and (labels != labels.round()).any():
+            raise ZoddError(f"{path}: labels [N] must be whole class numbers")
+        labels = labels.long()
+        if labels.min() < 0 or labels.max() >= data.num_classes:
+            raise ZoddError(f"{path}: labels run from {int(labels.min())} to "
+                            f"{int(labels.max())}; {data.name} has {data.num_classes} classes")
+        return images, labels, "hard"
+    if labels.ndim != 2 or labels.shape[1] != data.num_classes:
+        raise ZoddError(f"{path}: soft labels must be [N, {data.num_classes}] ({data.name}'s "
+                        f"classes), not {list(labels.shape)}")
+    labels = labels.float()
+    if not torch.isfinite(labels).all():
+        raise ZoddError(f"{path} holds non-finite labels")
+    if (labels >= 0).all() and torch.allclose(labels.sum(1), torch.ones(len(labels)), atol=1e-3):
+        return images, labels, "soft (probabilities)"
+    return images, labels.softmax(1), "soft (logits, softmaxed)"
+
+
+def _standardised(images: Tensor, pixels: str, data: ImageData) -> Tensor:
+    if pixels == "standardised":
+        return images
+    if pixels == "byte":
+        images = images / 255
+    return data.standardise(images)
+
+
+def random_ipc(s: SyntheticSet) -> int:
+    """The images per class of a random-real baseline the size of ``s``."""
+    return max(1, round(len(s.images) / s.num_classes))
+
+
+def zodd_set(located: Located) -> SyntheticSet:
+    """A run directory's or a lone zodd file's set."""
+    from zodd import synthetic
+
+    if located.format == "run":
+        return synthetic.load(located.path)
+    return synthetic.load_file(located.path)
