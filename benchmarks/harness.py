@@ -130,7 +130,7 @@ def ensure_run(out: Path, name: str, flags: list, seed: int, budget: Budget) -> 
                 if not (run / metrics_file(augment)).exists():
                     started = time.perf_counter()
                     sh(["zodd", "evaluate", run, "--seeds", budget.eval_seeds, "--epochs",
-                        budget.epochs, "--augment", augment, "--quiet"])
+                        budget.epochs, "--augment", augment, "--no-vs-random", "--quiet"])
                     print(f"  evaluated ({augment}) in {time.perf_counter() - started:.0f} s",
                           flush=True)
     return read_metrics(run / metrics_file(budget.augments[0])) | {
