@@ -292,3 +292,56 @@ def test_reported_queries_are_the_candidates_the_black_box_received(cls, m):
     est = cls(directions=m, sigma=0.1).estimate(box, torch.randn(16, dtype=torch.float64),
                                                torch.Generator().manual_seed(0))
     assert est.queries == box.received == cls(directions=m).queries()
+
+
+# --- OpenES with rank shaping -------------------------------------------------------------------
+
+def test_centred_ranks_span_minus_half_to_half_per_column():
+    from zodd.estimators import centred_ranks
+
+    r = centred_ranks(torch.tensor([[3.0, 0.0], [1.0, 5.0], [2.0, -1.0]]))
+    assert torch.equal(r, torch.tensor([[0.5, 0.0], [-0.5, 0.5], [0.0, -0.5]]))
+
+
+@pytest.mark.parametrize("blockwise", [False, True])
+def test_es_step_is_invariant_to_a_monotone_transform_of_the_scores(blockwise):
+    from zodd.estimators import ES
+
+    f = Separable(seed=2) if blockwise else Quadratic(12, differentiable=False, seed=2)
+
+    class Transformed:
+        differentiable = False
+        separable, num_classes = getattr(f, "separable", False), getattr(f, "num_classes", None)
+
+        def __call__(self, c):
+            return torch.exp(f(c) / 7) * 3 + 1
+
+        def blocks(self, c):
+            return torch.exp(f.blocks(c) / 7) * 3 + 1
+
+    x = torch.randn(SHAPE, dtype=torch.float64) if blockwise else torch.randn(
+        12, dtype=torch.float64)
+    est = ES(directions=16, sigma=0.05, blockwise=blockwise)
+    a = est.estimate(f, x, torch.Generator().manual_seed(5))
+    b = est.estimate(Transformed(), x, torch.Generator().manual_seed(5))
+    assert torch.equal(a.grad, b.grad)
+    assert a.queries == 33
+    # not the loss's slope: a plain central difference changes under the same transform
+    c = Antithetic(directions=16, sigma=0.05, blockwise=blockwise)
+    assert not torch.allclose(c.estimate(f, x, torch.Generator().manual_seed(5)).grad,
+                              c.estimate(Transformed(), x, torch.Generator().manual_seed(5)).grad)
+
+
+def test_es_points_up_the_gradient_and_runs_with_adam_by_default(digits):
+    from zodd.config import DistillConfig
+    from zodd.estimators import ES
+    from zodd.plan import ES_LR, resolve
+
+    f = Quadratic(16, differentiable=False, seed=3)
+    x = torch.randn(16, dtype=torch.float64)
+    g = ES(directions=200, sigma=0.01).estimate(f, x, torch.Generator().manual_seed(0)).grad
+    assert torch.nn.functional.cosine_similarity(g, f.grad(x), dim=0) > 0.8
+    plan = resolve(DistillConfig(objective="prototype", estimator="es"), digits)
+    assert plan.optimizer == "adam" and plan.lr == ES_LR
+    assert resolve(DistillConfig(objective="prototype", estimator="es", optimizer="sgd",
+                                 lr=0.5), digits).lr == 0.5

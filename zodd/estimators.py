@@ -216,6 +216,58 @@ class Antithetic(_ZeroOrder):
         return 2 * self.directions + 1
 
 
+def centred_ranks(values: Tensor) -> Tensor:
+    """Each column's values replaced by their ranks scaled to [-0.5, 0.5] (the lowest value
+    -0.5); ties get distinct ranks in order of position. Invariant to any strictly increasing
+    transform of the values."""
+    n = values.shape[0]
+    ranks = torch.empty_like(values)
+    order = values.argsort(dim=0, stable=True)
+    ranks.scatter_(0, order, torch.arange(n, dtype=values.dtype, device=values.device)
+                   .view(-1, *[1] * (values.ndim - 1)).expand_as(values).contiguous())
+    return ranks / max(n - 1, 1) - 0.5
+
+
+@dataclass(frozen=True)
+class ES(_ZeroOrder):
+    """OpenES with rank-based fitness shaping (Salimans et al. 2017; the estimator of the one
+    published zero-order distillation, HaDES): antithetic pairs x +- sigma v_l, the 2M losses
+    replaced by their centred ranks r (zodd.estimators.centred_ranks, per class block when
+    blockwise), and
+
+        g = 1/(M sigma) sum_l (r(x + sigma v_l) - r(x - sigma v_l)) / 2 * v_l.
+
+    g points where the losses rise, in rank units, not the loss's: it ignores the scale of the
+    scores and their outliers, and is unchanged by any strictly increasing transform of them (a
+    score in percent or in log-odds gives the same step). Pair it with a scale-free step rule
+    (``--optimizer adam``, the default for this estimator). 2M + 1 queries (f(x) is the reported
+    loss); a pair with a failed value is left out.
+    """
+
+    name: str = "es"
+
+    def estimate(self, f: BlackBox, x: Tensor, gen: torch.Generator) -> Estimate:
+        x = x.detach()
+        m = self.directions
+        v = self._directions(m, x, gen)
+        blockwise = self._blockwise(f, x)
+        losses = _evaluate(f, torch.cat([x[None], x[None] + self.sigma * v,
+                                         x[None] - self.sigma * v]), blockwise)
+        f0, pairs = losses[0], losses[1:]
+        ok = _usable(f0, pairs[:m] + pairs[m:])
+        both = torch.cat([ok, ok])
+        finite = pairs[both]
+        ranks = torch.zeros_like(pairs)
+        ranks[both] = centred_ranks(finite)
+        slopes = (ranks[:m] - ranks[m:]) / (2 * self.sigma)
+        g = _combine(_per_image(slopes, len(x)) if blockwise else slopes, ok, v, self._factor(x))
+        return Estimate(float(f0.sum()), g, queries=self.queries(),
+                        extra={"failed_directions": int((~ok).sum())})
+
+    def queries(self) -> int:
+        return 2 * self.directions + 1
+
+
 def _groups(f: BlackBox, blockwise: bool) -> int:
     """Independent blocks of S: its classes when blockwise, else one."""
     return int(f.num_classes) if blockwise else 1
@@ -294,6 +346,9 @@ ESTIMATORS = Registry("estimator", [
     ("antithetic", lambda plan: Antithetic(plan.directions, plan.sigma, plan.lowres,
                                            plan.blockwise),
      "central differences over Gaussian directions (2M + 1 queries)"),
+    ("es", lambda plan: ES(plan.directions, plan.sigma, plan.lowres, plan.blockwise),
+     "OpenES: antithetic pairs, rank-shaped losses (invariant to rescaling the score; 2M + 1 "
+     "queries; Adam by default)"),
     ("sphere", lambda plan: Sphere(plan.directions, plan.sigma, plan.lowres, plan.blockwise),
      "directions uniform on the sphere, forward differences (M + 1 queries)"),
     ("coordinate", lambda plan: Coordinate(plan.directions, plan.sigma, plan.lowres,

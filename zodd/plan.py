@@ -15,7 +15,8 @@ Why each default is what it is (the figures are in BENCHMARKS.md):
   Adam for krr (0.01; its loss scales with the features); SGD beat the paper's decaying step
   s = 0.1 / sqrt(1 + E) on digits DM at equal queries; the scores, whose queries are whole
   evaluations, keep the paper's rule. ``lr``: the objective's ``default_lr``; 0.1 for the paper's
-  rule.
+  rule. With ``--estimator es`` (rank-shaped estimates, in no loss's units) Adam at ``ES_LR``,
+  as OpenES does.
 * **sigma**, **directions**: the objective's (dm and gm: 0.01 and 128, a candidate costs one pass
   of S, cheap next to the real batch; scores: 0.3 and 32, piecewise constant, so a radius that
   crosses decision boundaries, and a query is a whole evaluation).
@@ -72,6 +73,7 @@ AUTO_LOWRES_ABOVE = 4096  # values per estimated block above which directions ar
 CHECKPOINT_SECONDS = 60.0  # between checkpoints when checkpoint_every is None
 PAPER_LR = 0.1  # eq. 18: s = 0.1 / sqrt(1 + E)
 FALLBACK_LR = 0.1  # a torch optimiser on an objective that names no step size
+ES_LR = 0.01  # Adam's step on standardised pixels for the es estimator (OpenES's usual value)
 LOG_EVERY_GPU = 25  # on a GPU, log values are fetched every N iterations, not after each
 MAX_VALUES = 2**30  # directions x set size above which a zero-order estimate will not fit
 
@@ -158,10 +160,12 @@ def resolve(cfg: DistillConfig, data: ImageData) -> Plan:
     check(cfg)
     objective = OBJECTIVES[cfg.objective]
     estimator = _estimator(cfg.estimator, objective.differentiable)
-    optimizer = cfg.optimizer
-    if optimizer == "auto":
+    optimizer, default_lr = cfg.optimizer, objective.default_lr
+    if optimizer == "auto" and estimator == "es":
+        optimizer, default_lr = "adam", ES_LR  # rank-shaped estimates have no loss scale
+    elif optimizer == "auto":
         optimizer = objective.default_optimizer if objective.default_lr is not None else "paper"
-    lr = cfg.lr or (PAPER_LR if optimizer == "paper" else objective.default_lr or FALLBACK_LR)
+    lr = cfg.lr or (PAPER_LR if optimizer == "paper" else default_lr or FALLBACK_LR)
     width, depth = default_shape(data.image_size)
     width, depth = cfg.width or width, cfg.depth or depth
     set_size = cfg.ipc * data.num_classes * data.channels * data.image_size ** 2
