@@ -24,7 +24,7 @@ LAYERS = [
      "zodd.representation", "zodd.recipes"},
     {"zodd.data", "zodd.robust", "zodd.estimators", "zodd.steppers", "zodd.rundir",
      "zodd.parallel", "objectives.matching", "objectives.score"},
-    {"objectives.distribution", "objectives.gradient", "objectives.kernel", "objectives.prototype",
+    {"zodd.prior", "objectives.distribution", "objectives.gradient", "objectives.kernel", "objectives.prototype",
      "objectives.trained", "objectives.command"},
     {"objectives", "zodd.synthetic"},
     {"zodd.plan", "zodd.evaluate", "zodd.sets"},

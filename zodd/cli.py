@@ -187,6 +187,8 @@ DISTILL_SETTINGS = [
             "into factor^2)."), setting("init"),
     setting("representation"), setting("factor", "With --representation multi: each stored "
                                        "image holds factor x factor images."),
+    setting("latent", "With --representation latent: numbers a code (the learned prior's "
+            "width)."),
     setting("seed"),
     setting("device", "auto, cpu, cuda, cuda:N or mps (auto: a CUDA GPU when there is one)."),
     setting("objective"),
@@ -288,6 +290,8 @@ def distill(config_file, no_robust, resume_dir, out, overwrite, quiet, **flags) 
             f"{datasets.short_name(cfg.dataset)}-ipc{cfg.ipc}-{cfg.objective}-{cfg.estimator}-{cfg.updater}-s{cfg.seed}")
         _check_out(out_dir, overwrite)
     data = _load_data(cfg, cfg.data_dir, quiet)
+    if cfg.representation == "latent":
+        _prior(data, cfg.latent, cfg.data_dir, quiet)
 
     bar, stop = None, _StopOnSignal()
 
@@ -519,6 +523,52 @@ def compare(files, any_protocol) -> None:
         if f != files[0]:
             rows[f"  minus {files[0]}"] = difference(rep, first)
     click.echo(format_table(rows))
+
+
+def _prior(data, latent: int, data_dir: str | None, quiet: bool, steps: int | None = None,
+           seed: int = 0):
+    """The data set's learned prior (zodd.prior), trained now unless cached; its path."""
+    from zodd import prior as priors
+
+    path = priors.cache_path(data, latent, seed, steps, Path(data_dir) if data_dir else None)
+    shown = {"at": 0.0}
+
+    def progress(step: int, total: int, loss: float) -> None:
+        now = time.monotonic()
+        if not quiet and (now - shown["at"] > 1.0 or step == total):
+            shown["at"] = now
+            click.echo(f"\rtraining the {data.name} prior: step {step}/{total}, loss "
+                       f"{loss:.4f}", err=True, nl=step == total)
+
+    if not quiet and not path.is_file():
+        click.echo(f"no cached prior for {data.name} (latent {latent}): training it once, "
+                   f"kept in {path}", err=True)
+    net = priors.load_or_train(data, latent, seed, steps, path.parent.parent, progress)
+    return net, path
+
+
+@cli.command()
+@click.argument("dataset")
+@click.option("--latent", type=click.IntRange(2, 4096), default=32, show_default=True,
+              help="Numbers a code.")
+@click.option("--steps", type=click.IntRange(min=1),
+              help="Adam steps of the autoencoder (mini-batches of 256) [default: 2000, the "
+              "prior --representation latent uses].")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Where data sets live.")
+@click.option("--image-size", type=click.IntRange(4, 512), help="Resize the images to N x N.")
+@click.option("--quiet", is_flag=True)
+def prior(dataset, latent, steps, seed, data_dir, image_size, quiet) -> None:
+    """Train (or find) the learned prior of --representation latent for DATASET: a small
+    autoencoder on its training images, cached in the data dir; an interrupted training resumes."""
+    from zodd.prior import reconstruction_error
+
+    cfg = check(DistillConfig(dataset=dataset, image_size=image_size, data_dir=data_dir))
+    data = _load_data(cfg, data_dir, quiet)
+    net, path = _prior(data, latent, data_dir, quiet, steps, seed)
+    if not quiet:
+        click.echo(f"{path}: test reconstruction error {reconstruction_error(net, data):.4f} "
+                   "(mean squared, standardised pixels)")
 
 
 RESUME_RUNTIME = {"resume_dir", "quiet", "cpus", "address", "dashboard"}  # may change on --resume

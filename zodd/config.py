@@ -33,6 +33,7 @@ class DistillConfig:
     init: str = "real"  # "real": random real samples of each class; "noise": N(0, 1) pixels
     representation: str = "pixel"  # how S is stored: pixel, or multi (F x F images per image)
     factor: int = 2  # --representation multi: each stored image holds factor^2 images
+    latent: int = 32  # --representation latent: numbers a code (the prior's width)
     recipe: str | None = None  # the named preset the settings started from (zodd.recipes)
     seed: int = 0
     device: str = "auto"  # auto: the first CUDA GPU when torch sees one, else the CPU
@@ -94,6 +95,8 @@ class DistillConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise bad(name, "must be at least 1")
+        if not 2 <= self.latent <= 4096:
+            raise bad("latent", "must lie between 2 and 4096")
         if self.image_size is not None and not 4 <= self.image_size <= 512:
             raise bad("image_size", "must lie between 4 and 512")
         if not 0.0 < self.test_fraction < 1.0:

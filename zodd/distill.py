@@ -18,11 +18,12 @@ import torch
 
 from zodd import rundir
 from zodd.config import DistillConfig
-from zodd.data import ImageData, draw_per_class
+from zodd.data import ImageData, default_data_dir, draw_per_class
 from zodd.estimators import ESTIMATORS, Autograd
 from zodd.guard import Guarded
 from zodd.models import build_model
 from zodd.plan import Plan, make_objective, resolve
+from zodd.prior import load_or_train
 from zodd.representation import decoded, make as make_representation
 from zodd.robust import RobustUpdater, train_on_synthetic
 from zodd.steppers import make_stepper
@@ -41,6 +42,10 @@ class Result:
         return self.rows[-1]["queries"] if self.rows else 0
 
 
+def _data_root(plan: Plan) -> Path:
+    return Path(plan.data_dir) if plan.data_dir else default_data_dir()
+
+
 class Loop:
     """The state of one distillation and the step that advances it. S, the network and each
     step's batches live on the plan's device; the data set and the generator stay on the CPU
@@ -49,8 +54,13 @@ class Loop:
     def __init__(self, plan: Plan, data: ImageData, pool=None):
         self.plan, self.data, self.pool = plan, data, pool  # pool: a RayPool when workers > 0
         self.gen = torch.Generator().manual_seed(plan.seed)
-        self.rep = make_representation(plan.representation, plan.factor)
+        prior = None
+        if plan.representation == "latent":
+            prior = load_or_train(data, plan.latent, root=_data_root(plan))
+        self.rep = make_representation(plan.representation, plan.factor, prior)
         self.syn = initialise(data, plan.ipc, plan.init, self.gen, self.rep)  # the stored set
+        if prior is not None:
+            prior.to(plan.device)
         self.syn.images, self.syn.labels = (t.to(plan.device) for t in (self.syn.images,
                                                                          self.syn.labels))
         self.x = self.syn.images.requires_grad_(True)
@@ -158,8 +168,11 @@ class Loop:
         if self.plan.representation == "pixel":
             save(decoded, out, self.data)
         else:
-            save(decoded, out, self.data, stored=self.syn, representation={
-                "name": self.plan.representation, "factor": self.plan.factor})
+            how = {"factor": self.plan.factor} if self.plan.representation == "multi" else {
+                "latent": self.plan.latent}
+            save(decoded, out, self.data, stored=self.syn,
+                 representation={"name": self.plan.representation, **how},
+                 grid_of_stored=self.plan.representation == "multi")
 
     def check_finite(self, since: int) -> None:
         """S is finite (then it is the new last good set), or it is put back to the last good

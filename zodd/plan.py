@@ -20,7 +20,7 @@ Why each default is what it is (the figures are in BENCHMARKS.md):
 * **sigma**, **directions**: the objective's (dm and gm: 0.01 and 128, a candidate costs one pass
   of S, cheap next to the real batch; scores: 0.3 and 32, piecewise constant, so a radius that
   crosses decision boundaries, and a query is a whole evaluation).
-* **lowres** ``None``: 2 for a zero-order estimator whose estimate covers more than
+* **lowres** ``None``: 1 for ``--representation latent`` (codes, not images); 2 for a zero-order estimator whose estimate covers more than
   ``AUTO_LOWRES_ABOVE`` values (a class of S when blockwise, else all of S) on images of even size,
   else 1. With M = 128 directions a full-resolution estimate's cosine with the gradient is about
   sqrt(M / d); on Fashion-MNIST IPC 10 (d = 7,840 a class) that noise made sets worse than their
@@ -168,7 +168,8 @@ def resolve(cfg: DistillConfig, data: ImageData) -> Plan:
     lr = cfg.lr or (PAPER_LR if optimizer == "paper" else default_lr or FALLBACK_LR)
     width, depth = default_shape(data.image_size)
     width, depth = cfg.width or width, cfg.depth or depth
-    set_size = cfg.ipc * data.num_classes * data.channels * data.image_size ** 2
+    item = cfg.latent if cfg.representation == "latent" else data.channels * data.image_size ** 2
+    set_size = cfg.ipc * data.num_classes * item  # values of the stored set
     lowres = _lowres(cfg, estimator, set_size // (data.num_classes if cfg.blockwise else 1),
                      data.image_size)
     reinit_every, model_steps, on_synthetic = _schedule(cfg, objective)
@@ -218,6 +219,11 @@ def _estimator(name: str, differentiable: bool) -> str:
 
 
 def _lowres(cfg: DistillConfig, estimator: str, block: int, image_size: int) -> int:
+    if cfg.representation == "latent":  # codes have no pixels to coarsen
+        if (cfg.lowres or 1) > 1:
+            raise ZoddError("invalid lowres: --representation latent stores codes, not images; "
+                            "drop --lowres")
+        return 1
     if cfg.lowres is not None:
         return cfg.lowres
     if estimator == "autograd" or cfg.surrogate or cfg.optimizer.startswith(NEVERGRAD_PREFIX):

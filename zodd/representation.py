@@ -8,6 +8,10 @@ evaluation see.
   tiles, each resized (bilinear) to full size, so a class holds IPC * F^2 training images of
   coarser detail. The real initialisation encodes F^2 real images into each stored image
   (each downsampled to a tile, area averaging), as IDC does.
+* ``latent`` (``--latent L``, default 32): each image is a code of L numbers, stored as
+  ``[N, L, 1, 1]``, decoded by the data set's learned prior (zodd.prior: a small autoencoder
+  trained on the training images, cached); the real initialisation encodes real images. A
+  zero-order estimate then searches L numbers an image instead of ch x h x w pixels.
 
 Decoded images are ordered like stored ones: class-major, the F^2 images of one stored image
 together, row-major over its tiles. Class c's decoded images depend only on class c's stored
@@ -15,10 +19,11 @@ images, so per-class blocks and separability carry over.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from zodd.types import BlackBox, Registry, WrappedBox
 
@@ -36,6 +41,10 @@ class Pixel:
     def encode(self, images: Tensor) -> Tensor:
         return images
 
+    def stored_shape(self, image_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape of one stored item, for images of ``image_shape`` (ch, h, w)."""
+        return tuple(image_shape)
+
 
 @dataclass(frozen=True)
 class Multi:
@@ -44,6 +53,9 @@ class Multi:
     @property
     def per_image(self) -> int:
         return self.factor ** 2
+
+    def stored_shape(self, image_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(image_shape)
 
     def decode(self, x: Tensor) -> Tensor:
         """``x [..., N, ch, h, w]`` -> ``[..., N * F^2, ch, h, w]``."""
@@ -62,17 +74,42 @@ class Multi:
             -1, ch, h, w)
 
 
-REPRESENTATIONS = Registry("representation", [
-    ("pixel", Pixel, "S is its images"),
-    ("multi", Multi, "IPC stored images per class, each decoding into its factor x factor "
-     "tiles resized to full size (IDC's multi-formation)"),
+@dataclass(frozen=True, eq=False)
+class Latent:
+    prior: nn.Module  # zodd.prior.Autoencoder, frozen: encode [N, ch, s, s] <-> decode [N, L]
+
+    @property
+    def per_image(self) -> int:
+        return 1
+
+    def stored_shape(self, image_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (self.prior.latent, 1, 1)
+
+    def decode(self, x: Tensor) -> Tensor:
+        """``x [..., N, L, 1, 1]`` -> images ``[..., N, ch, s, s]`` (differentiable in x)."""
+        images = self.prior.decode(x.reshape(-1, x.shape[-3]))
+        return images.reshape(*x.shape[:-3], *images.shape[1:])
+
+    def encode(self, images: Tensor) -> Tensor:
+        with torch.no_grad():
+            return self.prior.encode(images)[..., None, None]
+
+
+REPRESENTATIONS = Registry("representation", [  # factories (factor, prior) -> representation
+    ("pixel", lambda factor=2, prior=None: Pixel(), "S is its images"),
+    ("multi", lambda factor=2, prior=None: Multi(factor), "IPC stored images per class, each "
+     "decoding into its factor x factor tiles resized to full size (IDC's multi-formation)"),
+    ("latent", lambda factor=2, prior=None: Latent(prior), "each image a code of --latent "
+     "numbers, decoded by the data set's learned prior (an autoencoder zodd trains once and "
+     "caches)"),
 ])
 
 
-def make(name: str, factor: int):
-    """The representation ``name``, given ``factor`` where it has one."""
-    cls = REPRESENTATIONS[name]
-    return cls(factor) if "factor" in {f.name for f in fields(cls)} else cls()
+def make(name: str, factor: int = 2, prior: nn.Module | None = None):
+    """The representation ``name``, given ``factor`` or the ``prior`` where it takes one."""
+    if name == "latent" and prior is None:
+        raise ValueError("the latent representation needs its prior (zodd.prior)")
+    return REPRESENTATIONS[name](factor, prior)
 
 
 class Decoded(WrappedBox):

@@ -48,13 +48,14 @@ def _real(data: ImageData, ipc: int, gen: torch.Generator, rep) -> tuple[Tensor,
 
 
 def _noise(data: ImageData, ipc: int, gen: torch.Generator, rep) -> tuple[Tensor, None]:
-    return torch.randn((data.num_classes * ipc, *data.train_x.shape[1:]), generator=gen), None
+    shape = rep.stored_shape(tuple(data.train_x.shape[1:]))
+    return torch.randn((data.num_classes * ipc, *shape), generator=gen), None
 
 
 INITS = Registry("init", [
     ("real", _real, "random real training images of each class (with --representation "
      "multi: factor^2 of them shrunk into each stored image)"),
-    ("noise", _noise, "N(0, 1) pixels (standardised)"),
+    ("noise", _noise, "N(0, 1) pixels (standardised; with --representation latent, codes)"),
 ])
 
 
@@ -72,11 +73,13 @@ def initialise(data: ImageData, ipc: int, how: str, gen: torch.Generator,
 
 
 def save(s: SyntheticSet, out: Path, data: ImageData | None = None,
-         stored: SyntheticSet | None = None, representation: dict | None = None) -> None:
+         stored: SyntheticSet | None = None, representation: dict | None = None,
+         grid_of_stored: bool = True) -> None:
     """Write synthetic.pt, the images to train on (and grid.png when the data set is given to
     denormalise). With ``stored`` (a set whose representation is not pixels), also
-    representation.pt: the stored images and labels and ``representation`` (how to decode them:
-    zodd.representation.make(**representation).decode); grid.png then shows the stored images."""
+    representation.pt: the stored tensor and labels and ``representation`` (how to decode
+    them: its name, and its factor or its prior); grid.png then shows the stored images when
+    they are images (``grid_of_stored``), else the decoded ones."""
     payload = {"images": s.images.detach().cpu().contiguous(), "labels": s.labels.cpu()}
     atomic_write(out / SET_FILE, lambda f: torch.save(payload, f))
     if stored is not None:
@@ -84,7 +87,8 @@ def save(s: SyntheticSet, out: Path, data: ImageData | None = None,
                 "labels": stored.labels.cpu(), "representation": dict(representation or {})}
         atomic_write(out / STORED_FILE, lambda f: torch.save(kept, f))
     if data is not None:
-        save_grid(stored if stored is not None else s, out / "grid.png", data)
+        shown = stored if stored is not None and grid_of_stored else s
+        save_grid(shown, out / "grid.png", data)
 
 
 def save_grid(s: SyntheticSet, path: Path, data: ImageData) -> None:
