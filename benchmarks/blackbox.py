@@ -2,11 +2,19 @@
 
     python benchmarks/blackbox.py prototype --seeds 3 --iterations 200
     python benchmarks/blackbox.py workers --mode sleep --repeats 3
+    python benchmarks/blackbox.py evaluators --dataset digits --ipc 1 --seconds 120 --out OUT
 
 prototype: `zodd distill --objective prototype --estimator gaussian` on digits, and the
 nearest-prototype error on the digits test set before (the random-real initialisation) and after.
 workers: seconds per step with `--workers 0` and `--workers 2` against a black box costing 0.2 s
 per candidate (benchmarks/slow_evaluator.py), runs alternating, median over steps 2.. of each run.
+evaluators: outside evaluators (benchmarks/evaluators.py: 1-NN, a small MLP, extra trees),
+reached only through ``--objective command``, each scoring candidate sets on the first half of
+the test images; every row's set is then scored by the same evaluator on the second half, which
+no run saw. Rows: the random-real initialisation; a DM autograd set given a tenth of the
+black-box runs' time (a generic distillation that never sees the evaluator); zodd's black-box
+runs (``METHODS``). Each black-box run gets ``--seconds`` of distillation (the latent prior is
+trained once beforehand, its time reported apart). Writes OUT/evaluators.json and .md.
 """
 from __future__ import annotations
 
@@ -16,6 +24,7 @@ import shlex
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -80,6 +89,79 @@ def workers(args) -> None:
     print("same losses with 0 and 2 workers:", losses[0] == losses[2])
 
 
+METHODS = {
+    "gaussian, pixels": ["--estimator", "gaussian"],
+    "gaussian + DM guide, pixels": ["--estimator", "gaussian", "--surrogate", "dm",
+                                    "--lowres", "1"],
+    "es, pixels": ["--estimator", "es"],
+    "gaussian, latent": ["--representation", "latent", "--estimator", "gaussian"],
+    "es, latent": ["--representation", "latent", "--estimator", "es"],
+    "CMA (nevergrad), latent": ["--representation", "latent", "--optimizer", "ng:DiagonalCMA"],
+}
+
+
+def evaluators(args) -> None:
+    from zodd.data import load
+    from zodd.synthetic import initialise, save
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = load(args.dataset)
+    script = HERE / "evaluators.py"
+    base = ["--dataset", args.dataset, "--ipc", args.ipc, "--seed", args.seed, "--quiet",
+            "--overwrite", "--iterations", 1_000_000]
+
+    def test_error(kind: str, run: Path) -> float:
+        import subprocess
+
+        done = subprocess.run([sys.executable, script, kind, args.dataset, "test",
+                               run / "synthetic.pt"], capture_output=True, text=True, check=True)
+        return 100 * float(done.stdout)
+
+    def log(run: Path) -> list[dict]:
+        return [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+
+    init = out / "random"
+    init.mkdir(exist_ok=True)
+    save(initialise(data, args.ipc, "real", torch.Generator().manual_seed(args.seed)), init, data)
+    dm = out / "dm-autograd"
+    if not (dm / "synthetic.pt").exists():
+        sh(["zodd", "distill", *base, "--max-seconds", args.seconds / 10, "--out", dm])
+    if any("latent" in m for m in args.methods):
+        started = time.perf_counter()
+        sh(["zodd", "prior", args.dataset, "--quiet"])
+        print(f"prior: {time.perf_counter() - started:.0f} s (once, cached)", flush=True)
+    table = {}
+    for kind in args.kinds:
+        command = f"{sys.executable} {script} {kind} {args.dataset} score {{input}}"
+        rows = {"random real (init)": {"error": test_error(kind, init), "queries": 0,
+                                       "seconds": 0.0},
+                f"DM autograd, {args.seconds / 10:g} s": {
+                    "error": test_error(kind, dm), "queries": 0,
+                    "seconds": log(dm)[-1]["seconds"]}}
+        for label in args.methods:
+            run = out / f"{kind}-{label.replace(' ', '').replace(',', '-')}"
+            if not (run / "synthetic.pt").exists():
+                sh(["zodd", "distill", *base, "--objective", "command", "--command", command,
+                    "--max-seconds", args.seconds, *METHODS[label], "--out", run])
+            rows_ = log(run)
+            rows[label] = {"error": test_error(kind, run), "queries": rows_[-1]["queries"],
+                           "seconds": rows_[-1]["seconds"],
+                           "score_split": [(r["queries"], r["loss"]) for r in rows_]}
+            print(f"{kind} {label}: {rows[label]['error']:.2f} %", flush=True)
+        table[kind] = rows
+    (out / "evaluators.json").write_text(json.dumps(table, indent=1))
+    lines = [f"{args.dataset}, IPC {args.ipc}, seed {args.seed}, {args.seconds:g} s a black-box "
+             "run; error (%) on the half of the test set no run scored", "",
+             "| evaluator | set | error % | queries | distil s |", "|---|---|---|---|---|"]
+    for kind, rows in table.items():
+        for label, r in rows.items():
+            lines.append(f"| {kind} | {label} | {r['error']:.2f} | {r['queries']} | "
+                         f"{r['seconds']:.0f} |")
+    (out / "evaluators.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="what", required=True)
@@ -93,8 +175,17 @@ def main() -> None:
     w.add_argument("--directions", type=int, default=32)
     w.add_argument("--iterations", type=int, default=5)
     w.add_argument("--repeats", type=int, default=3)
+    e = sub.add_parser("evaluators")
+    e.add_argument("--dataset", default="digits")
+    e.add_argument("--ipc", type=int, default=1)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--seconds", type=float, default=120.0, help="each black-box run's budget")
+    e.add_argument("--kinds", type=lambda t: t.split(","), default=["knn", "mlp", "trees"])
+    e.add_argument("--methods", type=lambda t: t.split(";"), default=list(METHODS),
+                   help="';'-separated labels of METHODS")
+    e.add_argument("--out", required=True)
     args = ap.parse_args()
-    prototype(args) if args.what == "prototype" else workers(args)
+    {"prototype": prototype, "workers": workers, "evaluators": evaluators}[args.what](args)
 
 
 if __name__ == "__main__":
