@@ -369,9 +369,10 @@ def distill(config_file, no_robust, resume_dir, out, overwrite, quiet, **flags) 
 def evaluate(path, dataset, data_dir, image_size, pixels, experiment, protocol, models, seeds,
              epochs, lr, batch_size, augment, baseline, vs_random, ablate_augment, out, device,
              quiet) -> None:
-    """Train fresh networks on a distilled set (a zodd run, or another tool's file: see
-    FORMATS in --help of zodd.sets); print and save the metrics, beside the same-protocol
-    random-real baseline."""
+    """Train fresh networks on a distilled set; print and save the metrics beside the
+    same-protocol random-real baseline. PATH: a zodd run directory or synthetic.pt, a Dataset
+    Condensation / DSA / DM result file ({'data': [[images, labels]]}), or an MTT-style
+    images_best.pt + labels_best.pt pair (their folder or the images file)."""
     import torch
 
     from zodd import sets
