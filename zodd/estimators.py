@@ -207,10 +207,14 @@ class Antithetic(_ZeroOrder):
                                          x[None] - self.sigma * v]), blockwise)
         f0, plus, minus = losses[0], losses[1:m + 1], losses[m + 1:]
         ok = _usable(f0, plus + minus)
-        slopes = (plus - minus) / (2 * self.sigma)
+        slopes = self._slopes(plus, minus, ok)
         g = _combine(_per_image(slopes, len(x)) if blockwise else slopes, ok, v, self._factor(x))
         return Estimate(float(f0.sum()), g, queries=self.queries(),
                         extra={"failed_directions": int((~ok).sum())})
+
+    def _slopes(self, plus: Tensor, minus: Tensor, ok: Tensor) -> Tensor:
+        """Per direction (and class block), what multiplies v_l; ``ok``: usable pairs."""
+        return (plus - minus) / (2 * self.sigma)
 
     def queries(self) -> int:
         return 2 * self.directions + 1
@@ -229,7 +233,7 @@ def centred_ranks(values: Tensor) -> Tensor:
 
 
 @dataclass(frozen=True)
-class ES(_ZeroOrder):
+class ES(Antithetic):
     """OpenES with rank-based fitness shaping (Salimans et al. 2017; the estimator of the one
     published zero-order distillation, HaDES): antithetic pairs x +- sigma v_l, the 2M losses
     replaced by their centred ranks r (zodd.estimators.centred_ranks, per class block when
@@ -246,26 +250,12 @@ class ES(_ZeroOrder):
 
     name: str = "es"
 
-    def estimate(self, f: BlackBox, x: Tensor, gen: torch.Generator) -> Estimate:
-        x = x.detach()
-        m = self.directions
-        v = self._directions(m, x, gen)
-        blockwise = self._blockwise(f, x)
-        losses = _evaluate(f, torch.cat([x[None], x[None] + self.sigma * v,
-                                         x[None] - self.sigma * v]), blockwise)
-        f0, pairs = losses[0], losses[1:]
-        ok = _usable(f0, pairs[:m] + pairs[m:])
-        both = torch.cat([ok, ok])
-        finite = pairs[both]
+    def _slopes(self, plus: Tensor, minus: Tensor, ok: Tensor) -> Tensor:
+        pairs, both = torch.cat([plus, minus]), torch.cat([ok, ok])
         ranks = torch.zeros_like(pairs)
-        ranks[both] = centred_ranks(finite)
-        slopes = (ranks[:m] - ranks[m:]) / (2 * self.sigma)
-        g = _combine(_per_image(slopes, len(x)) if blockwise else slopes, ok, v, self._factor(x))
-        return Estimate(float(f0.sum()), g, queries=self.queries(),
-                        extra={"failed_directions": int((~ok).sum())})
-
-    def queries(self) -> int:
-        return 2 * self.directions + 1
+        ranks[both] = centred_ranks(pairs[both])
+        m = len(plus)
+        return (ranks[:m] - ranks[m:]) / (2 * self.sigma)
 
 
 def _groups(f: BlackBox, blockwise: bool) -> int:
