@@ -529,9 +529,11 @@ def compare(files, any_protocol) -> None:
 def _prior(data, latent: int, data_dir: str | None, quiet: bool, steps: int | None = None,
            seed: int = 0):
     """The data set's learned prior (zodd.prior), trained now unless cached; its path."""
+    from zodd import data as datasets
     from zodd import prior as priors
 
-    path = priors.cache_path(data, latent, seed, steps, Path(data_dir) if data_dir else None)
+    root = datasets.data_root(data_dir)
+    path = priors.cache_path(data, latent, seed, steps, root)
     shown = {"at": 0.0}
 
     def progress(step: int, total: int, loss: float) -> None:
@@ -544,7 +546,7 @@ def _prior(data, latent: int, data_dir: str | None, quiet: bool, steps: int | No
     if not quiet and not path.is_file():
         click.echo(f"no cached prior for {data.name} (latent {latent}): training it once, "
                    f"kept in {path}", err=True)
-    net = priors.load_or_train(data, latent, seed, steps, path.parent.parent, progress)
+    net = priors.load_or_train(data, latent, seed, steps, root, progress)
     return net, path
 
 

@@ -107,6 +107,11 @@ def short_name(name: str) -> str:
     return Path(name).stem if is_path(name) else name
 
 
+def data_root(data_dir: str | os.PathLike | None = None) -> Path:
+    """``data_dir`` when given, else the default data dir."""
+    return Path(data_dir) if data_dir else default_data_dir()
+
+
 def load(name: str, data_dir: str | os.PathLike | None = None, image_size: int | None = None,
          test_fraction: float = 0.2, progress: Callable[[int, int], None] | None = None
          ) -> ImageData:
@@ -115,7 +120,7 @@ def load(name: str, data_dir: str | os.PathLike | None = None, image_size: int |
     image to this side (bilinear, antialiased); ``test_fraction``: for a folder tree with no
     train/ and test/, the share of each class held out as the test set (seed 0);
     ``progress(done, total)``: called while a folder's images are read."""
-    root = Path(data_dir) if data_dir else default_data_dir()
+    root = data_root(data_dir)
     if is_path(name):
         from zodd.folder import read_path
 

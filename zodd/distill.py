@@ -18,7 +18,7 @@ import torch
 
 from zodd import rundir
 from zodd.config import DistillConfig
-from zodd.data import ImageData, default_data_dir, draw_per_class
+from zodd.data import ImageData, data_root, draw_per_class
 from zodd.estimators import ESTIMATORS, Autograd
 from zodd.guard import Guarded
 from zodd.models import build_model
@@ -42,10 +42,6 @@ class Result:
         return self.rows[-1]["queries"] if self.rows else 0
 
 
-def _data_root(plan: Plan) -> Path:
-    return Path(plan.data_dir) if plan.data_dir else default_data_dir()
-
-
 class Loop:
     """The state of one distillation and the step that advances it. S, the network and each
     step's batches live on the plan's device; the data set and the generator stay on the CPU
@@ -56,7 +52,7 @@ class Loop:
         self.gen = torch.Generator().manual_seed(plan.seed)
         prior = None
         if plan.representation == "latent":
-            prior = load_or_train(data, plan.latent, root=_data_root(plan))
+            prior = load_or_train(data, plan.latent, root=data_root(plan.data_dir))
         self.rep = make_representation(plan.representation, plan.factor, prior)
         self.syn = initialise(data, plan.ipc, plan.init, self.gen, self.rep)  # the stored set
         if prior is not None:

@@ -84,32 +84,33 @@ def load_or_train(data: ImageData, latent: int = LATENT, seed: int = 0, steps: i
     (``requires_grad`` off, eval mode)."""
     steps = steps or STEPS
     path = cache_path(data, latent, seed, steps, root)
-    net = Autoencoder(data.channels, data.image_size, latent)
     if path.is_file():
         try:
+            net = Autoencoder(data.channels, data.image_size, latent)
             net.load_state_dict(quiet_load(path)["weights"])
             return _frozen(net)
         except Exception as exc:
             warnings.warn(f"the cached prior {path} is unreadable ({type(exc).__name__}); "
                           "training it again", stacklevel=2)
-            net = Autoencoder(data.channels, data.image_size, latent)
-    _train(net, data, seed, steps, path, progress)
-    return _frozen(net)
+    return _frozen(_train(data, latent, seed, steps, path, progress))
 
 
 def _frozen(net: Autoencoder) -> Autoencoder:
     return net.eval().requires_grad_(False)
 
 
-def _train(net: Autoencoder, data: ImageData, seed: int, steps: int, path: Path,
-           progress) -> None:
-    part = path.with_suffix(".part")
+def _start(data: ImageData, latent: int, seed: int):
+    """A fresh training: the seeded network, its Adam, the batch generator."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        fresh = Autoencoder(data.channels, data.image_size, net.latent)
-    net.load_state_dict(fresh.state_dict())
-    opt = torch.optim.Adam(net.parameters(), lr=LR)
-    gen = torch.Generator().manual_seed(seed)
+        net = Autoencoder(data.channels, data.image_size, latent)
+    return net, torch.optim.Adam(net.parameters(), lr=LR), torch.Generator().manual_seed(seed)
+
+
+def _train(data: ImageData, latent: int, seed: int, steps: int, path: Path,
+           progress) -> Autoencoder:
+    part = path.with_suffix(".part")
+    net, opt, gen = _start(data, latent, seed)
     start = 0
     if part.is_file():
         try:
@@ -121,6 +122,7 @@ def _train(net: Autoencoder, data: ImageData, seed: int, steps: int, path: Path,
         except Exception:
             warnings.warn(f"the partial prior {part} is unreadable; training from the start",
                           stacklevel=3)
+            net, opt, gen = _start(data, latent, seed)  # nothing half-loaded survives
     x = data.train_x
     path.parent.mkdir(parents=True, exist_ok=True)
     net.train()
@@ -139,6 +141,7 @@ def _train(net: Autoencoder, data: ImageData, seed: int, steps: int, path: Path,
             progress(done, steps, float(loss.detach()))
     atomic_write(path, lambda f: torch.save({"weights": net.state_dict()}, f))
     part.unlink(missing_ok=True)
+    return net
 
 
 def reconstruction_error(net: Autoencoder, data: ImageData) -> float:
