@@ -25,7 +25,7 @@ from torch import Tensor
 
 from zodd.data import ImageData
 from zodd.files import quiet_load
-from zodd.synthetic import SyntheticSet
+from zodd.synthetic import SyntheticSet, from_payload, load as load_run
 from zodd.types import Registry, ZoddError
 
 FORMATS = Registry("format", [
@@ -47,6 +47,7 @@ MTT_FILES = ("images_best.pt", "labels_best.pt")
 class Located:
     format: str
     path: Path  # the run directory, or the file (mtt: the images file)
+    payload: object = None  # the file's contents, where telling the format read them (zodd, dc)
 
 
 @dataclass(frozen=True)
@@ -73,9 +74,9 @@ def locate(path: str | Path) -> Located:
         return Located("mtt", p)
     payload = _load(p)
     if isinstance(payload, dict) and {"images", "labels"} <= set(payload):
-        return Located("zodd", p)
+        return Located("zodd", p, payload)
     if isinstance(payload, dict) and "data" in payload:
-        return Located("dc", p)
+        return Located("dc", p, payload)
     raise ZoddError(f"{p} is not a set zodd reads: {accepted()}")
 
 
@@ -98,8 +99,7 @@ def read(located: Located, data: ImageData, pixels: str = "standardised",
     brought to the data set's standardisation and checked against it."""
     PIXELS.check(pixels, "pixels")
     if located.format == "dc":
-        payload = _load(located.path)
-        pairs = payload["data"]
+        pairs = located.payload["data"]
         if not isinstance(pairs, (list, tuple)) or not pairs:
             raise ZoddError(f"{located.path}: 'data' must be a list of [images, labels] pairs")
         if not 0 <= experiment < len(pairs):
@@ -174,8 +174,6 @@ def random_ipc(s: SyntheticSet) -> int:
 
 def zodd_set(located: Located) -> SyntheticSet:
     """A run directory's or a lone zodd file's set."""
-    from zodd import synthetic
-
     if located.format == "run":
-        return synthetic.load(located.path)
-    return synthetic.load_file(located.path)
+        return load_run(located.path)
+    return from_payload(located.payload, located.path)

@@ -130,6 +130,11 @@ def load_file(path: Path) -> SyntheticSet:
         payload = quiet_load(path)
     except Exception as exc:
         raise ZoddError(f"{path} is not a readable zodd set ({type(exc).__name__})") from None
+    return from_payload(payload, path)
+
+
+def from_payload(payload, path: Path) -> SyntheticSet:
+    """A loaded zodd set file's contents (``path``: where they came from), its shape checked."""
     if not isinstance(payload, dict) or not {"images", "labels"} <= set(payload):
         raise ZoddError(f"{path} is not a zodd set (needs tensors 'images' and 'labels')")
     images, labels = payload["images"], payload["labels"]
