@@ -105,24 +105,38 @@ class _StopOnSignal:
         self.active = False
 
 
+class _ProgressLine:
+    """One stderr line rewritten in place at most once a second, the first time after ``wait``
+    seconds; the last call (``last``) is shown when a line is open; ``end()`` closes a line an
+    error left open."""
+
+    def __init__(self, quiet: bool, wait: float):
+        self.quiet, self.open = quiet, False
+        self.at = time.monotonic() + wait - 1.0
+
+    def show(self, text: str, last: bool) -> None:
+        now = time.monotonic()
+        if not self.quiet and (now - self.at >= 1.0 or (self.open and last)):
+            self.at, self.open = now, not last
+            click.echo(f"\r{text}", err=True, nl=last)
+
+    def end(self) -> None:
+        if self.open:
+            click.echo("", err=True)
+            self.open = False
+
+
 def _load_data(cfg: DistillConfig, data_dir: str | None, quiet: bool):
     """The config's data set; a folder tree whose reading takes over a second shows how far it
     has got (stderr)."""
     from zodd import data as datasets
 
-    shown = {"at": time.monotonic(), "open": False}
-
-    def progress(done: int, total: int) -> None:
-        now = time.monotonic()
-        if not quiet and (now - shown["at"] > 1.0 or (shown["open"] and done == total)):
-            shown["at"], shown["open"] = now, done < total
-            click.echo(f"\rreading images {done}/{total}", err=True, nl=done == total)
-
+    line = _ProgressLine(quiet, wait=1.0)
     try:
-        return datasets.load(cfg.dataset, data_dir, progress=progress, **cfg.data_options())
+        return datasets.load(cfg.dataset, data_dir, **cfg.data_options(), progress=lambda d, t:
+                             line.show(f"reading images {d}/{t}", d == t))
     finally:
-        if shown["open"]:  # an error stopped the reading: end the progress line
-            click.echo("", err=True)
+        line.end()
 
 
 def _config_file(path: str | None) -> dict:
@@ -534,20 +548,19 @@ def _prior(data, latent: int, data_dir: str | None, quiet: bool, steps: int | No
 
     root = datasets.data_root(data_dir)
     path = priors.cache_path(data, latent, seed, steps, root)
-    shown = {"at": 0.0}
+    line = _ProgressLine(quiet, wait=0.0)
 
     def progress(step: int, total: int, loss: float) -> None:
-        now = time.monotonic()
-        if not quiet and (now - shown["at"] > 1.0 or step == total):
-            shown["at"] = now
-            click.echo(f"\rtraining the {data.name} prior: step {step}/{total}, loss "
-                       f"{loss:.4f}", err=True, nl=step == total)
+        line.show(f"training the {data.name} prior: step {step}/{total}, loss {loss:.4f}",
+                  step == total)
 
     if not quiet and not path.is_file():
         click.echo(f"no cached prior for {data.name} (latent {latent}): training it once, "
                    f"kept in {path}", err=True)
-    net = priors.load_or_train(data, latent, seed, steps, root, progress)
-    return net, path
+    try:
+        return priors.load_or_train(data, latent, seed, steps, root, progress), path
+    finally:
+        line.end()
 
 
 @cli.command()
