@@ -40,7 +40,7 @@ class ConvNet(nn.Module):
         w0, d0 = default_shape(image_size)
         width, depth = width or w0, depth or d0
         if image_size >> depth < 1:
-            raise ValueError(f"depth {depth} pools a {image_size} px image below 1 px")
+            raise ZoddError(f"ConvNet depth {depth} pools a {image_size} px image below 1 px")
         blocks: list[nn.Module] = []
         c = channels
         for _ in range(depth):
@@ -167,8 +167,6 @@ def build_network(name: str, channels: int, num_classes: int, image_size: int,
                 norm = part
         make: Callable[[], nn.Module] = lambda: ConvNet(  # noqa: E731
             channels, num_classes, image_size, width, depth, norm)
-        if depth is not None and image_size >> depth < 1:
-            raise ZoddError(f"model {name}: depth {depth} pools a {image_size} px image below 1 px")
     else:
         make = lambda: MODELS[name](channels, num_classes, image_size)  # noqa: E731
     if seed is None:
