@@ -198,7 +198,10 @@ DISTILL_SETTINGS = [
     setting("test_fraction", "A folder tree without train/ and test/: the share of each class "
             "held out as the test set (seed 0)."),
     setting("ipc", "Synthetic images per class (stored; --representation multi decodes each "
-            "into factor^2)."), setting("init"),
+            "into factor^2)."),
+    setting("init", pattern="PATH: start from a distilled set (a zodd run directory, or any "
+            "file zodd evaluate reads), with IPC x decoded images per stored image in each "
+            "class; a run of the same representation gives its stored tensor as it is"),
     setting("representation"), setting("factor", "With --representation multi: each stored "
                                        "image holds factor x factor images."),
     setting("latent", "With --representation latent: numbers a code (the learned prior's "

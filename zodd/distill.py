@@ -27,7 +27,8 @@ from zodd.prior import load_or_train
 from zodd.representation import decoded, make as make_representation
 from zodd.robust import RobustUpdater, train_on_synthetic
 from zodd.steppers import make_stepper
-from zodd.synthetic import SyntheticSet, initialise, save
+from zodd.sets import start
+from zodd.synthetic import INITS, SyntheticSet, initialise, save
 from zodd.types import EvaluationError, StepContext, ZoddError
 
 @dataclass
@@ -47,14 +48,19 @@ class Loop:
     step's batches live on the plan's device; the data set and the generator stay on the CPU
     (zodd.types.resolve_device)."""
 
-    def __init__(self, plan: Plan, data: ImageData, pool=None):
+    def __init__(self, plan: Plan, data: ImageData, pool=None, resuming: bool = False):
         self.plan, self.data, self.pool = plan, data, pool  # pool: a RayPool when workers > 0
         self.gen = torch.Generator().manual_seed(plan.seed)
         prior = None
         if plan.representation == "latent":
             prior = load_or_train(data, plan.latent, root=data_root(plan.data_dir))
         self.rep = make_representation(plan.representation, plan.factor, prior)
-        self.syn = initialise(data, plan.ipc, plan.init, self.gen, self.rep)  # the stored set
+        if plan.init in INITS:  # the stored set
+            self.syn = initialise(data, plan.ipc, plan.init, self.gen, self.rep)
+        elif resuming:  # the checkpoint holds S: the set it started from may be gone
+            self.syn = initialise(data, plan.ipc, "noise", torch.Generator(), self.rep)
+        else:  # a set to go on from
+            self.syn = start(plan.init, data, plan.ipc, self.rep, self.stored_as())
         if prior is not None:
             prior.to(plan.device)
         self.syn.images, self.syn.labels = (t.to(plan.device) for t in (self.syn.images,
@@ -164,11 +170,14 @@ class Loop:
         if self.plan.representation == "pixel":
             save(decoded, out, self.data)
         else:
-            how = {"factor": self.plan.factor} if self.plan.representation == "multi" else {
-                "latent": self.plan.latent}
-            save(decoded, out, self.data, stored=self.syn,
-                 representation={"name": self.plan.representation, **how},
+            save(decoded, out, self.data, stored=self.syn, representation=self.stored_as(),
                  grid_of_stored=self.plan.representation == "multi")
+
+    def stored_as(self) -> dict:
+        """How the stored tensor decodes, as representation.pt records it."""
+        how = {"pixel": {}, "multi": {"factor": self.plan.factor},
+               "latent": {"latent": self.plan.latent}}[self.plan.representation]
+        return {"name": self.plan.representation, **how}
 
     def check_finite(self, since: int) -> None:
         """S is finite (then it is the new last good set), or it is put back to the last good
@@ -200,7 +209,7 @@ def distill(cfg: DistillConfig, data: ImageData, out: Path | None = None,
             from zodd.parallel import RayPool
 
             pool = RayPool(cfg.workers, cfg.seed, cfg.ray_address)
-        loop = Loop(plan, data, pool)
+        loop = Loop(plan, data, pool, resuming=resume)
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
             if resume:

@@ -49,6 +49,7 @@ Why each default is what it is (the figures are in BENCHMARKS.md):
 from __future__ import annotations
 
 import dataclasses
+import os
 import shlex
 import shutil
 from dataclasses import dataclass
@@ -136,6 +137,8 @@ def check(cfg: DistillConfig) -> DistillConfig:
             continue
         elif name == "dataset":
             cfg = dataclasses.replace(cfg, dataset=canonical(value))
+        elif name == "init" and value not in registry:
+            cfg = dataclasses.replace(cfg, init=_start_path(value))
         else:
             registry.check(value, name.replace("_", "-"), extra=("auto",) if name == "estimator"
                            else ())
@@ -153,6 +156,16 @@ def check(cfg: DistillConfig) -> DistillConfig:
         if estimator != "gaussian" or cfg.optimizer.startswith(NEVERGRAD_PREFIX):
             raise _bad(cfg, "surrogate", "a surrogate guides --estimator gaussian only")
     return cfg
+
+
+def _start_path(value: str) -> str:
+    """``--init PATH``: a distilled set to start from, made absolute so the run's config reads
+    anywhere (zodd.sets reads it when a run starts, not when it resumes: the set may be gone)."""
+    path = Path(value).expanduser()
+    if not value.strip() or not ("/" in value or os.sep in value or path.exists()):
+        raise ZoddError(f"invalid init: {value!r} (choose one of {', '.join(INITS)}, or the path "
+                        "of a distilled set: a zodd run directory or any file zodd evaluate reads)")
+    return str(path.resolve())
 
 
 def resolve(cfg: DistillConfig, data: ImageData) -> Plan:

@@ -25,7 +25,8 @@ from torch import Tensor
 
 from zodd.data import ImageData
 from zodd.files import quiet_load
-from zodd.synthetic import SyntheticSet, from_payload, load as load_run
+from zodd.rundir import load_config
+from zodd.synthetic import STORED_FILE, SyntheticSet, from_payload, load as load_run
 from zodd.types import Registry, ZoddError
 
 FORMATS = Registry("format", [
@@ -177,3 +178,47 @@ def zodd_set(located: Located) -> SyntheticSet:
     if located.format == "run":
         return load_run(located.path)
     return from_payload(located.payload, located.path)
+
+
+def start(path: str | Path, data: ImageData, ipc: int, rep, how: dict) -> SyntheticSet:
+    """S's stored tensor for ``--init PATH``: a distilled set to go on from (another objective's
+    run, another tool's set). A zodd run of the same data set whose representation.pt was made
+    the way ``how`` says ({"name": ..., and its factor or latent size}) gives its stored tensor
+    as it is; any other set (standardised pixels, hard labels) must hold ``ipc * rep.per_image``
+    images of each class, which ``rep`` encodes (for latent codes and multi-formation a lossy
+    step: the stored tensor is what the encoding keeps of them)."""
+    if not Path(path).exists():
+        raise ZoddError(f"--init {path} does not exist")
+    located = locate(path)
+    if located.format == "run":
+        dataset = load_config(located.path).get("dataset")
+        if dataset != data.name and Path(str(dataset)).name != data.name:
+            raise ZoddError(f"--init {path}: that run distilled {dataset}, not {data.name}")
+        stored = located.path / STORED_FILE
+        if how.get("name") != "pixel" and stored.is_file():
+            kept = quiet_load(stored)
+            shape = (data.num_classes * ipc, *rep.stored_shape(tuple(data.train_x.shape[1:])))
+            if kept.get("representation") == how and tuple(kept["images"].shape) == shape:
+                return SyntheticSet(kept["images"].float(), _class_major(data.num_classes, ipc),
+                                    data.num_classes)
+    if located.format in ("run", "zodd"):
+        given = zodd_set(located)
+        images, labels, kind = _checked(given.images, given.labels, data, located.path)
+    else:
+        given = read(located, data)
+        images, labels, kind = given.set.images, given.set.labels, given.labels
+    if kind != "hard":
+        raise ZoddError(f"--init {path}: a set with soft labels cannot start a run (its labels "
+                        "are fixed by class)")
+    per_class, counts = ipc * rep.per_image, torch.bincount(labels, minlength=data.num_classes)
+    if (counts != per_class).any():
+        raise ZoddError(f"--init {path}: holds {counts.tolist()} images per class; --ipc {ipc}"
+                        + (f" x {rep.per_image} decoded images each" if rep.per_image > 1 else "")
+                        + f" needs {per_class} of each")
+    images = images[torch.argsort(labels, stable=True)]
+    return SyntheticSet(rep.encode(images.float()), _class_major(data.num_classes, ipc),
+                        data.num_classes)
+
+
+def _class_major(classes: int, ipc: int) -> Tensor:
+    return torch.arange(classes).repeat_interleave(ipc)
