@@ -31,6 +31,7 @@ from zodd.config import DistillConfig
 from zodd.data import ImageData, load
 from zodd.distill import distill
 from zodd.evaluate import EvalConfig, TestSets, evaluate
+from zodd.plan import resolve
 from zodd.synthetic import SyntheticSet, initialise
 
 
@@ -46,7 +47,8 @@ def run(cfg: DistillConfig, data: ImageData, measure: HeldOutDM, max_queries: in
     before a step would pass it), the held-out objective measured about ``points`` times along
     it, untimed."""
     torch.manual_seed(cfg.seed)
-    start = initialise(data, cfg.ipc, cfg.init, torch.Generator().manual_seed(cfg.seed)).images
+    init = resolve(cfg, data).init  # the matching objectives start from real images
+    start = initialise(data, cfg.ipc, init, torch.Generator().manual_seed(cfg.seed)).images
     curve = [{"queries": 0, "seconds": 0.0, "objective": measure(start)}]
     every_s = (cfg.max_seconds or math.inf) / points
     every_q = (max_queries or math.inf) / points

@@ -120,3 +120,35 @@ def test_soft_labels_cannot_start_a_run(tmp_path, monkeypatch, capsys):
     code, _, err = run_cli(monkeypatch, capsys, "distill", "--ipc", "2", "--iterations", "1",
                            "--quiet", "--init", tmp_path, "--out", tmp_path / "r")
     assert_refused(code, err, "soft labels")
+
+
+# --- --init dm: a warm start with exact gradients before the first query -----------------------
+def test_auto_starts_matching_from_real_images_and_scores_from_dm(digits):
+    assert resolve(DistillConfig(objective="dm"), digits).init == "real"
+    for score in ("prototype", "trained"):
+        assert resolve(DistillConfig(objective=score), digits).init == "dm"
+    assert resolve(DistillConfig(objective="prototype", init="real"), digits).init == "real"
+
+
+def test_the_warm_start_is_exactly_a_dm_run_of_that_many_steps(digits, tmp_path):
+    dm = tmp_path / "dm"
+    distill(DistillConfig(ipc=2, batch_size=16, iterations=4, objective="dm",
+                          estimator="autograd", updater="native", seed=3), digits, dm)
+    loop = Loop(resolve(DistillConfig(ipc=2, batch_size=16, objective="prototype", seed=3,
+                                      warm_iterations=4), digits), digits)
+    assert torch.equal(loop.x.detach(), _images(dm))
+    assert loop.seconds > 0 and loop.queries == 0  # its time is the run's, it asked nothing
+
+
+def test_a_warm_started_run_resumes_bitwise(tmp_path, monkeypatch, capsys):
+    flags = ["--ipc", "2", "--batch-size", "16", "--objective", "prototype", "--init", "dm",
+             "--warm-iterations", "3", "--checkpoint-every", "1", "--quiet"]
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    assert run_cli(monkeypatch, capsys, "distill", *flags, "--iterations", "4",
+                   "--out", whole)[0] == 0
+    assert run_cli(monkeypatch, capsys, "distill", *flags, "--iterations", "2",
+                   "--out", part)[0] == 0
+    code, _, err = run_cli(monkeypatch, capsys, "distill", "--resume", part, "--iterations",
+                           "4", "--quiet")
+    assert code == 0, err
+    assert torch.equal(_images(whole), _images(part))

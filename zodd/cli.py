@@ -199,9 +199,13 @@ DISTILL_SETTINGS = [
             "held out as the test set (seed 0)."),
     setting("ipc", "Synthetic images per class (stored; --representation multi decodes each "
             "into factor^2)."),
-    setting("init", pattern="PATH: start from a distilled set (a zodd run directory, or any "
-            "file zodd evaluate reads), with IPC x decoded images per stored image in each "
-            "class; a run of the same representation gives its stored tensor as it is"),
+    setting("init", extra={"auto": "real for the matching objectives, dm for the scores "
+                           "(prototype, trained, command)"},
+            pattern="PATH: start from a distilled set (a zodd run directory, or any file zodd "
+            "evaluate reads), with IPC x decoded images per stored image in each class; a run "
+            "of the same representation gives its stored tensor as it is"),
+    setting("warm_iterations", "With --init dm: its distribution-matching steps (default 20; "
+            "their time counts against --max-seconds)."),
     setting("representation"), setting("factor", "With --representation multi: each stored "
                                        "image holds factor x factor images."),
     setting("latent", "With --representation latent: numbers a code (the learned prior's "

@@ -30,7 +30,8 @@ class DistillConfig:
     image_size: int | None = None  # resize every image to this side; None: the data's own size
     test_fraction: float = 0.2  # a folder tree without train/ and test/: share held out per class
     ipc: int = 10  # synthetic images per class
-    init: str = "real"  # "real": random real samples of each class; "noise": N(0, 1) pixels
+    init: str = "auto"  # zodd.synthetic.INITS or a set's path; auto: zodd.plan
+    warm_iterations: int | None = None  # --init dm: its DM steps; None: zodd.plan
     representation: str = "pixel"  # how S is stored: pixel, or multi (F x F images per image)
     factor: int = 2  # --representation multi: each stored image holds factor^2 images
     latent: int = 32  # --representation latent: numbers a code (the prior's width)
@@ -91,7 +92,7 @@ class DistillConfig:
             if getattr(self, name) < 1:
                 raise bad(name, "must be at least 1")
         for name in ("width", "depth", "max_queries", "checkpoint_every", "directions", "lowres",
-                     "update_batch", "model_steps", "reinit_every"):
+                     "update_batch", "model_steps", "reinit_every", "warm_iterations"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise bad(name, "must be at least 1")

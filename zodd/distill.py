@@ -55,10 +55,12 @@ class Loop:
         if plan.representation == "latent":
             prior = load_or_train(data, plan.latent, root=data_root(plan.data_dir))
         self.rep = make_representation(plan.representation, plan.factor, prior)
-        if plan.init in INITS:  # the stored set
+        if plan.init in INITS and INITS[plan.init] is not None:  # the stored set
             self.syn = initialise(data, plan.ipc, plan.init, self.gen, self.rep)
         elif resuming:  # the checkpoint holds S: the set it started from may be gone
             self.syn = initialise(data, plan.ipc, "noise", torch.Generator(), self.rep)
+        elif plan.init == "dm":
+            self.syn, warm_seconds = warm_start(plan, data)
         else:  # a set to go on from
             self.syn = start(plan.init, data, plan.ipc, self.rep, self.stored_as())
         if prior is not None:
@@ -82,6 +84,8 @@ class Loop:
         used = self.syn.source if self.syn.source is not None else torch.empty(0, dtype=torch.long)
         self.held_out_pool = [i[~torch.isin(i, used)] for i in self.per_class]
         self.step, self.queries, self.seconds, self.failures = 0, 0, 0.0, 0
+        if plan.init == "dm" and not resuming:
+            self.seconds = warm_seconds  # it counts against --max-seconds
         self.net: torch.nn.Module | None = None
         self.net_opt: torch.optim.Optimizer | None = None
 
@@ -189,6 +193,28 @@ class Loop:
             self.x.copy_(self.good)
         raise ZoddError(f"the objective gave a non-finite gradient at step {since} or after; "
                         "lower --lr or --sigma")
+
+
+def warm_start(plan: Plan, data: ImageData) -> tuple[SyntheticSet, float]:
+    """``--init dm``: the stored set after ``plan.warm_iterations`` steps of distribution
+    matching with exact gradients (DM's own schedule: a fresh network each step) from the real
+    start, in the run's representation and with its seed, and the seconds they took."""
+    cfg = plan.cfg
+    warm = DistillConfig(
+        dataset=cfg.dataset, data_dir=cfg.data_dir, image_size=cfg.image_size,
+        test_fraction=cfg.test_fraction, ipc=cfg.ipc, representation=cfg.representation,
+        factor=cfg.factor, latent=cfg.latent, seed=cfg.seed, device=plan.device,
+        batch_size=cfg.batch_size, augment=cfg.augment, width=cfg.width, depth=cfg.depth,
+        init="real", objective="dm", estimator="autograd", updater="native",
+        iterations=plan.warm_iterations)
+    started = time.perf_counter()
+    loop = Loop(resolve(warm, data), data)
+    for _ in range(plan.warm_iterations):
+        loop.advance()
+    loop.check_finite(loop.step)
+    s = loop.syn
+    return (SyntheticSet(loop.x.detach().cpu().clone(), s.labels.cpu(), s.num_classes),
+            time.perf_counter() - started)
 
 
 def distill(cfg: DistillConfig, data: ImageData, out: Path | None = None,

@@ -56,6 +56,9 @@ INITS = Registry("init", [
     ("real", _real, "random real training images of each class (with --representation "
      "multi: factor^2 of them shrunk into each stored image)"),
     ("noise", _noise, "N(0, 1) pixels (standardised; with --representation latent, codes)"),
+    ("dm", None, "--warm-iterations steps of distribution matching with exact gradients "
+     "(no queries) from the real start, in the run's representation, then the run's own "
+     "steps"),
 ])
 
 
@@ -67,7 +70,10 @@ def initialise(data: ImageData, ipc: int, how: str, gen: torch.Generator,
     if ipc * rep.per_image > smallest:
         raise ZoddError(f"invalid ipc: {ipc} (needs {ipc * rep.per_image} real images a class; "
                         f"the smallest class of {data.name} holds {smallest})")
-    images, source = INITS[INITS.check(how)](data, ipc, gen, rep)
+    made = INITS[INITS.check(how)]
+    if made is None:
+        raise ValueError(f"init {how!r} is a run of its own (zodd.distill.warm_start)")
+    images, source = made(data, ipc, gen, rep)
     labels = torch.arange(data.num_classes).repeat_interleave(ipc)
     return SyntheticSet(images, labels, data.num_classes, source)
 
