@@ -89,20 +89,25 @@ def workers(args) -> None:
     print("same losses with 0 and 2 workers:", losses[0] == losses[2])
 
 
-METHODS = {
-    "gaussian, pixels": ["--estimator", "gaussian"],
-    "gaussian + DM guide, pixels": ["--estimator", "gaussian", "--surrogate", "dm",
-                                    "--lowres", "1"],
-    "es, pixels": ["--estimator", "es"],
-    "gaussian, latent": ["--representation", "latent", "--estimator", "gaussian"],
-    "es, latent": ["--representation", "latent", "--estimator", "es"],
-    "CMA (nevergrad), latent": ["--representation", "latent", "--optimizer", "ng:DiagonalCMA"],
+METHODS = {  # the rows from a random real start, as before --init dm
+    "gaussian, pixels": ["--init", "real", "--estimator", "gaussian"],
+    "gaussian + DM guide, pixels": ["--init", "real", "--estimator", "gaussian", "--surrogate",
+                                    "dm", "--lowres", "1"],
+    "es, pixels": ["--init", "real", "--estimator", "es"],
+    "gaussian, latent": ["--init", "real", "--representation", "latent", "--estimator",
+                         "gaussian"],
+    "es, latent": ["--init", "real", "--representation", "latent", "--estimator", "es"],
+    "CMA (nevergrad), latent": ["--init", "real", "--representation", "latent", "--optimizer",
+                                "ng:DiagonalCMA"],
     # warm starts: the DM autograd set of the row above (a tenth of the budget) refined against
     # the evaluator for the other nine tenths; {dm-latent}: DM autograd on the latent codes
     "DM start + es, pixels": ["--init", "{dm}", "--estimator", "es"],
     "DM start + gaussian, pixels": ["--init", "{dm}", "--estimator", "gaussian"],
     "DM start + CMA, latent": ["--init", "{dm-latent}", "--representation", "latent",
                                "--optimizer", "ng:DiagonalCMA"],
+    # zodd's defaults for a black box: --init dm (20 DM steps inside the run), es
+    "default: --init dm, es, pixels": [],
+    "--init dm + gaussian, pixels": ["--estimator", "gaussian"],
 }
 WARM = {"{dm}": [], "{dm-latent}": ["--representation", "latent"]}  # flags of each start's run
 

@@ -146,7 +146,8 @@ def test_a_transient_fault_is_retried_and_the_run_goes_on(tmp_path, three_good_s
                 env_extra={"ZODD_FAIL_FROM": "2", "ZODD_FAIL_UNTIL": "3"})
     assert done.returncode == 0, done.stderr
     rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-    assert rows[1]["retried"] == 5 and rows[1]["failures"] == 0
+    # the whole call was retried: es asks 2M + 1 = 9 candidates (M = 4 antithetic pairs, S)
+    assert rows[1]["retried"] == 9 and rows[1]["failures"] == 0
     assert _images(run) == _images(three_good_steps)  # the retry gave the same values
 
 
@@ -170,7 +171,7 @@ def test_readme_example_evaluator_runs_end_to_end(tmp_path):
     assert done.returncode == 0, done.stderr
     rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and all(0 <= r["loss"] <= 1 for r in rows)
-    assert rows[-1]["queries"] == 10
+    assert rows[-1]["queries"] == 2 * (2 * 4 + 1)  # es: S and 4 antithetic pairs a step
 
 
 def test_autograd_refuses_a_score_with_no_gradient(tmp_path):

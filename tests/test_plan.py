@@ -111,7 +111,12 @@ def test_resolve_fills_every_auto_setting(digits):
     assert plan.n_real == min(256, min(len(i) for i in digits.class_indices()))
     score = resolve(DistillConfig(objective="prototype"), digits)
     assert (score.estimator, score.optimizer, score.lr, score.sigma, score.directions) == (
-        "gaussian", "paper", 0.1, 0.3, 32)
+        "es", "adam", 0.01, 0.3, 32)
+    assert (score.init, score.warm_iterations) == ("dm", 20)
+    paper = resolve(DistillConfig(objective="prototype", estimator="gaussian"), digits)
+    assert (paper.optimizer, paper.lr) == ("paper", 0.1)
+    guided = resolve(DistillConfig(objective="prototype", surrogate="dm"), digits)
+    assert guided.estimator == "gaussian"  # a surrogate guides the gaussian estimator
     assert not score.uses_network
     gm = resolve(DistillConfig(objective="gm", updater="native", model_steps=3), digits)
     assert (gm.lr, gm.train_on_synthetic, gm.reinit_every) == (0.1, 3, 10)

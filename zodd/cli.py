@@ -214,7 +214,7 @@ DISTILL_SETTINGS = [
     setting("device", "auto, cpu, cuda, cuda:N or mps (auto: a CUDA GPU when there is one)."),
     setting("objective"),
     setting("estimator", extra={"auto": "autograd when the objective is differentiable, else "
-                                        "gaussian"}),
+                                        "es (gaussian with --surrogate)"}),
     setting("optimizer", "Step rule for S.",
             extra={"auto": "sgd at the objective's lr for dm and gm, paper for scores"},
             pattern="ng:NAME: a nevergrad optimiser, asked --directions candidates a step"),

@@ -41,7 +41,7 @@ class DistillConfig:
 
     # how S is updated
     objective: str = "dm"  # key of objectives.OBJECTIVES
-    estimator: str = "auto"  # key of zodd.estimators.ESTIMATORS; auto: autograd if differentiable
+    estimator: str = "auto"  # key of zodd.estimators.ESTIMATORS; auto: zodd.plan
     optimizer: str = "auto"  # paper: s = lr / sqrt(1 + E) (eq. 18); sgd/adam: torch; ng:NAME: nevergrad
     lr: float | None = None  # None: the objective's default (zodd.plan)
     sigma: float | None = None  # smoothing radius (standardised pixels); None: the objective's

@@ -8,8 +8,12 @@ as asked and the plan under ``resolved``.
 
 Why each default is what it is (the figures are in BENCHMARKS.md):
 
-* **estimator** ``auto``: autograd where the objective is differentiable (exact and cheapest),
-  else gaussian (the paper's Algorithm 2).
+* **estimator** ``auto``: autograd where the objective is differentiable (exact and cheapest);
+  for the scores es (OpenES: antithetic pairs, rank-shaped, Adam), which moved every outside
+  evaluator at least as far as the paper's gaussian estimator (Algorithm 2) in the same time,
+  where gaussian at the scores' σ = 0.3 often did not move a piecewise-constant score at all
+  (digits IPC 1, BENCHMARKS.md "Outside evaluators"); gaussian with ``--surrogate`` (its guide
+  is a gaussian-estimator feature).
 * **optimizer** ``auto``: the objective's ``default_optimizer`` at its ``default_lr`` for
   matching objectives, exact or zero-order: SGD with momentum 0.5 for dm (1.0) and gm (0.1),
   Adam for krr (0.01; its loss scales with the features); SGD beat the paper's decaying step
@@ -152,7 +156,7 @@ def check(cfg: DistillConfig) -> DistillConfig:
             registry.check(value, name.replace("_", "-"), extra=("auto",) if name in ("estimator", "init")
                            else ())
     objective = OBJECTIVES[cfg.objective]
-    estimator = _estimator(cfg.estimator, objective.differentiable)
+    estimator = _estimator(cfg.estimator, objective.differentiable, cfg.surrogate)
     if cfg.workers > 0 and estimator == "autograd":
         raise _bad(cfg, "workers", "parallel workers serve zero-order estimators only")
     if cfg.optimizer.startswith(NEVERGRAD_PREFIX) and estimator == "autograd":
@@ -181,7 +185,7 @@ def resolve(cfg: DistillConfig, data: ImageData) -> Plan:
     """The plan of a run of ``cfg`` on ``data`` (see the module docstring for each default)."""
     check(cfg)
     objective = OBJECTIVES[cfg.objective]
-    estimator = _estimator(cfg.estimator, objective.differentiable)
+    estimator = _estimator(cfg.estimator, objective.differentiable, cfg.surrogate)
     optimizer, default_lr = cfg.optimizer, objective.default_lr
     if optimizer == "auto" and estimator == "es":
         optimizer, default_lr = "adam", ES_LR  # rank-shaped estimates have no loss scale
@@ -233,9 +237,9 @@ def _by_ipc(table: tuple[tuple[int, int, int], ...], ipc: int) -> tuple[int, int
     return row[1], row[2]
 
 
-def _estimator(name: str, differentiable: bool) -> str:
+def _estimator(name: str, differentiable: bool, surrogate: str | None = None) -> str:
     if name == "auto":
-        return "autograd" if differentiable else "gaussian"
+        return "autograd" if differentiable else "gaussian" if surrogate else "es"
     if name == "autograd" and not differentiable:
         raise ZoddError("the objective is not differentiable: --estimator autograd cannot run; "
                         "choose a zero-order estimator such as --estimator gaussian")
