@@ -9,10 +9,11 @@ as asked and the plan under ``resolved``.
 Why each default is what it is (the figures are in BENCHMARKS.md):
 
 * **estimator** ``auto``: autograd where the objective is differentiable (exact and cheapest);
-  for the scores es (OpenES: antithetic pairs, rank-shaped, Adam), which moved every outside
-  evaluator at least as far as the paper's gaussian estimator (Algorithm 2) in the same time,
-  where gaussian at the scores' σ = 0.3 often did not move a piecewise-constant score at all
-  (digits IPC 1, BENCHMARKS.md "Outside evaluators"); gaussian with ``--surrogate`` (its guide
+  for the scores es (OpenES: antithetic pairs, rank-shaped, Adam), which in each of the four
+  paired runs (1-NN and an MLP, from real and from DM starts, digits IPC 1, BENCHMARKS.md
+  "Outside evaluators") moved the held-out error at least as far as the paper's gaussian
+  estimator (Algorithm 2) in the same time, where gaussian at the scores' σ = 0.3 mostly did
+  not move a piecewise-constant score at all; gaussian with ``--surrogate`` (its guide
   is a gaussian-estimator feature).
 * **optimizer** ``auto``: the objective's ``default_optimizer`` at its ``default_lr`` for
   matching objectives, exact or zero-order: SGD with momentum 0.5 for dm (1.0) and gm (0.1),
