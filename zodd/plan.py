@@ -10,8 +10,8 @@ Why each default is what it is (the figures are in BENCHMARKS.md):
 
 * **estimator** ``auto``: autograd where the objective is differentiable (exact and cheapest);
   for the scores es (OpenES: antithetic pairs, rank-shaped, Adam), which in each of the four
-  paired runs (1-NN and an MLP, from real and from DM starts, digits IPC 1, BENCHMARKS.md
-  "Outside evaluators") moved the held-out error at least as far as the paper's gaussian
+  paired runs (1-NN from real images on pixels and on codes and from a DM start, an MLP from
+  a DM start; digits IPC 1, BENCHMARKS.md "Outside evaluators") moved the held-out error at least as far as the paper's gaussian
   estimator (Algorithm 2) in the same time, where gaussian at the scores' σ = 0.3 mostly did
   not move a piecewise-constant score at all; gaussian with ``--surrogate`` (its guide
   is a gaussian-estimator feature).
