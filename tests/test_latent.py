@@ -113,3 +113,18 @@ def test_latent_refuses_lowres_and_sizes_it_cannot_take(tmp_path, monkeypatch, c
     code, _, err = run_cli(monkeypatch, capsys, "distill", *SHORT, "--image-size", "10",
                            "--out", str(tmp_path / "s"))
     assert_refused(code, err, "divisible by 4")
+
+
+@pytest.mark.ray
+def test_ray_workers_score_latent_codes_as_the_process_does(digits):
+    """The decoding travels with the black box to the workers: the same losses and set."""
+    from zodd.config import DistillConfig
+    from zodd.distill import distill
+
+    runs = {}
+    for workers in (0, 2):
+        cfg = DistillConfig(objective="prototype", representation="latent", latent=8, ipc=1,
+                            iterations=3, directions=4, warm_iterations=2, workers=workers)
+        runs[workers] = distill(cfg, digits)
+    assert [r["loss"] for r in runs[0].rows] == [r["loss"] for r in runs[2].rows]
+    assert torch.equal(runs[0].synthetic.images, runs[2].synthetic.images)
