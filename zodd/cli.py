@@ -28,7 +28,7 @@ from zodd.evaluate import (BASELINES, PROTOCOLS, TestSets, difference, differenc
 from zodd.models import MODELS, build_network, check_model
 from zodd.sets import PIXELS
 from zodd import synthetic
-from zodd.plan import REGISTRIES, check
+from zodd.plan import REGISTRIES, check, resolve
 from zodd.types import ZoddError, resolve_device
 
 
@@ -313,6 +313,10 @@ def distill(config_file, no_robust, resume_dir, out, overwrite, quiet, **flags) 
     data = _load_data(cfg, cfg.data_dir, quiet)
     if cfg.representation == "latent":
         _prior(data, cfg.latent, cfg.data_dir, quiet)
+    plan = resolve(cfg, data)
+    if plan.init == "dm" and resume_dir is None and not quiet:
+        click.echo(f"zodd: warm start: {plan.warm_iterations} DM steps with exact gradients "
+                   "before the first query (--init dm)", err=True)
 
     bar, stop = None, _StopOnSignal()
 
