@@ -3,6 +3,7 @@
     python benchmarks/blackbox.py prototype --seeds 3 --iterations 200
     python benchmarks/blackbox.py workers --mode sleep --repeats 3
     python benchmarks/blackbox.py evaluators --dataset digits --ipc 1 --seconds 120 --out OUT
+    python benchmarks/blackbox.py plot OUT/evaluators.json     # its plot again
 
 prototype: `zodd distill --objective prototype --estimator gaussian` on digits, and the
 nearest-prototype error on the digits test set before (the random-real initialisation) and after.
@@ -14,7 +15,8 @@ the test images; every row's set is then scored by the same evaluator on the sec
 no run saw. Rows: the random-real initialisation; a DM autograd set given a tenth of the
 black-box runs' time (a generic distillation that never sees the evaluator); zodd's black-box
 runs (``METHODS``). Each black-box run gets ``--seconds`` of distillation (the latent prior is
-trained once beforehand, its time reported apart). Writes OUT/evaluators.json and .md.
+trained once beforehand, its time reported apart). Writes OUT/evaluators.json, .md and .png
+(per evaluator: the scored-half error against queries, and where each run ended unseen).
 """
 from __future__ import annotations
 
@@ -180,6 +182,37 @@ def evaluators(args) -> None:
                          f"{r['seconds']:.0f} |")
     (out / "evaluators.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    plot(table, out / "evaluators.png")
+
+
+def plot(table: dict, path: Path) -> None:
+    """One panel per evaluator: each black-box run's error on the scored half against queries
+    (its log), and where it ended on the unseen half (a marker at its last query); the random
+    and DM rows as horizontal lines of their unseen-half error."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot")
+        return
+    fig, axes = plt.subplots(1, len(table), figsize=(5 * len(table), 4), squeeze=False)
+    for ax, (kind, rows) in zip(axes[0], table.items()):
+        for label, r in rows.items():
+            if "score_split" not in r:  # random, DM: no queries
+                ax.axhline(r["error"], ls="--", lw=0.8, color="grey" if "random" in label
+                           else "black", label=f"{label} (unseen)")
+                continue
+            queries, losses = zip(*[(q, 100 * l) for q, l in r["score_split"] if l is not None])
+            line, = ax.plot(queries, losses, label=f"{label} (scored)")
+            ax.plot(queries[-1], r["error"], marker="o", color=line.get_color())
+        ax.set(title=kind, xlabel="queries", ylabel="error, %")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    print("wrote", path)
 
 
 def main() -> None:
@@ -204,7 +237,11 @@ def main() -> None:
     e.add_argument("--methods", type=lambda t: t.split(";"), default=list(METHODS),
                    help="';'-separated labels of METHODS")
     e.add_argument("--out", required=True)
+    pl = sub.add_parser("plot", help="the evaluators' plot again, from its .json (beside it)")
+    pl.add_argument("table", type=Path)
     args = ap.parse_args()
+    if args.what == "plot":
+        return plot(json.loads(args.table.read_text()), args.table.with_suffix(".png"))
     {"prototype": prototype, "workers": workers, "evaluators": evaluators}[args.what](args)
 
 
