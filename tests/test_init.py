@@ -138,6 +138,8 @@ def test_the_warm_start_is_exactly_a_dm_run_of_that_many_steps(digits, tmp_path)
                                       warm_iterations=4), digits), digits)
     assert torch.equal(loop.x.detach(), _images(dm))
     assert loop.seconds > 0 and loop.queries == 0  # its time is the run's, it asked nothing
+    start = Loop(resolve(DistillConfig(ipc=2, seed=3), digits), digits)  # the real start
+    assert torch.equal(loop.syn.source, start.syn.source)  # kept out of the held-out images
 
 
 def test_a_warm_started_run_resumes_bitwise(tmp_path, monkeypatch, capsys):

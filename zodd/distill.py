@@ -57,8 +57,11 @@ class Loop:
         self.rep = make_representation(plan.representation, plan.factor, prior)
         if plan.init in INITS and INITS[plan.init] is not None:  # the stored set
             self.syn = initialise(data, plan.ipc, plan.init, self.gen, self.rep)
-        elif resuming:  # the checkpoint holds S: the set it started from may be gone
-            self.syn = initialise(data, plan.ipc, "noise", torch.Generator(), self.rep)
+        elif resuming:  # the checkpoint holds S: the set it started from may be gone; a warm
+            # start's real images (its source) are drawn again, to stay out of the held-out ones
+            how = "real" if plan.init == "dm" else "noise"
+            self.syn = initialise(data, plan.ipc, how, torch.Generator().manual_seed(plan.seed),
+                                  self.rep)
         elif plan.init == "dm":
             self.syn, warm_seconds = warm_start(plan, data)
         else:  # a set to go on from
@@ -212,8 +215,8 @@ def warm_start(plan: Plan, data: ImageData) -> tuple[SyntheticSet, float]:
     for _ in range(plan.warm_iterations):
         loop.advance()
     loop.check_finite(loop.step)
-    s = loop.syn
-    return (SyntheticSet(loop.x.detach().cpu().clone(), s.labels.cpu(), s.num_classes),
+    s = loop.syn  # its source: the real images it began from stay out of the scores' held-out
+    return (SyntheticSet(loop.x.detach().cpu().clone(), s.labels.cpu(), s.num_classes, s.source),
             time.perf_counter() - started)
 
 
