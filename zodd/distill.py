@@ -55,6 +55,7 @@ class Loop:
         if plan.representation == "latent":
             prior = load_or_train(data, plan.latent, root=data_root(plan.data_dir))
         self.rep = make_representation(plan.representation, plan.factor, prior)
+        warm_seconds = 0.0  # --init dm: the warm start's time, counted against --max-seconds
         if plan.init in INITS and INITS[plan.init] is not None:  # the stored set
             self.syn = initialise(data, plan.ipc, plan.init, self.gen, self.rep)
         elif resuming:  # the checkpoint holds S: the set it started from may be gone; a warm
@@ -86,9 +87,7 @@ class Loop:
         # real images kept apart from S's initialisation, for scores on held-out data
         used = self.syn.source if self.syn.source is not None else torch.empty(0, dtype=torch.long)
         self.held_out_pool = [i[~torch.isin(i, used)] for i in self.per_class]
-        self.step, self.queries, self.seconds, self.failures = 0, 0, 0.0, 0
-        if plan.init == "dm" and not resuming:
-            self.seconds = warm_seconds  # it counts against --max-seconds
+        self.step, self.queries, self.seconds, self.failures = 0, 0, warm_seconds, 0
         self.net: torch.nn.Module | None = None
         self.net_opt: torch.optim.Optimizer | None = None
 

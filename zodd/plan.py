@@ -11,10 +11,10 @@ Why each default is what it is (the figures are in BENCHMARKS.md):
 * **estimator** ``auto``: autograd where the objective is differentiable (exact and cheapest);
   for the scores es (OpenES: antithetic pairs, rank-shaped, Adam), which in each of the four
   paired runs (1-NN from real images on pixels and on codes and from a DM start, an MLP from
-  a DM start; digits IPC 1, BENCHMARKS.md "Outside evaluators") moved the held-out error at least as far as the paper's gaussian
-  estimator (Algorithm 2) in the same time, where gaussian at the scores' σ = 0.3 mostly did
-  not move a piecewise-constant score at all; gaussian with ``--surrogate`` (its guide
-  is a gaussian-estimator feature).
+  a DM start; digits IPC 1, BENCHMARKS.md "Outside evaluators") moved the held-out error at
+  least as far as the paper's gaussian estimator (Algorithm 2) in the same time, where
+  gaussian at the scores' σ = 0.3 mostly did not move a piecewise-constant score at all;
+  gaussian with ``--surrogate`` (its guide is a gaussian-estimator feature).
 * **optimizer** ``auto``: the objective's ``default_optimizer`` at its ``default_lr`` for
   matching objectives, exact or zero-order: SGD with momentum 0.5 for dm (1.0) and gm (0.1),
   Adam for krr (0.01; its loss scales with the features); SGD beat the paper's decaying step
@@ -154,8 +154,8 @@ def check(cfg: DistillConfig) -> DistillConfig:
         elif name == "init" and value not in registry and value != "auto":
             cfg = dataclasses.replace(cfg, init=_start_path(value))
         else:
-            registry.check(value, name.replace("_", "-"), extra=("auto",) if name in ("estimator", "init")
-                           else ())
+            registry.check(value, name.replace("_", "-"),
+                           extra=("auto",) if name in ("estimator", "init") else ())
     objective = OBJECTIVES[cfg.objective]
     estimator = _estimator(cfg.estimator, objective.differentiable, cfg.surrogate)
     if cfg.workers > 0 and estimator == "autograd":

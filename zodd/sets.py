@@ -187,15 +187,13 @@ def start(path: str | Path, data: ImageData, ipc: int, rep, how: dict) -> Synthe
     as it is; any other set (standardised pixels, hard labels) must hold ``ipc * rep.per_image``
     images of each class, which ``rep`` encodes (for latent codes and multi-formation a lossy
     step: the stored tensor is what the encoding keeps of them)."""
-    if not Path(path).exists():
-        raise ZoddError(f"--init {path} does not exist")
     located = locate(path)
     if located.format == "run":
         dataset = load_config(located.path).get("dataset")
         if dataset != data.name and Path(str(dataset)).name != data.name:
             raise ZoddError(f"--init {path}: that run distilled {dataset}, not {data.name}")
         stored = located.path / STORED_FILE
-        if how.get("name") != "pixel" and stored.is_file():
+        if stored.is_file():
             kept = quiet_load(stored)
             shape = (data.num_classes * ipc, *rep.stored_shape(tuple(data.train_x.shape[1:])))
             if kept.get("representation") == how and tuple(kept["images"].shape) == shape:
