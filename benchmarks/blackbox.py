@@ -110,6 +110,8 @@ METHODS = {  # the rows from a random real start, as before --init dm
     # zodd's defaults for a black box: --init dm (20 DM steps inside the run), es
     "default: --init dm, es, pixels": [],
     "--init dm + gaussian, pixels": ["--estimator", "gaussian"],
+    "--init dm + es, latent": ["--representation", "latent"],
+    "--init dm + CMA, latent": ["--representation", "latent", "--optimizer", "ng:DiagonalCMA"],
 }
 WARM = {"{dm}": [], "{dm-latent}": ["--representation", "latent"]}  # flags of each start's run
 
