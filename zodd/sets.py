@@ -26,7 +26,8 @@ from torch import Tensor
 from zodd.data import ImageData
 from zodd.files import quiet_load
 from zodd.rundir import load_config
-from zodd.synthetic import STORED_FILE, SyntheticSet, from_payload, load as load_run
+from zodd.synthetic import (STORED_FILE, SyntheticSet, class_major, from_payload,
+                            load as load_run)
 from zodd.types import Registry, ZoddError
 
 FORMATS = Registry("format", [
@@ -197,7 +198,7 @@ def start(path: str | Path, data: ImageData, ipc: int, rep, how: dict) -> Synthe
             kept = quiet_load(stored)
             shape = (data.num_classes * ipc, *rep.stored_shape(tuple(data.train_x.shape[1:])))
             if kept.get("representation") == how and tuple(kept["images"].shape) == shape:
-                return SyntheticSet(kept["images"].float(), _class_major(data.num_classes, ipc),
+                return SyntheticSet(kept["images"].float(), class_major(data.num_classes, ipc),
                                     data.num_classes)
     if located.format in ("run", "zodd"):
         given = zodd_set(located)
@@ -214,9 +215,5 @@ def start(path: str | Path, data: ImageData, ipc: int, rep, how: dict) -> Synthe
                         + (f" x {rep.per_image} decoded images each" if rep.per_image > 1 else "")
                         + f" needs {per_class} of each")
     images = images[torch.argsort(labels, stable=True)]
-    return SyntheticSet(rep.encode(images.float()), _class_major(data.num_classes, ipc),
+    return SyntheticSet(rep.encode(images.float()), class_major(data.num_classes, ipc),
                         data.num_classes)
-
-
-def _class_major(classes: int, ipc: int) -> Tensor:
-    return torch.arange(classes).repeat_interleave(ipc)

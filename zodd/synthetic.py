@@ -74,8 +74,12 @@ def initialise(data: ImageData, ipc: int, how: str, gen: torch.Generator,
     if made is None:
         raise ValueError(f"init {how!r} is a run of its own (zodd.distill.warm_start)")
     images, source = made(data, ipc, gen, rep)
-    labels = torch.arange(data.num_classes).repeat_interleave(ipc)
-    return SyntheticSet(images, labels, data.num_classes, source)
+    return SyntheticSet(images, class_major(data.num_classes, ipc), data.num_classes, source)
+
+
+def class_major(classes: int, per_class: int) -> Tensor:
+    """The labels of a class-major set: ``per_class`` of class 0, then of class 1, …"""
+    return torch.arange(classes).repeat_interleave(per_class)
 
 
 def save(s: SyntheticSet, out: Path, data: ImageData | None = None,
@@ -152,7 +156,6 @@ def from_payload(payload, path: Path) -> SyntheticSet:
     labels = labels.long()
     num_classes = int(labels.max()) + 1
     counts = torch.bincount(labels, minlength=num_classes)
-    if (counts != counts[0]).any() or (labels != torch.arange(num_classes).repeat_interleave(
-            int(counts[0]))).any():
+    if (counts != counts[0]).any() or (labels != class_major(num_classes, int(counts[0]))).any():
         raise ZoddError(f"{path}: labels must be class-major with the same count per class")
     return SyntheticSet(images.float(), labels, num_classes)
