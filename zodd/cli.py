@@ -250,8 +250,10 @@ DISTILL_SETTINGS = [
     setting("width", "ConvNet width (default: by image size: 128 for 28-32 px, 64 for 8 px)."),
     setting("depth", "ConvNet depth (default: by image size: 3 for 28-32 px, 2 for 8 px)."),
     setting("iterations"),
-    setting("max_seconds", "Stop after this much time."),
-    setting("max_queries", "Stop after this many objective queries."),
+    setting("max_seconds", "Stop once this much time is spent (checked after each iteration: "
+            "the last may end past it)."),
+    setting("max_queries", "Stop once this many objective queries are spent (checked after "
+            "each iteration)."),
     setting("checkpoint_every", "Iterations between checkpoints (default: about once a "
             "minute)."),
 ]
