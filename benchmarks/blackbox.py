@@ -187,6 +187,39 @@ def evaluators(args) -> None:
     plot(table, out / "evaluators.png")
 
 
+def seeds(args) -> None:
+    """Several seeds' evaluators.json (one seed's evaluators may be split over files) as one
+    table: each row's unseen-half error per seed and mean ± std, and for each black-box row
+    in how many seeds it ended below the DM comparison row."""
+    by_seed: dict[int, dict] = {}
+    for seed, path in args.tables:
+        by_seed.setdefault(seed, {}).update(json.loads(path.read_text()))
+    order = sorted(by_seed)
+    kinds = list(dict.fromkeys(kind for table in by_seed.values() for kind in table))
+    lines = [f"error (%) on the unseen half of the test set, seeds {', '.join(map(str, order))}",
+             "", "| evaluator | set | " + " | ".join(f"seed {s}" for s in order)
+             + " | mean ± std | below DM in |", "|---|---|" + "---|" * (len(order) + 2)]
+    for kind in kinds:
+        rows = {s: by_seed[s].get(kind, {}) for s in order}
+        labels = list(dict.fromkeys(label for r in rows.values() for label in r))
+        dm = next(label for label in labels if label.startswith("DM autograd"))
+        for label in labels:
+            have = [s for s in order if label in rows[s]]
+            errors = [rows[s][label]["error"] for s in have]
+            mean, std = mean_std(errors)
+            below = ""
+            if "score_split" in rows[have[0]][label]:  # a black-box run
+                wins = sum(rows[s][label]["error"] < rows[s][dm]["error"] for s in have)
+                below = f"{wins} of {len(have)}"
+            cells = [f"{rows[s][label]['error']:.2f}" if s in have else "–" for s in order]
+            lines.append(f"| {kind} | {label} | {' | '.join(cells)} | {mean:.2f} ± {std:.2f} "
+                         f"| {below} |")
+    text = "\n".join(lines) + "\n"
+    if args.out:
+        args.out.write_text(text)
+    print(text, end="")
+
+
 def plot(table: dict, path: Path) -> None:
     """One panel per evaluator: each black-box run's error on the scored half against queries
     (its log), and where it ended on the unseen half (a marker at its last query); the random
@@ -239,9 +272,19 @@ def main() -> None:
     e.add_argument("--methods", type=lambda t: t.split(";"), default=list(METHODS),
                    help="';'-separated labels of METHODS")
     e.add_argument("--out", required=True)
+    sd = sub.add_parser("seeds", help="several seeds' evaluators.json as one mean ± std table")
+    sd.add_argument("tables", nargs="+", metavar="SEED=FILE",
+                    help="a seed and its evaluators.json (a seed may be given twice)")
+    sd.add_argument("--out", type=Path, help="also write the table here (markdown)")
     pl = sub.add_parser("plot", help="the evaluators' plot again, from its .json (beside it)")
     pl.add_argument("table", type=Path)
     args = ap.parse_args()
+    if args.what == "seeds":
+        pairs = [t.split("=", 1) for t in args.tables]
+        if any(len(p) != 2 or not p[0].isdigit() for p in pairs):
+            ap.error("seeds: give SEED=FILE, e.g. 0=runs/a/evaluators.json")
+        args.tables = [(int(seed), Path(f)) for seed, f in pairs]
+        return seeds(args)
     if args.what == "plot":
         return plot(json.loads(args.table.read_text()), args.table.with_suffix(".png"))
     {"prototype": prototype, "workers": workers, "evaluators": evaluators}[args.what](args)
