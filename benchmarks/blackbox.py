@@ -4,6 +4,7 @@
     python benchmarks/blackbox.py workers --mode sleep --repeats 3
     python benchmarks/blackbox.py evaluators --dataset digits --ipc 1 --seconds 120 --out OUT
     python benchmarks/blackbox.py plot OUT/evaluators.json     # its plot again
+    python benchmarks/blackbox.py seeds 0=OUT0/evaluators.json 1=OUT1/evaluators.json  # one table
 
 prototype: `zodd distill --objective prototype --estimator gaussian` on digits, and the
 nearest-prototype error on the digits test set before (the random-real initialisation) and after.
