@@ -191,7 +191,8 @@ def evaluators(args) -> None:
 def seeds(args) -> None:
     """Several seeds' evaluators.json (one seed's evaluators may be split over files) as one
     table: each row's unseen-half error per seed and mean ± std, and for each black-box row
-    in how many seeds it ended below the DM comparison row."""
+    its paired difference from the DM comparison row (mean ± std over seeds) and in how many
+    seeds it ended below it."""
     by_seed: dict[int, dict] = {}
     for seed, path in args.tables:
         by_seed.setdefault(seed, {}).update(json.loads(path.read_text()))
@@ -199,7 +200,7 @@ def seeds(args) -> None:
     kinds = list(dict.fromkeys(kind for table in by_seed.values() for kind in table))
     lines = [f"error (%) on the unseen half of the test set, seeds {', '.join(map(str, order))}",
              "", "| evaluator | set | " + " | ".join(f"seed {s}" for s in order)
-             + " | mean ± std | below DM in |", "|---|---|" + "---|" * (len(order) + 2)]
+             + " | mean ± std | minus DM | below DM in |", "|---|---|" + "---|" * (len(order) + 3)]
     for kind in kinds:
         rows = {s: by_seed[s].get(kind, {}) for s in order}
         labels = list(dict.fromkeys(label for r in rows.values() for label in r))
@@ -208,10 +209,11 @@ def seeds(args) -> None:
             have = [s for s in order if label in rows[s]]
             errors = [rows[s][label]["error"] for s in have]
             mean, std = mean_std(errors)
-            below = ""
+            below = " | "
             if "score_split" in rows[have[0]][label]:  # a black-box run
-                wins = sum(rows[s][label]["error"] < rows[s][dm]["error"] for s in have)
-                below = f"{wins} of {len(have)}"
+                gaps = [rows[s][label]["error"] - rows[s][dm]["error"] for s in have]
+                gap, spread = mean_std(gaps)
+                below = f"{gap:+.2f} ± {spread:.2f} | {sum(g < 0 for g in gaps)} of {len(have)}"
             cells = [f"{rows[s][label]['error']:.2f}" if s in have else "–" for s in order]
             lines.append(f"| {kind} | {label} | {' | '.join(cells)} | {mean:.2f} ± {std:.2f} "
                          f"| {below} |")
