@@ -253,6 +253,15 @@ def plot(table: dict, path: Path) -> None:
     print("wrote", path)
 
 
+def seed_and_file(token: str) -> tuple[int, Path]:
+    """``SEED=FILE`` (a ``seeds`` argument) as (seed, path)."""
+    seed, sep, path = token.partition("=")
+    if not (sep and seed.isdigit() and path):
+        raise argparse.ArgumentTypeError(f"{token!r}: give SEED=FILE, e.g. "
+                                         "0=runs/a/evaluators.json")
+    return int(seed), Path(path)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="what", required=True)
@@ -276,21 +285,16 @@ def main() -> None:
                    help="';'-separated labels of METHODS")
     e.add_argument("--out", required=True)
     sd = sub.add_parser("seeds", help="several seeds' evaluators.json as one mean ± std table")
-    sd.add_argument("tables", nargs="+", metavar="SEED=FILE",
+    sd.add_argument("tables", nargs="+", metavar="SEED=FILE", type=seed_and_file,
                     help="a seed and its evaluators.json (a seed may be given twice)")
     sd.add_argument("--out", type=Path, help="also write the table here (markdown)")
     pl = sub.add_parser("plot", help="the evaluators' plot again, from its .json (beside it)")
     pl.add_argument("table", type=Path)
     args = ap.parse_args()
-    if args.what == "seeds":
-        pairs = [t.split("=", 1) for t in args.tables]
-        if any(len(p) != 2 or not p[0].isdigit() for p in pairs):
-            ap.error("seeds: give SEED=FILE, e.g. 0=runs/a/evaluators.json")
-        args.tables = [(int(seed), Path(f)) for seed, f in pairs]
-        return seeds(args)
     if args.what == "plot":
         return plot(json.loads(args.table.read_text()), args.table.with_suffix(".png"))
-    {"prototype": prototype, "workers": workers, "evaluators": evaluators}[args.what](args)
+    {"prototype": prototype, "workers": workers, "evaluators": evaluators,
+     "seeds": seeds}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from zodd.representation import decoded, make as make_representation
 from zodd.robust import RobustUpdater, train_on_synthetic
 from zodd.steppers import make_stepper
 from zodd.sets import start
-from zodd.synthetic import INITS, SyntheticSet, initialise, save
+from zodd.synthetic import INITS, SyntheticSet, class_major, initialise, save
 from zodd.types import EvaluationError, StepContext, ZoddError
 
 @dataclass
@@ -72,8 +72,8 @@ class Loop:
         self.syn.images, self.syn.labels = (t.to(plan.device) for t in (self.syn.images,
                                                                          self.syn.labels))
         self.x = self.syn.images.requires_grad_(True)
-        self.labels = torch.arange(data.num_classes, device=plan.device).repeat_interleave(
-            plan.ipc * self.rep.per_image)  # of the decoded images
+        self.labels = class_major(data.num_classes, plan.ipc * self.rep.per_image).to(
+            plan.device)  # of the decoded images
         self.objective = make_objective(plan)
         self.surrogate = make_objective(plan, plan.surrogate) if plan.surrogate else None
         self.estimator = ESTIMATORS[plan.estimator](plan) if plan.estimator in ESTIMATORS else None
