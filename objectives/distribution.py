@@ -14,6 +14,7 @@ from zodd.types import StepContext
 @dataclass(frozen=True)
 class DistributionMatching(Matching):
     name: str = "dm"
+    shares_real_pass: bool = True
 
     def bind(self, ctx: StepContext) -> "BoundDM":
         return BoundDM(ctx, self.flip)
@@ -22,10 +23,17 @@ class DistributionMatching(Matching):
 class BoundDM(BoundMatching):
     def __init__(self, ctx: StepContext, flip: bool):
         super().__init__(ctx, flip)
+        k = ctx.trained_rows
         with torch.no_grad():
             real = self._augment(ctx.real)
             classes, n = real.shape[:2]
-            self.real_mean = self.net.embed(real.flatten(0, 1)).unflatten(0, (classes, n)).mean(1)
+            parts = [self.net.embed(real[:, k:].flatten(0, 1)).unflatten(0, (classes, n - k))
+                     ] if k < n else []
+        self.trained = None  # --one-pass: the first k rows' embeddings, with their graph
+        if k:
+            self.trained = self.net.embed(real[:, :k].flatten(0, 1)).unflatten(0, (classes, k))
+            parts.insert(0, self.trained.detach())
+        self.real_mean = (parts[0] if len(parts) == 1 else torch.cat(parts, 1)).mean(1)
 
     def _blocks(self, candidates: Tensor) -> Tensor:
         k, n = candidates.shape[:2]

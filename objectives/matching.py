@@ -18,6 +18,9 @@ class Matching:
     differentiable: bool = True
     needs_held_out: bool = False  # matches the step's real batch
     uses_network: bool = True  # bound to the step's network
+    # --one-pass: the bound objective embeds the real batch with the network's penultimate
+    # layer and can keep the embeddings of StepContext.trained_rows with their graph
+    shares_real_pass: bool = False
     # zero-order defaults: a smooth loss wants a small radius; a candidate costs one pass of S,
     # cheap next to the real batch, so many directions (BENCHMARKS.md, "Zero-order against
     # autograd")

@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -209,9 +211,9 @@ def test_native_loop_keeps_theta_as_initialised_each_iteration(digits):
     seen = []
     bind = loop._bind
 
-    def spy(real):
+    def spy(real, *args):
         seen.append([p.clone() for p in loop.net.parameters()])
-        return bind(real)
+        return bind(real, *args)
 
     loop._bind = spy
     for _ in range(2):
@@ -222,3 +224,74 @@ def test_native_loop_keeps_theta_as_initialised_each_iteration(digits):
         from zodd.models import build_model
         net = build_model(1, 10, 8, seed=int(torch.randint(2**31 - 1, (1,), generator=fresh)))
         assert all(torch.equal(a, b) for a, b in zip(seen[-1], net.parameters()))
+
+
+@pytest.mark.parametrize("mode", ["robust", "ce"])
+def test_one_pass_gradient_is_the_update_on_the_objectives_augmented_batch(digits, mode):
+    """--one-pass: the gradient from dm's shared forward equals the update's own forward and
+    backward on the same augmented images, and dm's real means are those of a separate pass."""
+    from objectives import OBJECTIVES
+    from zodd.models import build_model
+    from zodd.types import StepContext
+
+    net = build_model(1, 10, 8, seed=3)
+    picks = torch.stack([torch.nonzero(digits.train_y == c)[:12, 0] for c in range(10)])
+    real, k = digits.train_x[picks], 5
+    syn = digits.train_x[picks[:, 12 - 2:]]  # two "synthetic" samples a class
+    ctx = StepContext(net, real, torch.arange(10).repeat_interleave(2), 10, seed=7)
+    dm = OBJECTIVES["dm"]()
+    updater = RobustUpdater(mode)
+    net.requires_grad_(True)
+    shared = dm.bind(dataclasses.replace(ctx, trained_rows=k))
+    updater.gradient(net, updater.optimizer(net), shared.trained, real[:, :k], syn,
+                     torch.Generator().manual_seed(0))
+    got = [p.grad.clone() for p in net.parameters()]
+
+    separate = dm.bind(ctx)  # trained_rows 0: the whole batch without a graph
+    assert separate.trained is None
+    assert torch.allclose(shared.real_mean, separate.real_mean, atol=1e-5)
+    augmented = separate._augment(real)[:, :k].flatten(0, 1)
+    y, ids, num = updater.targets(net, real[:, :k], syn, torch.Generator().manual_seed(0))
+    net.zero_grad(set_to_none=True)
+    updater.loss(net(augmented), y, ids, num)[0].backward()
+    for a, b in zip(got, net.parameters()):
+        assert torch.allclose(a, b.grad, atol=1e-6)
+    assert any(g.abs().sum() > 0 for g in got)
+
+
+def test_one_pass_loop_matches_under_one_network_and_updates_after_the_step(digits):
+    """In the loop with --one-pass the real and synthetic sides of dm see the same parameters
+    (those from before the step's update), and the update lands once S has stepped."""
+    from zodd.config import DistillConfig
+    from zodd.distill import Loop
+    from zodd.plan import resolve
+
+    loop = Loop(resolve(DistillConfig(ipc=2, batch_size=16, one_pass=True), digits), digits)
+    loop.advance()  # the first network, updated once
+    before = [p.clone() for p in loop.net.parameters()]
+    seen = []
+    propose = loop.stepper.propose
+
+    def spy(box, *args):
+        seen.append([p.clone() for p in loop.net.parameters()])
+        return propose(box, *args)
+
+    loop.stepper.propose = spy
+    row = loop.advance()
+    assert all(torch.equal(a, b) for a, b in zip(seen[0], before))  # S matched under theta_t
+    assert not all(torch.equal(a, b) for a, b in zip(before, loop.net.parameters()))
+    assert {"ce", "mean_cvar", "max_cvar"} <= set(row)
+
+
+@pytest.mark.parametrize("flags, why", [
+    ({"updater": "native"}, "no pass over the real batch"),
+    ({"objective": "gm"}, "has no forward pass to share"),
+    ({"model_steps": 2}, "one network update a step"),
+])
+def test_one_pass_refuses_what_it_cannot_share(flags, why):
+    from zodd.config import DistillConfig
+    from zodd.plan import check
+    from zodd.types import ZoddError
+
+    with pytest.raises(ZoddError, match=why):
+        check(DistillConfig(one_pass=True, **flags))

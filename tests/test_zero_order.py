@@ -23,7 +23,7 @@ def _bound_box(loop):
     loop._refresh_network()
     picks = torch.stack([i[:loop.plan.n_real] for i in loop.per_class])
     loop._update_network(loop.data.train_x[picks])
-    box, _, _ = loop._bind(loop.data.train_x[picks])
+    box, *_ = loop._bind(loop.data.train_x[picks])
     return box
 
 

@@ -244,6 +244,9 @@ DISTILL_SETTINGS = [
     setting("batch_size", "Real samples per class each iteration."),
     setting("update_batch", "Of those, per class, the network update trains on (default: all: "
             "one batch serves the update and the matching)."),
+    setting("one_pass", "The network update shares dm's forward pass over the real batch "
+            "(its augmented images): one pass instead of two; the matching then sees the "
+            "network before the step's update, which lands after S's step."),
     setting("model_lr", "Network learning rate."),
     setting("model_steps", "Network updates per iteration."),
     setting("reinit_every", "Fresh network every N iterations."),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -104,14 +104,18 @@ class Loop:
         self._refresh_network()  # before the real batch: the order of draws from self.gen
         picks = draw_per_class(self.per_class, self.plan.n_real, self.gen)
         real = self.train_x[picks.to(self.plan.device)]  # [classes, n, ch, h, w]
-        terms = self._update_network(real)
-        box, guard, guide = self._bind(real)
+        one_pass = self.plan.one_pass and self.net is not None
+        terms = {} if one_pass else self._update_network(real)
+        box, guard, guide, shared_terms = self._bind(real, one_pass)
+        terms = terms or shared_terms
         row: dict = {}
         try:
             estimate = self.stepper.propose(box, self.x, self.gen, guide)
         except EvaluationError as exc:  # f(S) failed: the step is skipped
             estimate, row = None, {"skipped": str(exc)}
         self.stepper.apply(self.x, estimate)
+        if one_pass:  # the update's gradient is in the network since _bind; S is done with it
+            self.net_opt.step()
         if self.plan.train_on_synthetic:
             train_on_synthetic(self.net, self.net_opt, self.images(), self.labels,
                                self.plan.train_on_synthetic)
@@ -141,9 +145,11 @@ class Loop:
         self.net.requires_grad_(False)
         return terms
 
-    def _bind(self, real: torch.Tensor):
+    def _bind(self, real: torch.Tensor, one_pass: bool = False):
         """The step's black box (guarded and maybe parallel on the zero-order path), its guard,
-        and the surrogate's exact gradient at S as the estimator's ``guide`` (not a query)."""
+        the surrogate's exact gradient at S as the estimator's ``guide`` (not a query), and
+        with ``one_pass`` the update's loss terms: its gradient is computed here from the
+        objective's own forward pass over the real batch and applied after S's step."""
         held_out = None
         if self.objective.needs_held_out:
             n = min(self.plan.n_real, min(len(i) for i in self.held_out_pool))
@@ -153,14 +159,24 @@ class Loop:
                           seed=int(torch.randint(2**31 - 1, (1,), generator=self.gen)),
                           augment=self.plan.augment, held_out=held_out,
                           pixel_mean=self.data.mean, pixel_std=self.data.std)
-        box = decoded(self.objective.bind(ctx), self.rep)
+        terms: dict = {}
+        if one_pass:
+            self.net.requires_grad_(True)
+            bound = self.objective.bind(replace(ctx, trained_rows=self.plan.n_update))
+            terms = self.updater.gradient(
+                self.net, self.net_opt, bound.trained, real[:, :self.plan.n_update],
+                self.images().unflatten(0, (self.data.num_classes, -1)), self.gen)
+            self.net.requires_grad_(False)
+        else:
+            bound = self.objective.bind(ctx)
+        box = decoded(bound, self.rep)
         guide = {} if self.surrogate is None else {
             "guide": Autograd().estimate(decoded(self.surrogate.bind(ctx), self.rep), self.x,
                                          self.gen).grad}
         if self.plan.estimator == "autograd":
-            return box, None, guide
+            return box, None, guide, terms
         guard = Guarded(self.pool.wrap(box) if self.pool else box, self.plan.retries)
-        return guard, guard, guide
+        return guard, guard, guide, terms
 
     def images(self) -> torch.Tensor:
         """The images S stands for now (decoded from the stored tensor), detached."""

@@ -52,6 +52,11 @@ Why each default is what it is (the figures are in BENCHMARKS.md):
 * **n_real**: ``batch_size`` real images per class, at most the smallest class; **n_update**:
   of those, the first ``update_batch`` per class train the network (None: all of them, the
   paper's Algorithm 1 as zodd has always read it: one batch serves the update and the matching).
+* **one_pass** off: the update makes its own forward pass over the (unaugmented) real batch and
+  the matching sees the updated network, the paper's order. ``--one-pass`` (dm, robust or ce)
+  trains on the embeddings dm's own pass computed (the step's augmented images) and steps the
+  network after S's step, so the matching sees the network from before the update: one pass
+  over the real batch instead of two (BENCHMARKS.md, "One pass over the real batch").
 * **checkpoint_seconds**: a checkpoint about once a minute when ``checkpoint_every`` is None.
 * **log_every**: 1 on the CPU; on a GPU ``LOG_EVERY_GPU``: reading a loss back to the host waits
   for the GPU, which costs a small step its overlap of Python and GPU work, so rows are fetched
@@ -169,7 +174,24 @@ def check(cfg: DistillConfig) -> DistillConfig:
             raise _bad(cfg, "surrogate", "choose a differentiable objective: " + ", ".join(smooth))
         if estimator != "gaussian" or cfg.optimizer.startswith(NEVERGRAD_PREFIX):
             raise _bad(cfg, "surrogate", "a surrogate guides --estimator gaussian only")
+    if cfg.one_pass:
+        _check_one_pass(cfg, objective)
     return cfg
+
+
+def _check_one_pass(cfg: DistillConfig, objective) -> None:
+    """``--one-pass`` needs an updater with a pass to share, an objective that embeds the real
+    batch (``shares_real_pass``) and one update a step (the shared forward serves one)."""
+    sharing = [n for n, o in OBJECTIVES.items() if getattr(o, "shares_real_pass", False)]
+    if cfg.updater == "native":
+        raise _bad(cfg, "one_pass", "--updater native makes no pass over the real batch to "
+                   "share; choose --updater robust or ce")
+    if cfg.objective not in sharing:
+        raise _bad(cfg, "one_pass", f"objective {cfg.objective} has no forward pass to share; "
+                   "choose " + ", ".join(sharing))
+    if (cfg.model_steps or MODEL_STEPS) != 1:
+        raise _bad(cfg, "one_pass", "the shared forward serves one network update a step; "
+                   "drop --model-steps")
 
 
 def _start_path(value: str) -> str:

@@ -154,27 +154,52 @@ class RobustUpdater:
         ids = assign_clusters(points, centres, batch_dims=1) + k * rows.to(real.device)
         return ids.flatten(), classes * k
 
+    def targets(self, net: nn.Module, real: Tensor, synthetic: Tensor,
+                gen: torch.Generator) -> tuple[Tensor, Tensor | None, int]:
+        """The labels of ``real [C, n, ...]`` flattened, and for ``robust`` its cluster ids
+        around ``synthetic`` and their number (None, 0 otherwise)."""
+        classes, n = real.shape[:2]
+        y = torch.arange(classes, device=real.device).repeat_interleave(n)
+        if self.mode != "robust":
+            return y, None, 0
+        ids, num = self.cluster(net, real, synthetic.detach(), gen)
+        return y, ids, num
+
+    def loss(self, logits: Tensor, y: Tensor, ids: Tensor | None,
+             num: int) -> tuple[Tensor, dict[str, Tensor]]:
+        """The update's loss on ``logits`` of the real samples, and its terms for the log."""
+        per_sample = F.cross_entropy(logits, y, reduction="none")
+        if self.mode == "robust":
+            return robust_loss(per_sample, ids, num, self.alpha, self.tail, self.terms)
+        loss = per_sample.mean()
+        return loss, {"ce": loss.detach()}
+
     def step(self, net: nn.Module, opt: torch.optim.Optimizer, real: Tensor, synthetic: Tensor,
              gen: torch.Generator) -> dict[str, float]:
         """``steps`` updates of ``net`` on the real subsample; returns the last loss terms."""
         if self.mode == "native":
             return {}
-        classes, n = real.shape[:2]
         x = real.flatten(0, 1)
-        y = torch.arange(classes, device=x.device).repeat_interleave(n)
-        if self.mode == "robust":
-            ids, num = self.cluster(net, real, synthetic.detach(), gen)
+        y, ids, num = self.targets(net, real, synthetic, gen)
         terms: dict[str, float] = {}
         for _ in range(self.steps):
-            per_sample = F.cross_entropy(net(x), y, reduction="none")
-            if self.mode == "robust":
-                loss, terms = robust_loss(per_sample, ids, num, self.alpha, self.tail, self.terms)
-            else:
-                loss = per_sample.mean()
-                terms = {"ce": loss.detach()}
+            loss, terms = self.loss(net(x), y, ids, num)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+        return terms
+
+    def gradient(self, net: nn.Module, opt: torch.optim.Optimizer, features: Tensor,
+                 real: Tensor, synthetic: Tensor, gen: torch.Generator) -> dict[str, float]:
+        """``--one-pass``: the update's gradient, left in ``net``'s ``.grad`` for the caller's
+        ``opt.step()``, from ``features [C, n, D]``, the penultimate embeddings of the real
+        samples ``real`` that the objective's own forward pass computed (with their graph).
+        The caller steps once the objective is done with the network, so that the real and
+        the synthetic side of the matching see the same parameters."""
+        y, ids, num = self.targets(net, real, synthetic, gen)
+        loss, terms = self.loss(net.classifier(features.flatten(0, 1)), y, ids, num)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
         return terms
 
 

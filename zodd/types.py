@@ -69,6 +69,9 @@ class StepContext:
     held_out: Tensor | None = None  # real images [classes, n, ...] never used to initialise S
     pixel_mean: tuple[float, ...] = (0.0,)  # to turn standardised images back into pixels
     pixel_std: tuple[float, ...] = (1.0,)
+    # --one-pass: per class, the first rows of ``real`` whose embeddings the objective keeps
+    # with their graph (``bound.trained``) for the network update to share; 0: none
+    trained_rows: int = 0
 
     def scoring_batch(self) -> tuple[Tensor, Tensor]:
         """Held-out real images (the step's real batch when none were drawn), flattened to
