@@ -6,8 +6,10 @@ directories, e.g. one on the CPU and one on a GPU, compared metric by metric.
 A seed draws the same initialisation, batches and networks on every device (zodd.types.
 resolve_device), so the two copies of a run differ only through rounding, which grows over
 training; the per-run differences below show by how much, beside the seed-to-seed spread of the
-same settings. Prints a markdown table; reads every metrics.json and metrics_random.json that
-both directories hold.
+same settings. Two settings compared seed by seed (the same runs made with and without a
+flag) read the same way: the paired difference, its spread and how many pairs it favours.
+Prints a markdown table; reads every metrics.json and metrics_random.json that both
+directories hold (``--folder``: only one folder's).
 """
 from __future__ import annotations
 
@@ -31,12 +33,17 @@ def pairs(a: Path, b: Path) -> dict[str, tuple[dict, dict]]:
 
 
 def table(found: dict[str, tuple[dict, dict]]) -> str:
-    rows = ["| metric | runs | mean Δ (b − a) | mean abs Δ | largest abs Δ |", "|---|---|---|---|---|"]
+    rows = ["| metric | runs | mean a | mean b | mean Δ (b − a) | sd of Δ | b above a in | "
+            "largest abs Δ |", "|---|---|---|---|---|---|---|---|"]
     for m in METRICS:
-        diffs = [rb[m]["mean"] - ra[m]["mean"] for ra, rb in found.values()]
-        absd = [abs(d) for d in diffs]
-        rows.append(f"| {m} | {len(diffs)} | {statistics.mean(diffs):+.2f} | "
-                    f"{statistics.mean(absd):.2f} | {max(absd):.2f} |")
+        a = [ra[m]["mean"] for ra, _ in found.values()]
+        b = [rb[m]["mean"] for _, rb in found.values()]
+        diffs = [y - x for x, y in zip(a, b)]
+        sd = statistics.stdev(diffs) if len(diffs) > 1 else float("nan")
+        rows.append(f"| {m} | {len(diffs)} | {statistics.mean(a):.2f} | {statistics.mean(b):.2f} "
+                    f"| {statistics.mean(diffs):+.2f} | {sd:.2f} | "
+                    f"{sum(d > 0 for d in diffs)} of {len(diffs)} | "
+                    f"{max(abs(d) for d in diffs):.2f} |")
     return "\n".join(rows)
 
 
@@ -44,8 +51,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("a", type=Path)
     ap.add_argument("b", type=Path)
+    ap.add_argument("--folder", help="only runs under this folder (e.g. digits)")
     args = ap.parse_args()
-    found = pairs(args.a, args.b)
+    found = {k: v for k, v in pairs(args.a, args.b).items()
+             if args.folder is None or k.split("/")[0] == args.folder}
     if not found:
         raise SystemExit(f"compare.py: no run is evaluated under both {args.a} and {args.b}")
     print(f"{len(found)} evaluations present under both {args.a} (a) and {args.b} (b)\n")

@@ -1,4 +1,6 @@
-"""The distillation loop: update theta -> bind the objective -> estimate -> step S.
+"""The distillation loop: update theta -> bind the objective -> estimate -> step S (with
+``--one-pass``: bind the objective, whose forward pass over the real batch also gives theta's
+gradient -> estimate -> step S -> step theta).
 
 The loop runs a :class:`zodd.plan.Plan` (every default already filled in) and looks nothing up.
 One seed makes one root generator; network initialisations, real subsamples, augmentation seeds
