@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from objectives.matching import BoundMatching, Matching
+from zodd import compiled
 from zodd.types import StepContext
 
 
@@ -23,15 +24,15 @@ class DistributionMatching(Matching):
 class BoundDM(BoundMatching):
     def __init__(self, ctx: StepContext, flip: bool):
         super().__init__(ctx, flip)
-        k = ctx.trained_rows
+        k, net = ctx.trained_rows, compiled.maybe(self.net, ctx.compile)
         with torch.no_grad():
             real = self._augment(ctx.real)
             classes, n = real.shape[:2]
-            parts = [self.net.embed(real[:, k:].flatten(0, 1)).unflatten(0, (classes, n - k))
+            parts = [net.embed(real[:, k:].flatten(0, 1)).unflatten(0, (classes, n - k))
                      ] if k < n else []
         self.trained = None  # --one-pass: the first k rows' embeddings, with their graph
         if k:
-            self.trained = self.net.embed(real[:, :k].flatten(0, 1)).unflatten(0, (classes, k))
+            self.trained = net.embed(real[:, :k].flatten(0, 1)).unflatten(0, (classes, k))
             parts.insert(0, self.trained.detach())
         self.real_mean = (parts[0] if len(parts) == 1 else torch.cat(parts, 1)).mean(1)
 

@@ -69,6 +69,7 @@ class DistillConfig:
     batch_size: int = 256  # real samples per class drawn each iteration
     update_batch: int | None = None  # of those, per class, the network update trains on; None: all
     one_pass: bool = False  # the update shares the objective's forward pass over the real batch
+    compile: bool = False  # the network's passes over the real batch through torch.compile
     model_lr: float = 0.01
     model_steps: int | None = None  # network updates per iteration; None: zodd.plan
     reinit_every: int | None = None  # a fresh network every N iterations; None: zodd.plan

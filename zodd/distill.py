@@ -82,7 +82,7 @@ class Loop:
         self.stepper = make_stepper(plan, self.x, self.estimator, self.gen)
         self.updater = RobustUpdater(plan.updater, plan.alpha, plan.cvar_tail, plan.cvar_terms,
                                      plan.clusters, plan.cluster_space, plan.model_lr,
-                                     plan.model_steps)
+                                     plan.model_steps, plan.compile)
         self.per_class = data.class_indices()
         self.train_x = data.train_x.to(plan.device)  # moved once; indices are drawn on the CPU
         self.good = self.x.detach().clone()  # the last set known to be finite
@@ -160,7 +160,8 @@ class Loop:
         ctx = StepContext(self.net, real, self.labels, self.data.num_classes,
                           seed=int(torch.randint(2**31 - 1, (1,), generator=self.gen)),
                           augment=self.plan.augment, held_out=held_out,
-                          pixel_mean=self.data.mean, pixel_std=self.data.std)
+                          pixel_mean=self.data.mean, pixel_std=self.data.std,
+                          compile=self.plan.compile)
         terms: dict = {}
         if one_pass:
             self.net.requires_grad_(True)

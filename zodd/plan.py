@@ -57,6 +57,9 @@ Why each default is what it is (the figures are in BENCHMARKS.md):
   trains on the embeddings dm's own pass computed (the step's augmented images) and steps the
   network after S's step, so the matching sees the network from before the update: one pass
   over the real batch instead of two (BENCHMARKS.md, "One pass over the real batch").
+* **compile** off: ``--compile`` runs dm's pass over the real batch and the updater's forward
+  and backward through torch.compile (zodd.compiled); it changes values by float rounding and
+  costs a compile at the start of each run, so it is asked for, not assumed.
 * **checkpoint_seconds**: a checkpoint about once a minute when ``checkpoint_every`` is None.
 * **log_every**: 1 on the CPU; on a GPU ``LOG_EVERY_GPU``: reading a loss back to the host waits
   for the GPU, which costs a small step its overlap of Python and GPU work, so rows are fetched

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from zodd import compiled
 from zodd.nearest import assign_clusters
 from zodd.types import Registry
 
@@ -134,6 +135,7 @@ class RobustUpdater:
     cluster_space: str = "pixel"
     lr: float = 0.01
     steps: int = 1
+    compile: bool = False  # --compile: the forward and backward through zodd.compiled
 
     def optimizer(self, net: nn.Module) -> torch.optim.Optimizer:
         return torch.optim.SGD(net.parameters(), lr=self.lr, momentum=0.5)
@@ -181,9 +183,10 @@ class RobustUpdater:
             return {}
         x = real.flatten(0, 1)
         y, ids, num = self.targets(net, real, synthetic, gen)
+        forward = compiled.maybe(net, self.compile)
         terms: dict[str, float] = {}
         for _ in range(self.steps):
-            loss, terms = self.loss(net(x), y, ids, num)
+            loss, terms = self.loss(forward(x), y, ids, num)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -72,6 +72,7 @@ class StepContext:
     # --one-pass: per class, the first rows of ``real`` whose embeddings the objective keeps
     # with their graph (``bound.trained``) for the network update to share; 0: none
     trained_rows: int = 0
+    compile: bool = False  # --compile: the pass over the real batch through zodd.compiled
 
     def scoring_batch(self) -> tuple[Tensor, Tensor]:
         """Held-out real images (the step's real batch when none were drawn), flattened to
