@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS = [
     {"zodd", "zodd.types", "zodd.files"},
     {"zodd.folder", "zodd.config", "zodd.augment", "zodd.nearest", "zodd.models", "zodd.guard",
+     "zodd.compiled",
      "zodd.representation", "zodd.recipes"},
     {"zodd.data", "zodd.robust", "zodd.estimators", "zodd.steppers", "zodd.rundir",
      "zodd.parallel", "objectives.matching", "objectives.score"},
@@ -34,7 +35,8 @@ LAYERS = [
     {"zodd.cli"},
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
-OBJECTIVE_HELPERS = {"zodd.types", "zodd.augment", "zodd.nearest", "objectives.matching",
+OBJECTIVE_HELPERS = {"zodd.types", "zodd.augment", "zodd.nearest", "zodd.compiled",
+                     "objectives.matching",
                      "objectives.score", "objectives.distribution", "objectives.gradient",
                      "objectives.kernel",
                      "objectives.prototype", "objectives.trained", "objectives.command"}
