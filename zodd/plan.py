@@ -185,7 +185,7 @@ def check(cfg: DistillConfig) -> DistillConfig:
 def _check_one_pass(cfg: DistillConfig, objective) -> None:
     """``--one-pass`` needs an updater with a pass to share, an objective that embeds the real
     batch (``shares_real_pass``) and one update a step (the shared forward serves one)."""
-    sharing = [n for n, o in OBJECTIVES.items() if getattr(o, "shares_real_pass", False)]
+    sharing = [n for n, o in OBJECTIVES.items() if o.shares_real_pass]
     if cfg.updater == "native":
         raise _bad(cfg, "one_pass", "--updater native makes no pass over the real batch to "
                    "share; choose --updater robust or ce")
