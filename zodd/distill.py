@@ -169,6 +169,7 @@ class Loop:
             terms = self.updater.gradient(
                 self.net, self.net_opt, bound.trained, real[:, :self.plan.n_update],
                 self.images().unflatten(0, (self.data.num_classes, -1)), self.gen)
+            bound.trained = None  # spent: not kept with the box nor sent to Ray workers
             self.net.requires_grad_(False)
         else:
             bound = self.objective.bind(ctx)
