@@ -1,10 +1,16 @@
 """Distribution matching (DM): the squared distance between the mean embeddings of the real and
-the synthetic images of each class, under the step's network and augmentation."""
+the synthetic images of each class, under the step's network and augmentation.
+
+With ``StepContext.ce_weight`` w > 0 each class's loss also holds IDM's class-aware
+regulariser: w times the mean cross-entropy of that class's augmented synthetic images under the
+step's network (their logits from the same embeddings), so the blocks stay per class and the
+term is part of the black box's value, for every estimator alike."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from objectives.matching import BoundMatching, Matching
@@ -36,9 +42,17 @@ class BoundDM(BoundMatching):
             parts.insert(0, self.trained.detach())
         self.real_mean = (parts[0] if len(parts) == 1 else torch.cat(parts, 1)).mean(1)
 
+        self.ce_weight = ctx.ce_weight
+
     def _blocks(self, candidates: Tensor) -> Tensor:
         k, n = candidates.shape[:2]
         syn = candidates.unflatten(1, (self.num_classes, n // self.num_classes))
         syn = self._augment(syn)
-        emb = self.net.embed(syn.flatten(0, 2)).unflatten(0, syn.shape[:3]).mean(2)
-        return ((emb - self.real_mean) ** 2).sum(-1)
+        emb = self.net.embed(syn.flatten(0, 2))
+        loss = ((emb.unflatten(0, syn.shape[:3]).mean(2) - self.real_mean) ** 2).sum(-1)
+        if self.ce_weight:
+            logits = self.net.classifier(emb)
+            y = torch.arange(self.num_classes, device=emb.device).repeat_interleave(syn.shape[2])
+            ce = F.cross_entropy(logits, y.repeat(k), reduction="none")
+            loss = loss + self.ce_weight * ce.view(k, self.num_classes, -1).mean(2)
+        return loss

@@ -25,7 +25,7 @@ LAYERS = [
      "zodd.representation", "zodd.recipes"},
     {"zodd.data", "zodd.robust", "zodd.estimators", "zodd.steppers", "zodd.rundir",
      "zodd.parallel", "objectives.matching", "objectives.score"},
-    {"zodd.prior", "objectives.distribution", "objectives.gradient", "objectives.kernel", "objectives.prototype",
+    {"zodd.prior", "zodd.networks", "objectives.distribution", "objectives.gradient", "objectives.kernel", "objectives.prototype",
      "objectives.trained", "objectives.command"},
     {"objectives", "zodd.synthetic"},
     {"zodd.plan", "zodd.evaluate", "zodd.sets"},

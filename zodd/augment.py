@@ -7,11 +7,18 @@ The same transforms, drawn once per image, augment the networks trained on a set
 
 * ``affine``: a random scale (±20 %), rotation (±15°), shift (±12.5 %) and, where the data set
   allows, horizontal flip, composed into one affine warp (zodd's original augmentation);
-* ``dsa``: Differentiable Siamese Augmentation (Zhao & Bilen, 2021) in its default "single"
-  mode: each group gets one operation drawn from colour (brightness + saturation + contrast),
-  crop (an integer shift of up to 1/8 of the side, zero padded), cutout (a zeroed square of half
-  the side), flip (where allowed), scale (each axis in [1/1.2, 1.2]) and rotation (±15°), with
-  DSA's published ranges;
+* ``dsa``: Differentiable Siamese Augmentation (Zhao & Bilen, 2021) as its public code defines
+  it (``ParamDiffAug``, ``DiffAugment`` in "single" mode): one operation drawn from colour
+  (brightness ``+ (u - 0.5) * 1.0``, then saturation ``* 2u`` about the channel mean, then
+  contrast ``* (u + 0.5)`` about the image mean), crop (a whole-pixel shift of up to
+  ``int(side * 0.125 + 0.5)`` pixels each way, zero filled: ±4 at 28 and 32 px, ±1 at 8 px),
+  cutout (a zeroed square of side ``int(side * 0.5 + 0.5)``: 14 at 28 px, 16 at 32), flip
+  (where the data set allows; DSA's strategy flips every data set), scale (each axis in
+  [1/1.2, 1.2]) and rotation (±15°), the last two bilinear with ``align_corners=True``. In
+  matching every group (a class) draws its own operation and parameters, shared by its real
+  and synthetic images (the Siamese draw); training a network on a set (``augment_batch``) draws
+  one operation for the whole batch and parameters for each image, as DSA's ``DiffAugment`` does
+  with ``seed=-1``;
 * ``none``.
 
 Every draw comes from the generator passed in (the run's), consumes the same number of values
@@ -44,15 +51,17 @@ def random_affine(num: int, gen: torch.Generator, flip: bool, scale: float = 0.2
     return torch.stack([row0, row1], 1)
 
 
-def apply_per_class(x: Tensor, theta: Tensor) -> Tensor:
-    """Warp ``x [..., classes, n, ch, h, w]`` with ``theta[c]`` for every image of class c."""
+def apply_per_class(x: Tensor, theta: Tensor, align_corners: bool = False) -> Tensor:
+    """Warp ``x [..., classes, n, ch, h, w]`` with ``theta[c]`` for every image of class c
+    (bilinear, zeros outside; DSA's scale and rotation use ``align_corners=True``)."""
     classes, n = x.shape[-5], x.shape[-4]
     lead = x.shape[:-5]
     flat = x.reshape(-1, *x.shape[-3:])
     reps = flat.shape[0] // (classes * n)
     t = theta.to(x.device, x.dtype).repeat_interleave(n, 0).repeat(reps, 1, 1)
-    grid = F.affine_grid(t, list(flat.shape), align_corners=False)
-    out = F.grid_sample(flat, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    grid = F.affine_grid(t, list(flat.shape), align_corners=align_corners)
+    out = F.grid_sample(flat, grid, mode="bilinear", padding_mode="zeros",
+                        align_corners=align_corners)
     return out.reshape(*lead, classes, n, *x.shape[-3:])
 
 
@@ -63,7 +72,9 @@ class Affine:
     theta: Tensor  # [groups, 2, 3]
 
     @classmethod
-    def draw(cls, groups: int, gen: torch.Generator, flip: bool) -> "Affine":
+    def draw(cls, groups: int, gen: torch.Generator, flip: bool,
+             one_op: bool = False) -> "Affine":
+        """``one_op`` changes nothing: every group's warp is the one operation."""
         return cls(random_affine(groups, gen, flip))
 
     def __call__(self, x: Tensor) -> Tensor:
@@ -71,79 +82,128 @@ class Affine:
         return apply_per_class(x, self.theta)
 
 
-# DSA's operations and published ranges (ParamDiffAug of the reference code)
+# DSA's operations and published ranges (ParamDiffAug of the reference code: its strategy
+# "color_crop_cutout_flip_scale_rotate", aug_mode "S")
 DSA_OPS = ("colour", "crop", "cutout", "flip", "scale", "rotate")
 DSA_BRIGHTNESS, DSA_SATURATION, DSA_CONTRAST = 1.0, 2.0, 0.5
 DSA_CROP, DSA_CUTOUT, DSA_SCALE, DSA_ROTATE_DEG = 0.125, 0.5, 1.2, 15.0
 
 
+def dsa_crop_shift(side: int) -> int:
+    """The crop's largest shift in whole pixels: ``int(side * 0.125 + 0.5)`` (4 at 28 and 32 px,
+    1 at 8 px)."""
+    return int(side * DSA_CROP + 0.5)
+
+
+def dsa_cutout_size(side: int) -> int:
+    """The side of cutout's zeroed square: ``int(side * 0.5 + 0.5)`` (14 at 28 px, 16 at 32)."""
+    return int(side * DSA_CUTOUT + 0.5)
+
+
+def _uniform_int(u: Tensor, low: int, count: int) -> Tensor:
+    """``u`` in [0, 1) mapped to the integers ``low .. low + count - 1``, each equally likely."""
+    return (u * count).floor().long().clamp_max(count - 1) + low
+
+
 @dataclass(frozen=True)
 class DSA:
-    """One DSA operation per group (module docstring). ``op[g]`` indexes ``DSA_OPS``; the
-    parameters of every operation are drawn for every group, and only the chosen one acts."""
+    """DSA's "single" mode (module docstring). ``op[g]`` indexes ``DSA_OPS``; the parameters of
+    every operation are drawn for every group, and only the chosen one acts. Whole-pixel
+    parameters (the crop's shift, the cutout's place) are drawn as uniforms and made integers
+    for the image side at use, so one draw serves any size."""
 
     op: Tensor  # [groups] long
     colour: Tensor  # [groups, 3]: brightness shift, saturation factor, contrast factor
-    theta: Tensor  # [groups, 2, 3]: the crop, flip, scale or rotation as an affine warp
-    cutout: Tensor  # [groups, 2]: the cut square's centre, in fractions of the side
+    crop: Tensor  # [groups, 2] in [0, 1): the shift along rows and columns
+    mirror: Tensor  # [groups] bool: flip mirrors the group
+    theta: Tensor  # [groups, 2, 3]: the scale or the rotation (identity for the others)
+    cutout: Tensor  # [groups, 2] in [0, 1): the square's offset along rows and columns
 
     @classmethod
-    def draw(cls, groups: int, gen: torch.Generator, flip: bool) -> "DSA":
-        ops = [i for i, name in enumerate(DSA_OPS) if flip or name != "flip"]
-        op = torch.tensor(ops)[torch.randint(len(ops), (groups,), generator=gen)]
-        u = torch.rand(groups, 10, generator=gen)
+    def draw(cls, groups: int, gen: torch.Generator, flip: bool, one_op: bool = False) -> "DSA":
+        """One operation per group, or with ``one_op`` one for all groups (DSA's choice per
+        call when it augments a training batch: every image its own parameters)."""
+        ops = torch.tensor([i for i, name in enumerate(DSA_OPS) if flip or name != "flip"])
+        op = ops[torch.randint(len(ops), (1 if one_op else groups,), generator=gen)]
+        op = op.expand(groups) if one_op else op
+        u = torch.rand(groups, 11, generator=gen)
         colour = torch.stack([(u[:, 0] - 0.5) * DSA_BRIGHTNESS, u[:, 1] * DSA_SATURATION,
                               u[:, 2] + DSA_CONTRAST], 1)
-        eye = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]).repeat(groups, 1, 1)
-        crop = eye.clone()  # a shift in [-1/8, 1/8] of the side; rounded to whole pixels on use
-        crop[:, :, 2] = (u[:, 3:5] * 2 - 1) * DSA_CROP
-        mirror = eye.clone()
-        mirror[:, 0, 0] = torch.where(u[:, 5] < 0.5, -1.0, 1.0)
-        scaled = eye.clone()
         low = 1 / DSA_SCALE
-        scaled[:, 0, 0], scaled[:, 1, 1] = (u[:, 6:8] * (DSA_SCALE - low) + low).unbind(1)
-        a = (u[:, 8] * 2 - 1) * math.radians(DSA_ROTATE_DEG)
-        rotated = torch.stack([torch.stack([a.cos(), -a.sin(), 0 * a], 1),
-                               torch.stack([a.sin(), a.cos(), 0 * a], 1)], 1)
-        theta = eye
-        for name, warp in (("crop", crop), ("flip", mirror), ("scale", scaled),
-                           ("rotate", rotated)):
-            theta = torch.where((op == DSA_OPS.index(name))[:, None, None], warp, theta)
-        cutout = torch.stack([u[:, 9], torch.rand(groups, generator=gen)], 1)
-        return cls(op, colour, theta, cutout)
+        sx, sy = (u[:, 6:8] * (DSA_SCALE - low) + low).unbind(1)
+        a = (u[:, 8] - 0.5) * 2 * math.radians(DSA_ROTATE_DEG)
+        zero = torch.zeros(groups)
+        scaled = torch.stack([torch.stack([sx, zero, zero], 1),
+                              torch.stack([zero, sy, zero], 1)], 1)
+        rotated = torch.stack([torch.stack([a.cos(), -a.sin(), zero], 1),
+                               torch.stack([a.sin(), a.cos(), zero], 1)], 1)
+        theta = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]).repeat(groups, 1, 1)
+        theta = torch.where((op == DSA_OPS.index("scale"))[:, None, None], scaled, theta)
+        theta = torch.where((op == DSA_OPS.index("rotate"))[:, None, None], rotated, theta)
+        return cls(op, colour, u[:, 3:5], u[:, 5] < 0.5, theta, u[:, 9:11])
 
-    def _is(self, names: tuple[str, ...], x: Tensor) -> Tensor:
-        """Whether each group's operation is among ``names``, shaped to broadcast over x."""
-        hit = torch.zeros_like(self.op, dtype=torch.bool)
-        for name in names:
-            hit |= self.op == DSA_OPS.index(name)
-        return hit.to(x.device).view(-1, 1, 1, 1, 1)
+    def is_op(self, name: str) -> Tensor:
+        """[groups] bool: the groups whose operation is ``name``."""
+        return self.op == DSA_OPS.index(name)
+
+    def shifts(self, h: int, w: int) -> Tensor:
+        """[groups, 2] long: the crop's shift along rows and columns (0 for the other groups);
+        the output pixel (i, j) is the input's (i + shift_row, j + shift_col), zero outside."""
+        s = torch.tensor([dsa_crop_shift(h), dsa_crop_shift(w)])
+        shift = torch.stack([_uniform_int(self.crop[:, k], -int(s[k]), 2 * int(s[k]) + 1)
+                             for k in range(2)], 1)
+        return shift * self.is_op("crop")[:, None]
+
+    def cut(self, h: int, w: int) -> Tensor:
+        """[groups, h, w] bool: the pixels cutout zeroes (none for the other groups). DSA's
+        offset o is drawn from ``0 .. side - size % 2`` and the square covers rows (columns)
+        ``o - size // 2`` to ``o - size // 2 + size - 1``, clipped to the image."""
+        lines = []
+        for k, side in enumerate((h, w)):
+            size = dsa_cutout_size(side)
+            start = _uniform_int(self.cutout[:, k], 0, side + 1 - size % 2) - size // 2
+            pos = torch.arange(side)[None, :] - start[:, None]
+            lines.append((pos >= 0) & (pos < size))
+        return lines[0][:, :, None] & lines[1][:, None, :] & self.is_op("cutout")[:, None, None]
 
     def __call__(self, x: Tensor) -> Tensor:
         """``x [..., groups, n, ch, h, w]``, group g transformed by its operation; the other
         groups pass through unchanged (bit for bit)."""
         h, w = x.shape[-2:]
+
+        def where(hit: Tensor, changed: Tensor, same: Tensor) -> Tensor:
+            return torch.where(hit.to(x.device).view(-1, 1, 1, 1, 1), changed, same)
+
         c = self.colour.to(x.device, x.dtype).view(-1, 3, 1, 1, 1, 1).unbind(1)
         coloured = x + c[0]
         grey = coloured.mean(-3, keepdim=True)
         coloured = (coloured - grey) * c[1] + grey
         mean = coloured.mean((-3, -2, -1), keepdim=True)
         coloured = (coloured - mean) * c[2] + mean
-        out = torch.where(self._is(("colour",), x), coloured, x)
-        theta = self.theta.clone()
-        side = torch.tensor([w, h], dtype=theta.dtype)
-        is_crop = self.op == DSA_OPS.index("crop")  # whole-pixel shifts (2k/side in grid units)
-        theta[is_crop, :, 2] = torch.round(theta[is_crop, :, 2] * side / 2) * 2 / side
-        warped = apply_per_class(out, theta)
-        out = torch.where(self._is(("crop", "flip", "scale", "rotate"), x), warped, out)
-        centre = (self.cutout * torch.tensor([h, w])).long().to(x.device)  # [groups, 2]
-        half = int(DSA_CUTOUT * h) // 2, int(DSA_CUTOUT * w) // 2
-        rows = torch.arange(h, device=x.device)[None, :] - centre[:, :1]
-        cols = torch.arange(w, device=x.device)[None, :] - centre[:, 1:]
-        keep = ~((rows.abs() < max(half[0], 1))[:, :, None] & (cols.abs() < max(half[1], 1))
-                 [:, None, :])  # [groups, h, w]
-        cut = out * keep.to(x.dtype)[:, None, None]
-        return torch.where(self._is(("cutout",), x), cut, out)
+        out = where(self.is_op("colour"), coloured, x)
+        out = translate(out, self.shifts(h, w).to(x.device))
+        out = where(self.is_op("flip") & self.mirror, out.flip(-1), out)
+        warp = self.is_op("scale") | self.is_op("rotate")
+        out = where(warp, apply_per_class(out, self.theta, align_corners=True), out)
+        keep = ~self.cut(h, w).to(x.device)
+        return out * keep.to(x.dtype)[:, None, None]
+
+
+def translate(x: Tensor, shift: Tensor) -> Tensor:
+    """``x [..., groups, n, ch, h, w]`` moved by whole pixels, ``shift [groups, 2]`` (rows,
+    columns): out[..., i, j] = x[..., i + shift_row, j + shift_col], zero outside the image."""
+    h, w = x.shape[-2:]
+    pad = int(shift.abs().max()) if shift.numel() else 0
+    if pad == 0:
+        return x
+    padded = F.pad(x, (pad, pad, pad, pad))
+    lead = (1,) * (x.dim() - 5)
+    rows = (torch.arange(h, device=x.device)[None, :] + pad + shift[:, :1])
+    cols = (torch.arange(w, device=x.device)[None, :] + pad + shift[:, 1:])
+    rows = rows.view(*lead, -1, 1, 1, h, 1).expand(*padded.shape[:-2], h, padded.shape[-1])
+    out = padded.gather(-2, rows)
+    cols = cols.view(*lead, -1, 1, 1, 1, w).expand(*out.shape[:-1], w)
+    return out.gather(-1, cols)
 
 
 AUGMENTS = Registry("augment", [
@@ -163,7 +223,9 @@ def draw(kind: str, groups: int, gen: torch.Generator, flip: bool):
 
 
 def augment_batch(x: Tensor, gen: torch.Generator, flip: bool, kind: str = "affine") -> Tensor:
-    """An independent random transform of kind ``kind`` for every image of ``x [N, ch, h, w]``
-    (for training networks on a synthetic set)."""
-    transform = draw(kind, x.shape[0], gen, flip)
+    """A random transform of kind ``kind`` for every image of ``x [N, ch, h, w]`` (for training
+    networks on a synthetic set): its own parameters, and for ``dsa`` one operation for the
+    batch (DSA's choice per call)."""
+    maker = AUGMENTS[kind]
+    transform = None if maker is None else maker.draw(x.shape[0], gen, flip, one_op=True)
     return x if transform is None else transform(x[:, None])[:, 0]

@@ -254,6 +254,15 @@ DISTILL_SETTINGS = [
     setting("model_lr", "Network learning rate."),
     setting("model_steps", "Network updates per iteration."),
     setting("reinit_every", "Fresh network every N iterations."),
+    setting("queue_size", "IDM's queue of networks: networks kept, each trained by the updater "
+            "between uses, one drawn each iteration (default: none; --recipe idm: 100)."),
+    setting("queue_every", "With --queue-size: a new network every N iterations (default: 5 at "
+            "IPC 1, else 30: IDM's)."),
+    setting("queue_train", "With --queue-size: networks trained each iteration, --model-steps "
+            "steps each (with a queue --model-steps defaults to IDM's 10)."),
+    setting("ce_weight", "With --queue-size and dm: the synthetic images' cross-entropy under "
+            "the drawn network, times its training accuracy in percent (default: 0.5 at IPC up "
+            "to 10, else 0.1: IDM's)."),
     setting("width", "ConvNet width (default: by image size: 128 for 28-32 px, 64 for 8 px)."),
     setting("depth", "ConvNet depth (default: by image size: 3 for 28-32 px, 2 for 8 px)."),
     setting("iterations"),
@@ -384,7 +393,8 @@ def distill(config_file, no_robust, resume_dir, out, overwrite, quiet, **flags) 
 @click.option("--lr", type=float, callback=_finite, help="[default: the protocol's]")
 @click.option("--batch-size", type=click.IntRange(min=1), help="[default: the protocol's]")
 @click.option("--augment", type=click.Choice(list(AUGMENTS)),
-              help="Augmentation of the training images, one draw per image and batch: "
+              help="Augmentation of the training images, drawn per image and batch (dsa: "
+              "one operation a batch, as DSA's code): "
               + AUGMENTS.help() + " [default: the protocol's].")
 @click.option("--baseline", type=click.Choice(list(BASELINES)),
               help="Evaluate a baseline instead of the run's set (" + BASELINES.help()

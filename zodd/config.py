@@ -73,6 +73,12 @@ class DistillConfig:
     model_lr: float = 0.01
     model_steps: int | None = None  # network updates per iteration; None: zodd.plan
     reinit_every: int | None = None  # a fresh network every N iterations; None: zodd.plan
+    # IDM's queue of networks (zodd.networks): None: no queue (one network, reinit_every)
+    queue_size: int | None = None  # networks kept (IDM's net_num); the oldest leaves
+    queue_every: int | None = None  # a new network every N iterations; None: zodd.plan
+    queue_train: int = 2  # networks the updater trains each iteration (IDM's fetch_net_num)
+    ce_weight: float | None = None  # dm: the synthetic images' CE under the drawn queue network,
+    # times its training accuracy in percent (IDM's syn_ce); None: zodd.plan (0 without a queue)
     width: int | None = None  # None: 128 for 28-32 px, 64 for 8 px
     depth: int | None = None  # None: 3 for 28-32 px, 2 for 8 px
 
@@ -94,7 +100,8 @@ class DistillConfig:
             if getattr(self, name) < 1:
                 raise bad(name, "must be at least 1")
         for name in ("width", "depth", "max_queries", "checkpoint_every", "directions", "lowres",
-                     "update_batch", "model_steps", "reinit_every", "warm_iterations"):
+                     "update_batch", "model_steps", "reinit_every", "warm_iterations",
+                     "queue_size", "queue_every"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise bad(name, "must be at least 1")
@@ -108,6 +115,11 @@ class DistillConfig:
                            ("model_steps", 10_000), ("factor", 8)):
             if (getattr(self, name) or 0) > most:
                 raise bad(name, f"must be at most {most}")
+        if self.queue_train < 1:
+            raise bad("queue_train", "must be at least 1")
+        if self.ce_weight is not None and not (math.isfinite(self.ce_weight)
+                                               and self.ce_weight >= 0):
+            raise bad("ce_weight", "must be a finite number, 0 or above")
         for name in ("workers", "retries", "max_failures"):
             if getattr(self, name) < 0:
                 raise bad(name, "must be at least 0")

@@ -1,6 +1,8 @@
 """The distillation loop: update theta -> bind the objective -> estimate -> step S (with
 ``--one-pass``: bind the objective, whose forward pass over the real batch also gives theta's
-gradient -> estimate -> step S -> step theta).
+gradient -> estimate -> step S -> step theta; with IDM's queue of networks: draw a network
+from the queue -> bind -> estimate -> step S -> the updater trains queue networks,
+zodd.networks).
 
 The loop runs a :class:`zodd.plan.Plan` (every default already filled in) and looks nothing up.
 One seed makes one root generator; network initialisations, real subsamples, augmentation seeds
@@ -24,6 +26,7 @@ from zodd.data import ImageData, data_root, draw_per_class
 from zodd.estimators import ESTIMATORS, Autograd
 from zodd.guard import Guarded
 from zodd.models import build_model
+from zodd.networks import NetworkQueue
 from zodd.plan import Plan, make_objective, resolve
 from zodd.prior import load_or_train
 from zodd.representation import decoded, make as make_representation
@@ -83,6 +86,10 @@ class Loop:
         self.updater = RobustUpdater(plan.updater, plan.alpha, plan.cvar_tail, plan.cvar_terms,
                                      plan.clusters, plan.cluster_space, plan.model_lr,
                                      plan.model_steps, plan.compile)
+        self.queue = None if not plan.queue_size else NetworkQueue(
+            self._build_network, plan.queue_size, plan.queue_every, plan.queue_train,
+            plan.model_steps, plan.model_lr, self.gen)
+        self.drawn = None  # the queue member S is matched under this step
         self.per_class = data.class_indices()
         self.train_x = data.train_x.to(plan.device)  # moved once; indices are drawn on the CPU
         self.good = self.x.detach().clone()  # the last set known to be finite
@@ -93,11 +100,13 @@ class Loop:
         self.net: torch.nn.Module | None = None
         self.net_opt: torch.optim.Optimizer | None = None
 
-    def _new_network(self) -> None:
-        seed = int(torch.randint(2**31 - 1, (1,), generator=self.gen))
+    def _build_network(self, seed: int) -> torch.nn.Module:
         d, p = self.data, self.plan
-        self.net = build_model(d.channels, d.num_classes, d.image_size, p.width, p.depth,
-                               seed=seed).to(p.device)
+        return build_model(d.channels, d.num_classes, d.image_size, p.width, p.depth,
+                           seed=seed).to(p.device)
+
+    def _new_network(self) -> None:
+        self.net = self._build_network(int(torch.randint(2**31 - 1, (1,), generator=self.gen)))
         self.net_opt = self.updater.optimizer(self.net)
 
     def advance(self) -> dict:
@@ -107,7 +116,7 @@ class Loop:
         picks = draw_per_class(self.per_class, self.plan.n_real, self.gen)
         real = self.train_x[picks.to(self.plan.device)]  # [classes, n, ch, h, w]
         one_pass = self.plan.one_pass and self.net is not None
-        terms = {} if one_pass else self._update_network(real)
+        terms = {} if one_pass or self.queue else self._update_network(real)
         box, guard, guide, shared_terms = self._bind(real, one_pass)
         terms = terms or shared_terms
         row: dict = {}
@@ -118,6 +127,10 @@ class Loop:
         self.stepper.apply(self.x, estimate)
         if one_pass:  # the update's gradient is in the network since _bind; S is done with it
             self.net_opt.step()
+        if self.queue:  # IDM: the queue's networks train after S's step
+            terms = self.queue.train(self.updater, self._update_batch,
+                                     self.images().unflatten(0, (self.data.num_classes, -1)),
+                                     self.gen)
         if self.plan.train_on_synthetic:
             train_on_synthetic(self.net, self.net_opt, self.images(), self.labels,
                                self.plan.train_on_synthetic)
@@ -131,10 +144,20 @@ class Loop:
         return {"step": self.step, "queries": self.queries, "loss": loss, **terms, **row}
 
     def _refresh_network(self) -> None:
-        """A fresh network when due; none for objectives that score S alone."""
-        if self.plan.uses_network and (self.net is None or
+        """A fresh network when due, or the step's draw from the queue; none for objectives
+        that score S alone."""
+        if self.queue:
+            self.queue.refresh(self.step, self.gen)
+            self.drawn = self.queue.draw(self.gen)
+            self.net, self.net_opt = self.drawn.net, self.drawn.opt
+        elif self.plan.uses_network and (self.net is None or
                                        self.step % self.plan.reinit_every == 0):
             self._new_network()
+
+    def _update_batch(self) -> torch.Tensor:
+        """A fresh real batch for one queue network's training step: ``n_update`` a class."""
+        picks = draw_per_class(self.per_class, self.plan.n_update, self.gen)
+        return self.train_x[picks.to(self.plan.device)]
 
     def _update_network(self, real: torch.Tensor) -> dict[str, float]:
         """The updater's steps on the real subsample (none for ``native``)."""
@@ -161,7 +184,9 @@ class Loop:
                           seed=int(torch.randint(2**31 - 1, (1,), generator=self.gen)),
                           augment=self.plan.augment, held_out=held_out,
                           pixel_mean=self.data.mean, pixel_std=self.data.std,
-                          compile=self.plan.compile)
+                          compile=self.plan.compile,
+                          ce_weight=self.plan.ce_weight * self.drawn.accuracy()
+                          if self.drawn is not None and self.plan.ce_weight else 0.0)
         terms: dict = {}
         if one_pass:
             self.net.requires_grad_(True)

@@ -1,8 +1,12 @@
 """Evaluation: train fresh networks on a synthetic set, test them on the real test set and on
 shifted versions of it.
 
-Every protocol trains with SGD, momentum 0.9, weight decay 5e-4, the learning rate divided by 10
-halfway; a named protocol (``PROTOCOLS``, ``zodd evaluate --protocol``) fixes the epochs, the
+Every protocol trains with SGD, momentum 0.9, weight decay 5e-4 and divides the learning rate by
+10 once, on one of two schedules (``SCHEDULES``): ``half`` (zodd's: ``epochs`` epochs, the rate
+divided after ``epochs // 2``, the optimiser kept) or ``evaluate_synset`` (the DC / DSA / DM
+family's ``evaluate_synset``: ``epochs + 1`` epochs, the rate divided after epoch
+``epochs // 2 + 1`` (counted from 0) by a fresh optimiser, so the momentum starts again); a
+named protocol (``PROTOCOLS``, ``zodd evaluate --protocol``) fixes the epochs, the
 learning rate, the mini-batch and the augmentation drawn per image and batch (zodd.augment), each
 overridable; the network is ``model`` (zodd.models.MODELS; ConvNet of the distillation's shape by
 default). Soft labels (``[N, classes]`` probabilities) train with the soft cross-entropy.
@@ -56,19 +60,28 @@ class Protocol:
         return {**self.settings, **(self.by_dataset or {}).get(name, {})}
 
 
+SCHEDULES = Registry("schedule", [
+    ("half", "half", "epochs epochs, lr / 10 after epochs // 2, the optimiser kept (zodd's)"),
+    ("evaluate_synset", "evaluate_synset", "epochs + 1 epochs, lr / 10 after epoch "
+     "epochs // 2 + 1 with a fresh optimiser (DC, DSA, DM, IDM)"),
+])
 PROTOCOLS = Registry("protocol", [
-    ("zodd", Protocol({"epochs": 300, "lr": 0.01, "batch_size": 256, "augment": "affine"}),
+    ("zodd", Protocol({"epochs": 300, "lr": 0.01, "batch_size": 256, "augment": "affine",
+                       "schedule": "half"}),
      "zodd's: 300 epochs, lr 0.01, batch 256, one random affine warp per image"),
-    ("dc", Protocol({"epochs": 300, "lr": 0.01, "batch_size": 256, "augment": "none"},
+    ("dc", Protocol({"epochs": 300, "lr": 0.01, "batch_size": 256, "augment": "none",
+                     "schedule": "evaluate_synset"},
                     {"mnist": {"epochs": 1000, "augment": "affine"}}),
      "Dataset Condensation's evaluate_synset: 300 epochs without augmentation (MNIST: 1,000 "
      "with crop, scale and rotation, here the affine warp)"),
-    ("dsa", Protocol({"epochs": 1000, "lr": 0.01, "batch_size": 256, "augment": "dsa"}),
-     "DSA's and DM's: 1,000 epochs with differentiable Siamese augmentation"),
-    ("plain", Protocol({"epochs": 300, "lr": 0.01, "batch_size": 256, "augment": "none"}),
+    ("dsa", Protocol({"epochs": 1000, "lr": 0.01, "batch_size": 256, "augment": "dsa",
+                      "schedule": "evaluate_synset"}),
+     "DSA's, DM's and IDM's evaluate_synset: 1,000 epochs with DSA, one operation a batch"),
+    ("plain", Protocol({"epochs": 300, "lr": 0.01, "batch_size": 256, "augment": "none",
+                        "schedule": "half"}),
      "no augmentation, 300 epochs (what a weak set cannot hide behind)"),
 ])
-PROTOCOL_FIELDS = ("epochs", "lr", "batch_size", "augment")
+PROTOCOL_FIELDS = ("epochs", "lr", "batch_size", "augment", "schedule")
 
 
 @dataclass(frozen=True)
@@ -81,6 +94,7 @@ class EvalConfig:
     width: int | None = None
     depth: int | None = None
     model: str = "convnet"  # a zodd.models.MODELS name or ConvNet variant
+    schedule: str = "half"  # a SCHEDULES name: when the learning rate drops (module docstring)
     protocol: str = "zodd"  # the PROTOCOLS preset the settings came from ("custom": changed)
     device: str = "auto"  # where the networks train and are tested (see zodd.types.resolve_device)
     # the seeds' networks trained at once (vmap); off: one at a time was faster on an H100
@@ -108,8 +122,8 @@ def protocol_record(cfg: EvalConfig) -> dict:
 
     return {"name": cfg.protocol, "model": cfg.model, "seeds": cfg.seeds, "epochs": cfg.epochs,
             "lr": cfg.lr, "batch_size": cfg.batch_size, "augment": cfg.augment,
-            "width": cfg.width, "depth": cfg.depth, "optimizer": "SGD momentum 0.9, weight "
-            "decay 5e-4, lr / 10 at half the epochs", "shifts": shift_description(),
+            "width": cfg.width, "depth": cfg.depth, "optimizer": optimizer_description(cfg),
+            "shifts": shift_description(),
             "versions": {"zodd": __version__, "torch": torch.__version__,
                          "torchvision": torchvision.__version__}}
 
@@ -188,6 +202,37 @@ def metrics_file(augment: str = "affine", baseline: str | None = None,
     return name + (f"-{augment}" if augment != own else "") + ".json"
 
 
+def optimizer_description(cfg: EvalConfig) -> str:
+    if cfg.schedule == "half":
+        return "SGD momentum 0.9, weight decay 5e-4, lr / 10 at half the epochs"
+    return ("SGD momentum 0.9, weight decay 5e-4, epochs + 1 epochs, lr / 10 after epoch "
+            "epochs // 2 + 1 with a fresh optimiser (evaluate_synset)")
+
+
+class Schedule:
+    """The optimiser of one evaluation training and its learning-rate drop (``SCHEDULES``):
+    ``epochs`` to run, ``opt`` to step (it may be replaced by ``end_epoch``)."""
+
+    def __init__(self, cfg: EvalConfig, params):
+        self.params, self.lr, self.cfg = list(params), cfg.lr, cfg
+        self.opt = self._sgd()
+        self.published = SCHEDULES[SCHEDULES.check(cfg.schedule, "schedule")] != "half"
+        self.epochs = cfg.epochs + 1 if self.published else cfg.epochs
+        self.decay = (None if self.published else
+                      torch.optim.lr_scheduler.MultiStepLR(self.opt, [cfg.epochs // 2], 0.1))
+
+    def _sgd(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.params, lr=self.lr, momentum=0.9, weight_decay=5e-4)
+
+    def end_epoch(self, epoch: int) -> None:
+        """After epoch ``epoch`` (from 0)."""
+        if self.decay is not None:
+            self.decay.step()
+        elif epoch == self.cfg.epochs // 2 + 1:
+            self.lr *= 0.1
+            self.opt = self._sgd()
+
+
 def shift_description() -> str:
     return (f"noise: Gaussian, std {NOISE_STD} on [0, 1] pixels; blur: Gaussian kernel "
             f"{BLUR_KERNEL}x{BLUR_KERNEL}, sigma {BLUR_SIGMA}; invert: 1 - pixel; "
@@ -201,10 +246,10 @@ def train_network(images: Tensor, labels: Tensor, data: ImageData, cfg: EvalConf
     images, labels = images.to(device), labels.to(device)
     net = build_network(cfg.model, data.channels, data.num_classes, data.image_size, cfg.width,
                         cfg.depth, seed=seed).to(device)
-    opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=5e-4)
-    decay = torch.optim.lr_scheduler.MultiStepLR(opt, [cfg.epochs // 2], 0.1)
+    schedule = Schedule(cfg, net.parameters())
     net.train()
-    for _ in range(cfg.epochs):
+    for epoch in range(schedule.epochs):
+        opt = schedule.opt
         order = torch.randperm(len(images), generator=gen).to(device)
         for i in range(0, len(images), cfg.batch_size):
             batch = order[i:i + cfg.batch_size]
@@ -215,7 +260,7 @@ def train_network(images: Tensor, labels: Tensor, data: ImageData, cfg: EvalConf
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        decay.step()
+        schedule.end_epoch(epoch)
     return net.eval()
 
 
@@ -237,10 +282,10 @@ def train_together(images: Tensor, labels: Tensor, data: ImageData, cfg: EvalCon
     params, buffers = stack_module_state(nets)
     base = copy.deepcopy(nets[0]).to("meta")
     forward = torch.vmap(lambda p, b, x: functional_call(base, (p, b), (x,)))
-    opt = torch.optim.SGD(params.values(), lr=cfg.lr, momentum=0.9, weight_decay=5e-4)
-    decay = torch.optim.lr_scheduler.MultiStepLR(opt, [cfg.epochs // 2], 0.1)
+    schedule = Schedule(cfg, params.values())
     gens = [torch.Generator().manual_seed(seed) for seed in seeds]
-    for _ in range(cfg.epochs):
+    for epoch in range(schedule.epochs):
+        opt = schedule.opt
         orders = [torch.randperm(len(images), generator=g).to(device) for g in gens]
         for i in range(0, len(images), cfg.batch_size):
             batches = [order[i:i + cfg.batch_size] for order in orders]
@@ -253,7 +298,7 @@ def train_together(images: Tensor, labels: Tensor, data: ImageData, cfg: EvalCon
             opt.zero_grad(set_to_none=True)
             loss.view(len(seeds), -1).mean(1).sum().backward()
             opt.step()
-        decay.step()
+        schedule.end_epoch(epoch)
     for k, net in enumerate(nets):
         net.load_state_dict({name: p[k].detach() for name, p in {**params, **buffers}.items()})
     return [net.eval() for net in nets]

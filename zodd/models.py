@@ -3,7 +3,10 @@ with), and the architectures a set is evaluated on (``MODELS``, ``zodd evaluate 
 
 ConvNet-D: D blocks of [3x3 conv (width channels) -> instance norm -> ReLU -> 2x2 average
 pooling], then a linear classifier. Instance norm is GroupNorm with one group per channel, as in
-the reference code. Defaults: width 128, depth 3 for 28-32 px images; width 64, depth 2 for the
+the reference code, and as there the first convolution pads one-channel 28 px images (MNIST,
+Fashion-MNIST) by 3 pixels, not 1, so they enter the network at 32 px and ConvNet-3 ends on
+4 x 4 features (2,048 at width 128) rather than 3 x 3 (the reference pads every one-channel
+image so; zodd keeps 1 for other sizes, such as the 8 px digits). Defaults: width 128, depth 3 for 28-32 px images; width 64, depth 2 for the
 8 px digits. Variants by name: ``convnet-d4`` (depth), ``convnet-w64`` (width), ``convnet-bn``
 / ``convnet-nn`` (batch norm / no norm), combinable (``convnet-d2-w32-bn``).
 
@@ -33,22 +36,30 @@ def default_shape(image_size: int) -> tuple[int, int]:
     return (64, 2) if image_size <= 16 else (128, 3)
 
 
+def first_padding(channels: int, image_size: int) -> int:
+    """The first convolution's padding: 3 for one-channel 28 px images (the reference ConvNet's
+    28 -> 32 px), else 1."""
+    return 3 if channels == 1 and image_size == 28 else 1
+
+
 class ConvNet(nn.Module):
     def __init__(self, channels: int, num_classes: int, image_size: int,
                  width: int | None = None, depth: int | None = None, norm: str = "in"):
         super().__init__()
         w0, d0 = default_shape(image_size)
         width, depth = width or w0, depth or d0
-        if image_size >> depth < 1:
+        pad = first_padding(channels, image_size)
+        side = image_size + 2 * (pad - 1)  # after the first convolution
+        if side >> depth < 1:
             raise ZoddError(f"ConvNet depth {depth} pools a {image_size} px image below 1 px")
         blocks: list[nn.Module] = []
         c = channels
-        for _ in range(depth):
-            blocks += [nn.Conv2d(c, width, 3, padding=1), NORMS[norm](width),
+        for d in range(depth):
+            blocks += [nn.Conv2d(c, width, 3, padding=pad if d == 0 else 1), NORMS[norm](width),
                        nn.ReLU(inplace=True), nn.AvgPool2d(2)]
             c = width
         self.features = nn.Sequential(*blocks, nn.Flatten())
-        self.feature_dim = width * (image_size >> depth) ** 2
+        self.feature_dim = width * (side >> depth) ** 2
         self.classifier = nn.Linear(self.feature_dim, num_classes)
 
     def embed(self, x: Tensor) -> Tensor:

@@ -60,6 +60,19 @@ Why each default is what it is (the figures are in BENCHMARKS.md):
 * **compile** off: ``--compile`` runs dm's pass over the real batch and the updater's forward
   and backward through torch.compile (zodd.compiled); it changes values by float rounding and
   costs a compile at the start of each run, so it is asked for, not assumed.
+* **the queue** (``--queue-size N``, ``--recipe idm``; zodd.networks), IDM's defaults from its
+  published commands (uitrbn/IDM ``command.txt``, CIFAR-10 rows, as no Fashion-MNIST row is
+  published): a new network every ``queue_every`` iterations, 5 at IPC 1 and 30 above
+  (``--net_generate_interval``; the code's default 30); ``model_steps`` 10 updater steps for each
+  of the ``queue_train`` 2 networks trained an iteration (``--model_train_steps``,
+  ``--fetch_net_num``, the code's defaults); each step on ``n_update`` real images of every
+  class, ``QUEUE_BATCH`` (IDM's ``--trained_bs`` 256) shared out over the classes;
+  ``ce_weight`` 0.5 at IPC up to 10 and 0.1 above (``--ce_weight``); the queue's networks train
+  at ``model_lr`` (0.01, IDM's ``--lr_net``). ``--recipe idm`` also sets the step size on S to
+  IDM's ``--lr_img`` 0.2 (SGD, momentum 0.5, as IDM). IDM's IPC-1 command matches 5,000 real
+  images a class (``--batch_real``); zodd keeps ``--batch-size`` 256 (20 times cheaper on a
+  CPU), which a user may raise. IDM steps S once per class, zodd once per iteration: the same
+  per-class gradients, and momentum 0.5 gives each the same total step (2 x lr) either way.
 * **checkpoint_seconds**: a checkpoint about once a minute when ``checkpoint_every`` is None.
 * **log_every**: 1 on the CPU; on a GPU ``LOG_EVERY_GPU``: reading a loss back to the host waits
   for the GPU, which costs a small step its overlap of Python and GPU work, so rows are fetched
@@ -96,6 +109,10 @@ FALLBACK_LR = 0.1  # a torch optimiser on an objective that names no step size
 WARM_ITERATIONS = 20  # --init dm: a few seconds on digits, about a minute on Fashion-MNIST (CPU)
 ES_LR = 0.01  # Adam's step on standardised pixels for the es estimator (OpenES's usual value)
 LOG_EVERY_GPU = 25  # on a GPU, log values are fetched every N iterations, not after each
+QUEUE_EVERY = ((1, 5), (2, 30))  # (ipc from, interval): IDM's --net_generate_interval
+QUEUE_MODEL_STEPS = 10  # IDM's --model_train_steps
+QUEUE_BATCH = 256  # IDM's --trained_bs: real images per training step, shared by the classes
+CE_WEIGHT = ((1, 0.5), (11, 0.1))  # (ipc from, weight): IDM's --ce_weight
 MAX_VALUES = 2**30  # directions x set size above which a zero-order estimate will not fit
 
 # every DistillConfig field whose value is a name, and the registry it comes from ("auto" and
@@ -132,6 +149,9 @@ class Plan:
     n_update: int  # of those, per class, the network update's mini-batch
     checkpoint_seconds: float
     log_every: int  # log rows fetched from the device in groups of this many
+    queue_size: int = 0  # IDM's queue of networks (zodd.networks); 0: none
+    queue_every: int = 0  # a new queue network every N iterations
+    ce_weight: float = 0.0  # dm's class-aware term (times the drawn network's accuracy, %)
 
     # the config's own settings that the loop reads, under the plan's name
     def __getattr__(self, name: str):
@@ -177,9 +197,33 @@ def check(cfg: DistillConfig) -> DistillConfig:
             raise _bad(cfg, "surrogate", "choose a differentiable objective: " + ", ".join(smooth))
         if estimator != "gaussian" or cfg.optimizer.startswith(NEVERGRAD_PREFIX):
             raise _bad(cfg, "surrogate", "a surrogate guides --estimator gaussian only")
+    if cfg.queue_size is None:
+        for name in ("queue_every", "ce_weight"):
+            if getattr(cfg, name):
+                raise _bad(cfg, name, "it belongs to IDM's queue of networks: give --queue-size "
+                           "(or --recipe idm)")
+    else:
+        _check_queue(cfg, objective)
     if cfg.one_pass:
         _check_one_pass(cfg, objective)
     return cfg
+
+
+def _check_queue(cfg: DistillConfig, objective) -> None:
+    """IDM's queue: its networks are trained by the updater and drawn by the objective."""
+    if cfg.updater == "native":
+        raise _bad(cfg, "queue_size", "the queue's networks are trained by the updater: choose "
+                   "--updater ce (IDM) or robust (IDM + RDD)")
+    if not objective.uses_network:
+        raise _bad(cfg, "queue_size", f"objective {cfg.objective} uses no network")
+    for name, why in (("one_pass", "the queue trains its networks on batches of their own"),
+                      ("reinit_every", "the queue replaces networks every --queue-every "
+                       "iterations")):
+        if getattr(cfg, name):
+            raise _bad(cfg, name, why)
+    if cfg.ce_weight and cfg.objective != "dm":
+        raise _bad(cfg, "ce_weight", "the class-aware term is part of dm's value; choose "
+                   "--objective dm")
 
 
 def _check_one_pass(cfg: DistillConfig, objective) -> None:
@@ -225,6 +269,9 @@ def resolve(cfg: DistillConfig, data: ImageData) -> Plan:
     lowres = _lowres(cfg, estimator, set_size // (data.num_classes if cfg.blockwise else 1),
                      data.image_size)
     reinit_every, model_steps, on_synthetic = _schedule(cfg, objective)
+    queue = cfg.queue_size is not None
+    n_update = cfg.update_batch or (max(1, round(QUEUE_BATCH / data.num_classes)) if queue
+                                    else None)
     device = str(resolve_device(cfg.device if cfg.workers == 0 else "cpu"))
     n_real = min(cfg.batch_size, min(int((data.train_y == c).sum())
                                      for c in range(data.num_classes)))
@@ -238,8 +285,12 @@ def resolve(cfg: DistillConfig, data: ImageData) -> Plan:
         warm_iterations=cfg.warm_iterations or WARM_ITERATIONS,
         reinit_every=reinit_every, model_steps=model_steps, train_on_synthetic=on_synthetic,
         uses_network=objective.uses_network or cfg.surrogate is not None,
-        n_real=n_real, n_update=min(cfg.update_batch or n_real, n_real),
-        checkpoint_seconds=CHECKPOINT_SECONDS, log_every=1 if device == "cpu" else LOG_EVERY_GPU)
+        n_real=n_real, n_update=min(n_update or n_real, n_real),
+        checkpoint_seconds=CHECKPOINT_SECONDS, log_every=1 if device == "cpu" else LOG_EVERY_GPU,
+        queue_size=cfg.queue_size or 0,
+        queue_every=(cfg.queue_every or _from_ipc(QUEUE_EVERY, cfg.ipc)) if queue else 0,
+        ce_weight=(cfg.ce_weight if cfg.ce_weight is not None else
+                   _from_ipc(CE_WEIGHT, cfg.ipc) if queue and cfg.objective == "dm" else 0.0))
     _check_sizes(plan, data, set_size)
     return plan
 
@@ -248,12 +299,19 @@ def _schedule(cfg: DistillConfig, objective) -> tuple[int, int, int]:
     """(reinit_every, model_steps, train_on_synthetic): the network's schedule (module
     docstring); a value the config gives wins."""
     reinit, on_synthetic = REINIT_EVERY, 0
+    if cfg.queue_size is not None:  # the queue's own schedule (zodd.networks)
+        return 0, cfg.model_steps or QUEUE_MODEL_STEPS, 0
     if cfg.updater == "native" and objective.native == "reinit":
         reinit = 1
     elif cfg.updater == "native" and objective.native == "train":
         reinit, inner = _by_ipc(objective.schedule, cfg.ipc)
         on_synthetic = cfg.model_steps or inner  # native: no real-data steps; these are on S
     return cfg.reinit_every or reinit, cfg.model_steps or MODEL_STEPS, on_synthetic
+
+
+def _from_ipc(table: tuple[tuple[int, float], ...], ipc: int):
+    """The value of the last ``(ipc from, value)`` row of ``table`` that ``ipc`` reaches."""
+    return [value for start, value in table if ipc >= start][-1]
 
 
 def _by_ipc(table: tuple[tuple[int, int, int], ...], ipc: int) -> tuple[int, int]:

@@ -169,12 +169,15 @@ class RobustUpdater:
 
     def loss(self, logits: Tensor, y: Tensor, ids: Tensor | None,
              num: int) -> tuple[Tensor, dict[str, Tensor]]:
-        """The update's loss on ``logits`` of the real samples, and its terms for the log."""
+        """The update's loss on ``logits`` of the real samples, and its terms for the log (with
+        ``acc``, the share of those samples the network classified right before the step)."""
         per_sample = F.cross_entropy(logits, y, reduction="none")
+        acc = (logits.detach().argmax(1) == y).float().mean()
         if self.mode == "robust":
-            return robust_loss(per_sample, ids, num, self.alpha, self.tail, self.terms)
+            loss, terms = robust_loss(per_sample, ids, num, self.alpha, self.tail, self.terms)
+            return loss, {**terms, "acc": acc}
         loss = per_sample.mean()
-        return loss, {"ce": loss.detach()}
+        return loss, {"ce": loss.detach(), "acc": acc}
 
     def step(self, net: nn.Module, opt: torch.optim.Optimizer, real: Tensor, synthetic: Tensor,
              gen: torch.Generator) -> dict[str, float]:

@@ -175,8 +175,10 @@ def loop_state(loop) -> dict:
         "queries": loop.queries, "seconds": loop.seconds, "failures": loop.failures,
         "images": loop.x.detach().cpu().clone(), **loop.stepper.state_dict(),
         "generator": loop.gen.get_state(),
-        "net": None if loop.net is None else loop.net.state_dict(),
-        "net_optimizer": None if loop.net_opt is None else loop.net_opt.state_dict(),
+        "net": None if loop.net is None or loop.queue else loop.net.state_dict(),
+        "net_optimizer": None if loop.net_opt is None or loop.queue else
+        loop.net_opt.state_dict(),
+        "queue": None if loop.queue is None else loop.queue.state_dict(),
     }
 
 
@@ -192,6 +194,8 @@ def restore(loop, state: dict) -> None:
     loop.gen.set_state(state["generator"])
     loop.step, loop.queries, loop.seconds = state["step"], state["queries"], state["seconds"]
     loop.failures = state.get("failures", 0)
+    if state.get("queue") is not None:  # the step's network is drawn from it each iteration
+        loop.queue.load_state_dict(state["queue"])
     if state["net"] is not None:
         saved = loop.gen.get_state()
         loop._new_network()  # the architecture; its weights are replaced just below

@@ -73,6 +73,9 @@ class StepContext:
     # with their graph (``bound.trained``) for the network update to share; 0: none
     trained_rows: int = 0
     compile: bool = False  # --compile: the pass over the real batch through zodd.compiled
+    # dm: the weight of the synthetic images' cross-entropy under ``net`` added to each class's
+    # loss (IDM's class-aware regulariser: --ce-weight times the network's accuracy); 0: none
+    ce_weight: float = 0.0
 
     def scoring_batch(self) -> tuple[Tensor, Tensor]:
         """Held-out real images (the step's real batch when none were drawn), flattened to

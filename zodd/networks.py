@@ -1,0 +1,122 @@
+"""IDM's queue of networks (enriched model sampling; Zhao et al., "Improved Distribution
+Matching for Dataset Condensation", CVPR 2023, and its public code's ``IDM_cifar10.py``).
+
+Plain DM matches S under a fresh random network every iteration. IDM keeps a queue of networks
+at different stages of training instead:
+
+* the queue starts with ``START`` networks; every ``every`` iterations (iteration 0 included) a
+  fresh one joins, and when the queue already holds ``size`` the oldest leaves;
+* each iteration one network is drawn uniformly from the queue, and S is matched under it;
+* after S's step, ``train`` distinct networks drawn uniformly are each trained for ``steps``
+  steps on real data, every step on a fresh real batch. **That training is the model update**:
+  ``RobustUpdater`` in ``ce`` mode is IDM's own update (cross-entropy), in ``robust`` mode the
+  paper's IDM + RDD (its Table 5). Each network keeps its own optimiser, SGD with momentum 0.9
+  and weight decay 5e-4 (IDM's ``--net_decay``);
+* each network counts its training accuracy on its real batches (IDM's ``acc_meters``), and the
+  counts restart every ``METER_EVERY`` iterations, where IDM's evaluation resets them; its
+  class-aware regulariser (``zodd.plan``, ``ce_weight``) weighs the synthetic images'
+  cross-entropy by the drawn network's accuracy in percent, as IDM's meter reads.
+
+Where zodd differs from that code: each training step draws ``n`` real images of every class
+(IDM: 256 from the whole set, so about 26 of each of 10 classes), so the robust updater has
+each class's clusters to work on; every draw comes from the run's generator (IDM: Python's
+``random`` and numpy's global state).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from zodd.robust import RobustUpdater
+
+START = 3  # networks in the queue before the first iteration (IDM's code)
+METER_EVERY = 100  # iterations between resets of the accuracy counts (IDM's eval_interval)
+MOMENTUM, WEIGHT_DECAY = 0.9, 5e-4  # the queue networks' SGD (IDM's --net_decay)
+
+
+@dataclass
+class Member:
+    """One network of the queue, its optimiser and its training accuracy counts."""
+
+    net: nn.Module
+    opt: torch.optim.Optimizer
+    correct: Tensor = field(default_factory=lambda: torch.zeros(()))
+    seen: int = 0
+
+    def accuracy(self) -> float:
+        """Percent of its real training samples classified right since the last reset (0 before
+        any)."""
+        return float(self.correct) / self.seen * 100 if self.seen else 0.0
+
+
+class NetworkQueue:
+    """The queue (module docstring). ``build(seed)`` makes a fresh network; ``lr`` is the
+    networks' SGD step size."""
+
+    def __init__(self, build: Callable[[int], nn.Module], size: int, every: int, train: int,
+                 steps: int, lr: float, gen: torch.Generator):
+        self.build, self.size, self.every, self.train_count = build, size, every, train
+        self.steps, self.lr = steps, lr
+        self.members: list[Member] = []
+        for _ in range(min(START, size)):
+            self.push(gen)
+
+    def _member(self, seed: int) -> Member:
+        net = self.build(seed).requires_grad_(False)
+        opt = torch.optim.SGD(net.parameters(), lr=self.lr, momentum=MOMENTUM,
+                              weight_decay=WEIGHT_DECAY)
+        return Member(net, opt)
+
+    def push(self, gen: torch.Generator) -> None:
+        """A fresh network at the back; the oldest leaves when the queue is full."""
+        if len(self.members) == self.size:
+            self.members.pop(0)
+        self.members.append(self._member(int(torch.randint(2**31 - 1, (1,), generator=gen))))
+
+    def refresh(self, step: int, gen: torch.Generator) -> None:
+        """Before iteration ``step``'s draw: the counts' reset and a new network when due."""
+        if step and step % METER_EVERY == 0:
+            for m in self.members:
+                m.correct, m.seen = torch.zeros(()), 0
+        if step % self.every == 0:
+            self.push(gen)
+
+    def draw(self, gen: torch.Generator) -> Member:
+        """The network S is matched under this iteration."""
+        return self.members[int(torch.randint(len(self.members), (1,), generator=gen))]
+
+    def train(self, updater: RobustUpdater, batch: Callable[[], Tensor], synthetic: Tensor,
+              gen: torch.Generator) -> dict:
+        """``train`` distinct networks, ``steps`` updater steps each, every step on a fresh real
+        batch ``batch() -> [classes, n, ch, h, w]`` (clustered around ``synthetic [classes,
+        k, ...]`` for ``robust``); the last step's loss terms."""
+        one = replace(updater, steps=1)
+        picks = torch.randperm(len(self.members), generator=gen)[:self.train_count]
+        terms: dict = {}
+        for i in picks.tolist():
+            m = self.members[i]
+            m.net.requires_grad_(True)
+            for _ in range(self.steps):
+                real = batch()
+                terms = one.step(m.net, m.opt, real, synthetic, gen)
+                m.correct = m.correct + terms["acc"] * real.shape[0] * real.shape[1]
+                m.seen += real.shape[0] * real.shape[1]
+            m.net.requires_grad_(False)
+        return terms
+
+    def state_dict(self) -> dict:
+        return {"members": [{"net": m.net.state_dict(), "opt": m.opt.state_dict(),
+                             "correct": m.correct.clone(), "seen": m.seen}
+                            for m in self.members]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.members = []
+        for saved in state["members"]:
+            m = self._member(0)  # the architecture; its weights are replaced just below
+            m.net.load_state_dict(saved["net"])
+            m.opt.load_state_dict(saved["opt"])
+            m.correct, m.seen = saved["correct"].clone(), int(saved["seen"])
+            self.members.append(m)
