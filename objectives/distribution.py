@@ -41,7 +41,6 @@ class BoundDM(BoundMatching):
             self.trained = net.embed(real[:, :k].flatten(0, 1)).unflatten(0, (classes, k))
             parts.insert(0, self.trained.detach())
         self.real_mean = (parts[0] if len(parts) == 1 else torch.cat(parts, 1)).mean(1)
-
         self.ce_weight = ctx.ce_weight
 
     def _blocks(self, candidates: Tensor) -> Tensor:

@@ -149,9 +149,9 @@ class DSA:
     def shifts(self, h: int, w: int) -> Tensor:
         """[groups, 2] long: the crop's shift along rows and columns (0 for the other groups);
         the output pixel (i, j) is the input's (i + shift_row, j + shift_col), zero outside."""
-        s = torch.tensor([dsa_crop_shift(h), dsa_crop_shift(w)])
-        shift = torch.stack([_uniform_int(self.crop[:, k], -int(s[k]), 2 * int(s[k]) + 1)
-                             for k in range(2)], 1)
+        most = (dsa_crop_shift(h), dsa_crop_shift(w))
+        shift = torch.stack([_uniform_int(self.crop[:, k], -s, 2 * s + 1)
+                             for k, s in enumerate(most)], 1)
         return shift * self.is_op("crop")[:, None]
 
     def cut(self, h: int, w: int) -> Tensor:
@@ -215,17 +215,16 @@ AUGMENTS = Registry("augment", [
 ])
 
 
-def draw(kind: str, groups: int, gen: torch.Generator, flip: bool):
+def draw(kind: str, groups: int, gen: torch.Generator, flip: bool, one_op: bool = False):
     """A transform of ``groups`` groups (None for ``none``), called on
-    ``[..., groups, n, ch, h, w]``."""
+    ``[..., groups, n, ch, h, w]``; ``one_op``: one operation for all groups (DSA)."""
     maker = AUGMENTS[kind]
-    return None if maker is None else maker.draw(groups, gen, flip)
+    return None if maker is None else maker.draw(groups, gen, flip, one_op=one_op)
 
 
 def augment_batch(x: Tensor, gen: torch.Generator, flip: bool, kind: str = "affine") -> Tensor:
     """A random transform of kind ``kind`` for every image of ``x [N, ch, h, w]`` (for training
     networks on a synthetic set): its own parameters, and for ``dsa`` one operation for the
     batch (DSA's choice per call)."""
-    maker = AUGMENTS[kind]
-    transform = None if maker is None else maker.draw(x.shape[0], gen, flip, one_op=True)
+    transform = draw(kind, x.shape[0], gen, flip, one_op=True)
     return x if transform is None else transform(x[:, None])[:, 0]

@@ -96,7 +96,7 @@ class DistillConfig:
         def bad(name: str, why: str) -> ZoddError:
             return ZoddError(f"invalid {name.replace('_', '-')}: {getattr(self, name)!r} ({why})")
 
-        for name in ("ipc", "clusters", "batch_size", "iterations", "factor"):
+        for name in ("ipc", "clusters", "batch_size", "iterations", "factor", "queue_train"):
             if getattr(self, name) < 1:
                 raise bad(name, "must be at least 1")
         for name in ("width", "depth", "max_queries", "checkpoint_every", "directions", "lowres",
@@ -115,8 +115,6 @@ class DistillConfig:
                            ("model_steps", 10_000), ("factor", 8)):
             if (getattr(self, name) or 0) > most:
                 raise bad(name, f"must be at most {most}")
-        if self.queue_train < 1:
-            raise bad("queue_train", "must be at least 1")
         if self.ce_weight is not None and not (math.isfinite(self.ce_weight)
                                                and self.ce_weight >= 0):
             raise bad("ce_weight", "must be a finite number, 0 or above")

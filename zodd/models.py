@@ -6,9 +6,10 @@ pooling], then a linear classifier. Instance norm is GroupNorm with one group pe
 the reference code, and as there the first convolution pads one-channel 28 px images (MNIST,
 Fashion-MNIST) by 3 pixels, not 1, so they enter the network at 32 px and ConvNet-3 ends on
 4 x 4 features (2,048 at width 128) rather than 3 x 3 (the reference pads every one-channel
-image so; zodd keeps 1 for other sizes, such as the 8 px digits). Defaults: width 128, depth 3 for 28-32 px images; width 64, depth 2 for the
-8 px digits. Variants by name: ``convnet-d4`` (depth), ``convnet-w64`` (width), ``convnet-bn``
-/ ``convnet-nn`` (batch norm / no norm), combinable (``convnet-d2-w32-bn``).
+image so; zodd keeps 1 for other sizes, such as the 8 px digits). Defaults: width 128, depth 3
+for 28-32 px images; width 64, depth 2 for the 8 px digits. Variants by name: ``convnet-d4``
+(depth), ``convnet-w64`` (width), ``convnet-bn`` / ``convnet-nn`` (batch norm / no norm),
+combinable (``convnet-d2-w32-bn``).
 
 The others are sized for 28-32 px images, after the cross-architecture networks of the
 Dataset Condensation family (the paper's Table 4a): ``resnet18`` (torchvision's, with a 3x3
