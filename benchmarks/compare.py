@@ -18,7 +18,7 @@ import json
 import statistics
 from pathlib import Path
 
-from zodd.evaluate import METRICS
+from zodd.evaluation import METRICS
 
 
 def pairs(a: Path, b: Path) -> dict[str, tuple[dict, dict]]:

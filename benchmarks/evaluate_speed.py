@@ -1,4 +1,4 @@
-"""Seconds of one evaluation (``zodd.evaluate.evaluate``: the seeds' networks trained on a set and
+"""Seconds of one evaluation (``zodd.evaluation.evaluate``: the seeds' networks trained on a set and
 tested on the test set and its shifts), in-process, with the data loaded and the test sets
 built beforehand, so only the evaluation is timed; one-at-a-time training against the seeds'
 networks trained together (vmap), on the same set.
@@ -13,7 +13,7 @@ import time
 import torch
 
 from zodd.data import load
-from zodd.evaluate import EvalConfig, TestSets, evaluate
+from zodd.evaluation import EvalConfig, TestSets, evaluate
 from zodd.synthetic import initialise
 
 

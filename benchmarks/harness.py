@@ -1,7 +1,7 @@
 """The benchmarks' one harness: how a benchmark runs zodd (``sh``, the CLI as a user types it),
 budgets, a resumable grid of named settings with its locks (``ensure_run``), the yardsticks that
 compare sets on the objective itself (``HeldOutDM``), statistics over seeds (``mean_std``,
-``paired``) and the table and plot writers. The metric list is zodd.evaluate's.
+``paired``) and the table and plot writers. The metric list is zodd.evaluation's.
 
 The evidence benchmarks (paper.py, ablation.py) run a grid of named settings, each distilled
 with several seeds and evaluated with several networks, resumable.
@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from zodd.config import DistillConfig
-from zodd.evaluate import METRICS, metrics_file
+from zodd.evaluation import METRICS, metrics_file
 from zodd.types import StepContext
 
 CONFIG_FIELDS = {f.name for f in fields(DistillConfig)}

@@ -26,7 +26,7 @@ import statistics
 from pathlib import Path
 
 import harness
-from zodd.evaluate import METRICS, metrics_file
+from zodd.evaluation import METRICS, metrics_file
 
 PAPER = {"acc": 0.6, "cluster_min": 1.1, "noise": 1.0, "blur": 1.7, "invert": 1.2}  # CIFAR-10
 UPDATERS = ("ce", "robust")

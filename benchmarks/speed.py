@@ -1,5 +1,5 @@
 """Seconds per distillation iteration, and where the time goes, for several settings side by
-side: each setting is a ``zodd.distill.Loop`` built from ``zodd distill`` flags, and its own
+side: each setting is a ``zodd.loop.Loop`` built from ``zodd distill`` flags, and its own
 ``advance()`` is timed, with its parts (the network update, the objective's bind, the estimate
 and the step) read through timers wrapped around the loop's methods. The settings' iterations
 alternate in one process, so every setting sees the same machine load; the first round warms up
@@ -31,7 +31,7 @@ from bare import BareLoop, seconds
 from harness import config_from_flags, labelled
 from zodd.config import DistillConfig
 from zodd.data import load
-from zodd.distill import Loop
+from zodd.loop import Loop
 from zodd.plan import resolve
 
 PARTS = ("network update", "bind objective", "estimate", "iteration")

@@ -29,8 +29,8 @@ import torch
 from harness import HeldOutDM, config_from_flags, labelled, stats
 from zodd.config import DistillConfig
 from zodd.data import ImageData, load
-from zodd.distill import distill
-from zodd.evaluate import EvalConfig, TestSets, evaluate
+from zodd.driver import distill
+from zodd.evaluation import EvalConfig, TestSets, evaluate
 from zodd.plan import resolve
 from zodd.synthetic import SyntheticSet, initialise
 

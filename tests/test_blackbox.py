@@ -160,8 +160,8 @@ def test_missing_program_is_refused_up_front(tmp_path):
 
 def test_readme_example_evaluator_runs_end_to_end(tmp_path):
     example = ROOT / "examples" / "knn_evaluator.py"
-    readme = (ROOT / "README.md").read_text()
-    block = re.search(r"```python\n(.*?)```", readme.split("### Distilling against", 1)[1], re.S)
+    page = (ROOT / "docs" / "black-box.md").read_text()
+    block = re.search(r"```python\n(.*?)```", page, re.S)
     assert block and block.group(1).strip() == example.read_text().strip()
     run = tmp_path / "run"
     done = subprocess.run([*CLI, "--objective", "command", "--command",
@@ -196,7 +196,7 @@ def test_workers_give_the_same_losses_as_in_process(tmp_path):
 
 def test_in_process_evaluation_does_not_import_ray(digits):
     code = ("import sys; from zodd.config import DistillConfig; from zodd.data import load; "
-            "from zodd.distill import distill; "
+            "from zodd.driver import distill; "
             "distill(DistillConfig(objective='prototype', ipc=1, iterations=2, directions=2), "
             "load('digits')); print('ray' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

@@ -73,7 +73,7 @@ def test_gaussian_estimator_lowers_the_objective(digits):
     real batches that the run never saw."""
     from harness import HeldOutDM
     from zodd.config import DistillConfig
-    from zodd.distill import distill
+    from zodd.driver import distill
     from zodd.synthetic import initialise
 
     cfg = DistillConfig(estimator="gaussian", ipc=2, batch_size=32, iterations=25, directions=32)
@@ -144,7 +144,7 @@ def test_readme_quickstart_is_two_commands_and_ci_runs_the_second():
 @pytest.mark.parametrize("objective", ["dm", "gm"])
 def test_native_updater_trains_no_network_on_real_data(digits, objective):
     from zodd.config import DistillConfig
-    from zodd.distill import distill
+    from zodd.driver import distill
 
     cfg = DistillConfig(objective=objective, updater="native", ipc=1, batch_size=8, iterations=3)
     result = distill(cfg, digits)

@@ -8,9 +8,10 @@ import torch
 
 from cli_run import run_cli as zodd
 from zodd.config import DistillConfig
-from zodd.distill import Loop, distill
+from zodd.driver import distill
+from zodd.loop import Loop
 from zodd.plan import check, resolve
-from zodd.evaluate import EvalConfig, evaluate
+from zodd.evaluation import EvalConfig, evaluate
 from zodd.types import ZoddError, resolve_device
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -108,7 +109,7 @@ def test_out_of_device_memory_is_one_line(monkeypatch, capsys, tmp_path):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 980.00 MiB. GPU 0 "
                                      "has a total capacity of 79.18 GiB")
 
-    monkeypatch.setattr("zodd.distill.Loop.advance", full)
+    monkeypatch.setattr("zodd.loop.Loop.advance", full)
     code, _, err = zodd(monkeypatch, capsys, "distill", "--iterations", 2, "--out",
                         tmp_path / "run", "--quiet")
     assert code == 2 and err.count("\n") == 1

@@ -4,13 +4,13 @@ import pytest
 import torch
 from torch import nn
 
-from zodd import evaluate
-from zodd.evaluate import BLUR_SIGMA, METRICS, NOISE_STD
+from zodd import evaluation
+from zodd.evaluation import BLUR_SIGMA, METRICS, NOISE_STD
 
 
 @pytest.fixture(scope="module")
 def tests_of(digits):
-    return evaluate.TestSets.build(digits)
+    return evaluation.TestSets.build(digits)
 
 
 class Lookup(nn.Module):
@@ -31,7 +31,7 @@ class Lookup(nn.Module):
 
 def test_a_perfect_network_scores_100_on_clean_accuracy_and_cluster_min(digits, tests_of):
     net = Lookup(digits.test_x, digits.test_y)
-    metrics = evaluate.test_metrics(net, tests_of)
+    metrics = evaluation.test_metrics(net, tests_of)
     assert metrics["acc"] == 100.0 and metrics["cluster_min"] == 100.0
     assert set(metrics) == set(METRICS) | {"per_class"}
     assert metrics["per_class"] == [100.0] * 10
@@ -39,7 +39,7 @@ def test_a_perfect_network_scores_100_on_clean_accuracy_and_cluster_min(digits, 
 
 def test_cluster_min_is_the_worst_cluster_and_at_most_accuracy(digits, tests_of):
     net = Lookup(digits.test_x, digits.test_y, constant=3)
-    metrics = evaluate.test_metrics(net, tests_of)
+    metrics = evaluation.test_metrics(net, tests_of)
     truth = (digits.test_y == 3).numpy()
     assert metrics["acc"] == pytest.approx(truth.mean() * 100)
     worst = min(truth[tests_of.clusters == k].mean() for k in np.unique(tests_of.clusters)) * 100
@@ -68,7 +68,7 @@ def test_the_shifted_test_sets_are_the_stated_shifts(digits, tests_of):
 
 def test_networks_trained_together_are_the_ones_trained_alone(digits):
     """Same draws per seed, SGD elementwise: vmapped training differs by float rounding only."""
-    from zodd.evaluate import EvalConfig, train_network, train_together
+    from zodd.evaluation import EvalConfig, train_network, train_together
     from zodd.synthetic import initialise
 
     syn = initialise(digits, 2, "real", torch.Generator().manual_seed(0))
@@ -83,7 +83,7 @@ def test_networks_trained_together_are_the_ones_trained_alone(digits):
 
 
 def test_clusters_are_cached_and_a_corrupt_cache_is_recomputed(digits, tmp_path):
-    from zodd.evaluate import test_clusters
+    from zodd.evaluation import test_clusters
 
     pixels = digits.denormalise(digits.test_x)
     first = test_clusters(pixels, tmp_path)
@@ -97,7 +97,7 @@ def test_clusters_are_cached_and_a_corrupt_cache_is_recomputed(digits, tmp_path)
 def test_the_evaluation_augmentation_is_chosen_and_recorded(digits, tests_of):
     """--augment dsa trains on DSA-augmented batches (another network than affine's, same
     seed) and the report says which augmentation it used."""
-    from zodd.evaluate import EvalConfig, evaluate, train_network
+    from zodd.evaluation import EvalConfig, evaluate, train_network
     from zodd.synthetic import initialise
 
     syn = initialise(digits, 2, "real", torch.Generator().manual_seed(0))

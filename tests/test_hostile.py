@@ -109,7 +109,7 @@ def finished_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("run") / "r"
     from zodd.config import DistillConfig
     from zodd.data import load
-    from zodd.distill import distill
+    from zodd.driver import distill
 
     distill(DistillConfig(ipc=1, iterations=1, batch_size=8), load("digits"), run)
     return run

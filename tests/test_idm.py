@@ -9,8 +9,9 @@ import torch
 
 from zodd.augment import DSA, DSA_OPS, augment_batch
 from zodd.config import DistillConfig
-from zodd.distill import Loop, distill
-from zodd.evaluate import EvalConfig, Schedule, protocol_config
+from zodd.driver import distill
+from zodd.loop import Loop
+from zodd.evaluation import EvalConfig, Schedule, protocol_config
 from zodd.plan import resolve
 from zodd.types import StepContext, ZoddError
 

@@ -10,7 +10,8 @@ from cli_run import run_cli
 from test_hostile import assert_refused
 from zodd import prior as priors
 from zodd.config import DistillConfig
-from zodd.distill import Loop, distill
+from zodd.driver import distill
+from zodd.loop import Loop
 from zodd.plan import resolve
 from zodd.representation import Multi
 

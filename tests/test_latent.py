@@ -119,7 +119,7 @@ def test_latent_refuses_lowres_and_sizes_it_cannot_take(tmp_path, monkeypatch, c
 def test_ray_workers_score_latent_codes_as_the_process_does(digits):
     """The decoding travels with the black box to the workers: the same losses and set."""
     from zodd.config import DistillConfig
-    from zodd.distill import distill
+    from zodd.driver import distill
 
     runs = {}
     for workers in (0, 2):

@@ -8,9 +8,10 @@ import click
 import pytest
 
 from objectives import OBJECTIVES
-from zodd.cli import DISTILL_SETTINGS, distill as distill_command
+from zodd.cli import distill as distill_command
+from zodd.options import GROUPS, OPTIONS
 from zodd.config import DistillConfig
-from zodd.distill import distill
+from zodd.driver import distill
 from zodd.plan import REGISTRIES, check, resolve
 from zodd.types import ZoddError
 
@@ -22,16 +23,19 @@ LAYERS = [
     {"zodd", "zodd.types", "zodd.files"},
     {"zodd.folder", "zodd.config", "zodd.augment", "zodd.nearest", "zodd.models", "zodd.guard",
      "zodd.compiled",
-     "zodd.representation", "zodd.recipes"},
+     "zodd.representation", "zodd.recipes", "zodd.options"},
     {"zodd.data", "zodd.robust", "zodd.estimators", "zodd.steppers", "zodd.rundir",
      "zodd.parallel", "objectives.matching", "objectives.score"},
     {"zodd.prior", "zodd.networks", "objectives.distribution", "objectives.gradient", "objectives.kernel", "objectives.prototype",
      "objectives.trained", "objectives.command"},
     {"objectives", "zodd.synthetic"},
-    {"zodd.plan", "zodd.evaluate", "zodd.sets"},
-    {"zodd.distill"},
+    {"zodd.plan", "zodd.evaluation", "zodd.sets"},
+    {"zodd.build"},
+    {"zodd.loop"},
+    {"zodd.driver", "zodd.report"},
     {"tuning.space", "tuning.trial"},
     {"tuning", "tuning.sweep"},
+    {"zodd.api", "zodd.console"},
     {"zodd.cli"},
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
@@ -86,14 +90,16 @@ def test_every_registry_name_is_a_click_choice_and_described():
             assert set(registry) <= set(option.type.choices)
         for name in registry:
             assert f"{name}:" in option.help, (field, name)
-    assert len(DISTILL_SETTINGS) == len([p for p in distill_command.params
-                                         if p.name in DistillConfig.__dataclass_fields__])
+    fields = set(DistillConfig.__dataclass_fields__)
+    assert set(OPTIONS) == fields  # every setting has its text and heading, and nothing else
+    assert {p.name for p in distill_command.params} >= fields
+    assert {o.group for o in OPTIONS.values()} <= set(GROUPS)
 
 
 def test_no_hand_written_choices_in_the_cli():
     from tuning.sweep import SCHEDULERS, SEARCHES
     from tuning.trial import METRIC_NAMES
-    from zodd.evaluate import BASELINES
+    from zodd.evaluation import BASELINES
 
     source = (ROOT / "zodd" / "cli.py").read_text()
     assert not re.search(r"Choice\(\s*[\[(]\s*['\"]", source)  # no Choice of literal names

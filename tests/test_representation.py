@@ -11,7 +11,7 @@ import torch
 from objectives import OBJECTIVES
 from zodd.augment import AUGMENTS, DSA, DSA_OPS, augment_batch, draw
 from zodd.config import DistillConfig
-from zodd.distill import distill
+from zodd.driver import distill
 from zodd.plan import resolve
 from zodd.recipes import RECIPES
 from zodd.representation import Multi, Pixel, REPRESENTATIONS, decoded

@@ -204,7 +204,7 @@ def test_native_updater_leaves_the_network_untouched():
 def test_native_loop_keeps_theta_as_initialised_each_iteration(digits):
     """In the loop: --updater native binds the objective to the network exactly as built."""
     from zodd.config import DistillConfig
-    from zodd.distill import Loop
+    from zodd.loop import Loop
     from zodd.plan import resolve
 
     loop = Loop(resolve(DistillConfig(updater="native", ipc=1, batch_size=8), digits), digits)
@@ -263,7 +263,7 @@ def test_one_pass_loop_matches_under_one_network_and_updates_after_the_step(digi
     """In the loop with --one-pass the real and synthetic sides of dm see the same parameters
     (those from before the step's update), and the update lands once S has stepped."""
     from zodd.config import DistillConfig
-    from zodd.distill import Loop
+    from zodd.loop import Loop
     from zodd.plan import resolve
 
     loop = Loop(resolve(DistillConfig(ipc=2, batch_size=16, one_pass=True), digits), digits)

@@ -11,7 +11,7 @@ import torch
 from cli_run import run_cli
 from test_hostile import assert_refused
 from zodd.data import load
-from zodd.evaluate import PROTOCOLS, differences, protocol_config, protocol_record
+from zodd.evaluation import PROTOCOLS, differences, protocol_config, protocol_record
 from zodd.models import build_network
 from zodd.types import ZoddError
 
@@ -277,7 +277,7 @@ def test_protocols_state_what_they_reproduce():
 
 
 def test_compare_refuses_different_protocols(tmp_path, monkeypatch, capsys):
-    from zodd.evaluate import METRICS
+    from zodd.evaluation import METRICS
 
     def write(name, cfg):
         rep = {m: {"mean": 50.0, "std": 1.0} for m in METRICS}

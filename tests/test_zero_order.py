@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from zodd.config import DistillConfig
-from zodd.distill import Loop, distill
+from zodd.driver import distill
+from zodd.loop import Loop
 from zodd.plan import resolve
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))

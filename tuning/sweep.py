@@ -401,8 +401,8 @@ def finish(sweep: Sweep, rows: list[dict], out: Path, data, say: Say = _silent) 
 def final_test(cfg: DistillConfig, sweep: Sweep, out: Path, data, say: Say = _silent) -> dict:
     """The best config distilled on the whole training set (what ``zodd distill --config
     best.json`` does) and evaluated on the test set: the sweep's one look at it."""
-    from zodd.distill import distill
-    from zodd.evaluate import EvalConfig, evaluate, format_table
+    from zodd.driver import distill
+    from zodd.evaluation import EvalConfig, evaluate, format_table
 
     say(f"distilling the best config on the whole training set into {out} ...", err=True)
     result = distill(cfg, data, out)

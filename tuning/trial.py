@@ -96,8 +96,8 @@ def run_trial(values: dict, *, base: dict, data: ImageData, scoring: Scoring,
     stopped."""
     from ray import tune
 
-    from zodd.distill import distill
-    from zodd.evaluate import EvalConfig, TestSets, evaluate
+    from zodd.driver import distill
+    from zodd.evaluation import EvalConfig, TestSets, evaluate
     from zodd.rundir import save_json
 
     torch.set_num_threads(threads)

@@ -2,8 +2,8 @@
 
 An estimator is a small frozen dataclass whose fields are its hyper-parameters; it samples what it
 needs from ``gen``, calls the black box once with a batch of candidates, and combines the losses.
-``ESTIMATORS`` maps the ``--estimator`` vocabulary to a factory taking the run's plan
-(zodd.plan.Plan: directions, sigma, lowres, blockwise, surrogate).
+``ESTIMATORS`` maps the ``--estimator`` vocabulary to a factory taking keyword values
+(``directions``, ``sigma``, ``lowres``, ``blockwise``, ``guided``: zodd.build.estimator).
 
 The zero-order ones share two ways to cut the effective dimension d of S:
 
@@ -329,19 +329,21 @@ class Coordinate(_ZeroOrder):
 
 
 ESTIMATORS = Registry("estimator", [
-    ("autograd", lambda plan: Autograd(), "the exact gradient (differentiable objectives)"),
-    ("gaussian", lambda plan: Gaussian(plan.directions, plan.sigma, plan.lowres, plan.blockwise,
-                                       guided=plan.surrogate is not None),
+    ("autograd", lambda **_: Autograd(), "the exact gradient (differentiable objectives)"),
+    ("gaussian", lambda directions, sigma, lowres, blockwise, guided=False, **_: Gaussian(
+        directions, sigma, lowres, blockwise, guided=guided),
      "Gaussian smoothing, forward differences (Algorithm 2; M + 1 queries)"),
-    ("antithetic", lambda plan: Antithetic(plan.directions, plan.sigma, plan.lowres,
-                                           plan.blockwise),
+    ("antithetic", lambda directions, sigma, lowres, blockwise, **_: Antithetic(
+        directions, sigma, lowres, blockwise),
      "central differences over Gaussian directions (2M + 1 queries)"),
-    ("es", lambda plan: ES(plan.directions, plan.sigma, plan.lowres, plan.blockwise),
+    ("es", lambda directions, sigma, lowres, blockwise, **_: ES(directions, sigma, lowres,
+                                                               blockwise),
      "OpenES: antithetic pairs, rank-shaped losses (invariant to rescaling the score; 2M + 1 "
      "queries; Adam by default)"),
-    ("sphere", lambda plan: Sphere(plan.directions, plan.sigma, plan.lowres, plan.blockwise),
+    ("sphere", lambda directions, sigma, lowres, blockwise, **_: Sphere(directions, sigma, lowres,
+                                                                       blockwise),
      "directions uniform on the sphere, forward differences (M + 1 queries)"),
-    ("coordinate", lambda plan: Coordinate(plan.directions, plan.sigma, plan.lowres,
-                                           plan.blockwise),
+    ("coordinate", lambda directions, sigma, lowres, blockwise, **_: Coordinate(
+        directions, sigma, lowres, blockwise),
      "central differences along M random coordinates (2M + 1 queries)"),
 ])

@@ -82,8 +82,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shlex
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,7 +124,9 @@ REGISTRIES = {"dataset": DATASETS, "init": INITS, "representation": REPRESENTATI
 
 @dataclass(frozen=True)
 class Plan:
-    """Every value one run uses; ``cfg`` is the config as asked."""
+    """What a run uses beyond its config: every value the config leaves open, filled in
+    (``cfg`` is the config as asked; the loop reads its fixed settings there, as
+    ``plan.cfg.alpha``)."""
 
     cfg: DistillConfig
     estimator: str  # an ESTIMATORS name; the nevergrad spec when optimizer is ng:NAME
@@ -153,17 +153,8 @@ class Plan:
     queue_every: int = 0  # a new queue network every N iterations
     ce_weight: float = 0.0  # dm's class-aware term (times the drawn network's accuracy, %)
 
-    # the config's own settings that the loop reads, under the plan's name
-    def __getattr__(self, name: str):
-        if name in _CONFIG_FIELDS:
-            return getattr(self.cfg, name)
-        raise AttributeError(name)
-
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "cfg"}
-
-
-_CONFIG_FIELDS = {f.name for f in dataclasses.fields(DistillConfig)}
 
 
 def check(cfg: DistillConfig) -> DistillConfig:
@@ -351,14 +342,14 @@ def _check_sizes(plan: Plan, data: ImageData, set_size: int) -> None:
     if plan.estimator != "autograd" and plan.directions * set_size > MAX_VALUES:
         raise ZoddError(f"invalid directions: {plan.directions} (directions x set size = "
                         f"{plan.directions * set_size:,} values, over 2^30)")
-    if plan.representation != "pixel" and data.image_size % plan.factor:
-        raise ZoddError(f"invalid factor: {plan.factor} (must divide {data.name}'s image size "
+    if plan.cfg.representation != "pixel" and data.image_size % plan.cfg.factor:
+        raise ZoddError(f"invalid factor: {plan.cfg.factor} (must divide {data.name}'s image size "
                         f"{data.image_size})")
     if data.image_size % plan.lowres:
         raise ZoddError(f"invalid lowres: {plan.lowres} (must divide {data.name}'s image size "
                         f"{data.image_size})")
     if plan.estimator == "coordinate":
-        coords = set_size // plan.lowres ** 2 // (data.num_classes if plan.blockwise else 1)
+        coords = set_size // plan.lowres ** 2 // (data.num_classes if plan.cfg.blockwise else 1)
         if plan.directions > coords:
             raise ZoddError(f"invalid directions: {plan.directions} (the coordinate estimator "
                             f"has {coords} coordinates to choose from here)")
@@ -366,14 +357,3 @@ def _check_sizes(plan: Plan, data: ImageData, set_size: int) -> None:
 
 def _bad(cfg: DistillConfig, name: str, why: str) -> ZoddError:
     return ZoddError(f"invalid {name.replace('_', '-')}: {getattr(cfg, name)!r} ({why})")
-
-
-def make_objective(plan: Plan, name: str | None = None):
-    """The objective ``name`` (default: the run's ``--objective``), built for the plan's data."""
-    name = name or plan.objective
-    if name == "command":
-        argv = tuple(shlex.split(plan.command or ""))
-        if not argv or not (shutil.which(argv[0]) or Path(argv[0]).is_file()):
-            raise ZoddError(f"--command: program {argv[0] if argv else ''!r} not found")
-        return OBJECTIVES["command"](argv=argv, timeout=plan.command_timeout, flip=plan.flip)
-    return OBJECTIVES[name](flip=plan.flip)

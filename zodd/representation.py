@@ -30,10 +30,19 @@ from zodd.types import BlackBox, Registry, WrappedBox
 
 @dataclass(frozen=True)
 class Pixel:
+    """Each representation declares what a run stores of it: ``record()``, how
+    representation.pt says it decodes (None: nothing beyond synthetic.pt), and ``shows_stored``,
+    whether grid.png pictures the stored tensor (images) or the decoded set."""
+
+    shows_stored = False
+
     @property
     def per_image(self) -> int:
         """Decoded images per stored image."""
         return 1
+
+    def record(self) -> dict | None:
+        return None
 
     def decode(self, x: Tensor) -> Tensor:
         return x
@@ -49,10 +58,14 @@ class Pixel:
 @dataclass(frozen=True)
 class Multi:
     factor: int = 2
+    shows_stored = True
 
     @property
     def per_image(self) -> int:
         return self.factor ** 2
+
+    def record(self) -> dict:
+        return {"name": "multi", "factor": self.factor}
 
     def stored_shape(self, image_shape: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(image_shape)
@@ -77,10 +90,14 @@ class Multi:
 @dataclass(frozen=True, eq=False)
 class Latent:
     prior: nn.Module  # zodd.prior.Autoencoder, frozen: encode [N, ch, s, s] <-> decode [N, L]
+    shows_stored = False
 
     @property
     def per_image(self) -> int:
         return 1
+
+    def record(self) -> dict:
+        return {"name": "latent", "latent": self.prior.latent}
 
     def stored_shape(self, image_shape: tuple[int, ...]) -> tuple[int, ...]:
         return (self.prior.latent, 1, 1)

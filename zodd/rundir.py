@@ -3,7 +3,10 @@
 * ``config.json``: the settings asked for, the plan they resolved to (``resolved``), zodd's version
   and git SHA;
 * ``log.jsonl``: one JSON row per iteration, appended and flushed as the run goes;
-* ``checkpoint.pt`` (and the one before, ``checkpoint.prev.pt``): the whole loop state.
+* ``checkpoint.pt`` (and the one before, ``checkpoint.prev.pt``): the whole loop state
+  (``zodd.loop.Loop.state_dict``);
+* ``synthetic.pt``, ``representation.pt`` and ``grid.png``: the set (zodd.synthetic.save);
+* ``metrics*.json``: what ``zodd evaluate`` wrote (``metrics_name``).
 
 Every file is written through a temporary file in the same directory, fsync and rename, so a
 crash mid-write leaves the earlier file intact; every ``.pt`` file is read with
@@ -14,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -25,12 +29,57 @@ from zodd.config import DistillConfig
 from zodd.files import atomic_write, quiet_load  # noqa: F401 (their home for callers)
 from zodd.types import ZoddError
 
+# every file of a run directory is named here
 CONFIG_FILE, LOG_FILE = "config.json", "log.jsonl"
 CHECKPOINT, PREVIOUS = "checkpoint.pt", "checkpoint.prev.pt"
+SET_FILE, GRID_FILE = "synthetic.pt", "grid.png"  # the set (decoded) and its picture
+STORED_FILE = "representation.pt"  # the stored tensor, for representations other than pixel
 CHECKPOINT_FORMAT = "zodd-checkpoint-1"
 # settings that a resumed run may change: they end the run sooner or later, not differently
 RESUMABLE_CHANGES = {"iterations", "max_seconds", "max_queries", "checkpoint_every", "data_dir",
                      "workers", "ray_address", "max_failures", "device"}
+
+
+def metrics_name(augment: str, own_augment: str, baseline: str | None = None,
+                 protocol: str = "zodd") -> str:
+    """The metrics file ``zodd evaluate`` writes: metrics.json, or metrics_BASELINE.json for a
+    baseline; ``.PROTOCOL`` for a protocol other than zodd's, and ``-AUGMENT`` for an
+    augmentation other than the protocol's own (e.g. metrics-dsa.json, metrics.dsa.json,
+    metrics_random.plain.json)."""
+    name = "metrics" + (f"_{baseline}" if baseline else "")
+    if protocol != "zodd":
+        name += f".{protocol}"
+    return name + (f"-{augment}" if augment != own_augment else "") + ".json"
+
+
+def run_name(dataset: str, cfg: DistillConfig) -> str:
+    """The folder a run goes to when no ``--out`` is given (``dataset``: its short name)."""
+    return (f"{dataset}-ipc{cfg.ipc}-{cfg.objective}-{cfg.estimator}-{cfg.updater}"
+            f"-s{cfg.seed}")
+
+
+def check_out(out: Path, overwrite: bool, flag: str = "--out") -> None:
+    """Refuse an output directory that is a file, holds files (unless ``overwrite``) or cannot
+    be written, before any work starts."""
+    if not str(out).strip():
+        raise ZoddError(f"{flag} is empty")
+    if out.exists() and not out.is_dir():
+        raise ZoddError(f"{flag} {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ZoddError(f"{flag} {out} is not empty; choose another directory or pass "
+                        "--overwrite")
+    parent = out if out.exists() else next(p for p in out.absolute().parents if p.exists())
+    if not writable(parent):
+        raise ZoddError(f"{flag} {out} is not writable")
+
+
+def writable(directory: Path) -> bool:
+    """A real probe: os.access says yes to root even on read-only file systems."""
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=directory, prefix=".zodd-probe-"))
+    except OSError:
+        return False
+    return True
 
 
 def save_json(obj: dict, path: Path) -> None:
@@ -165,40 +214,3 @@ def check_resumable(saved: DistillConfig, wanted: DistillConfig) -> None:
         if name not in RESUMABLE_CHANGES and getattr(saved, name) != value:
             raise ZoddError(f"cannot resume: {name.replace('_', '-')} is {value!r} here but "
                             f"{getattr(saved, name)!r} in the checkpoint")
-
-
-def loop_state(loop) -> dict:
-    """What a checkpoint holds of a ``zodd.distill.Loop``: everything its next step reads (S, the
-    stepper, the network and its optimiser, the generator, the counters) and the config."""
-    return {
-        "config": json.dumps(loop.plan.cfg.to_dict()), "step": loop.step,
-        "queries": loop.queries, "seconds": loop.seconds, "failures": loop.failures,
-        "images": loop.x.detach().cpu().clone(), **loop.stepper.state_dict(),
-        "generator": loop.gen.get_state(),
-        "net": None if loop.net is None or loop.queue else loop.net.state_dict(),
-        "net_optimizer": None if loop.net_opt is None or loop.queue else
-        loop.net_opt.state_dict(),
-        "queue": None if loop.queue is None else loop.queue.state_dict(),
-    }
-
-
-def restore(loop, state: dict) -> None:
-    """Put a checkpoint's state (``loop_state``) back into a freshly built loop of its config."""
-    if not loop.stepper.resumable:
-        raise ZoddError("a run driven by a nevergrad optimiser cannot be resumed (its state is "
-                        "not in the checkpoint); its set is in synthetic.pt")
-    with torch.no_grad():
-        loop.x.copy_(state["images"])
-    loop.good = loop.x.detach().clone()
-    loop.stepper.load_state_dict(state)
-    loop.gen.set_state(state["generator"])
-    loop.step, loop.queries, loop.seconds = state["step"], state["queries"], state["seconds"]
-    loop.failures = state.get("failures", 0)
-    if state.get("queue") is not None:  # the step's network is drawn from it each iteration
-        loop.queue.load_state_dict(state["queue"])
-    if state["net"] is not None:
-        saved = loop.gen.get_state()
-        loop._new_network()  # the architecture; its weights are replaced just below
-        loop.gen.set_state(saved)
-        loop.net.load_state_dict(state["net"])
-        loop.net_opt.load_state_dict(state["net_optimizer"])

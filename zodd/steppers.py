@@ -2,7 +2,7 @@
 nevergrad optimiser that asks for candidates itself.
 
 ``STEPPERS`` is the ``--optimizer`` vocabulary (``ng:NAME`` names any nevergrad optimiser);
-``make_stepper(plan, x, estimator, gen)`` builds the one a plan names. A stepper has two
+``make_stepper(optimizer, x, estimator, gen, lr=..., ...)`` builds the one named. A stepper has two
 methods: ``propose(box, x, gen, guide)`` evaluates candidates and returns an Estimate (raising
 EvaluationError when f(S) failed), and ``apply(x, estimate)`` moves S (``estimate`` is None for a
 skipped step).
@@ -149,10 +149,12 @@ class NevergradStep:
         return {}
 
 
-def make_stepper(plan, x: torch.Tensor, estimator, gen: torch.Generator):
-    """The stepper ``plan.optimizer`` names, on ``x``. A nevergrad optimiser draws its seed from
-    ``gen`` here (one draw, right after S's initialisation)."""
-    if plan.optimizer.startswith(NEVERGRAD_PREFIX):
+def make_stepper(optimizer: str, x: torch.Tensor, estimator, gen: torch.Generator, *,
+                 lr: float, sigma: float, directions: int, lowres: int):
+    """The stepper ``optimizer`` names, on ``x``. A nevergrad optimiser (``ng:NAME``: its own
+    search of ``directions`` candidates a step at radius ``sigma``) draws its seed from ``gen``
+    here (one draw, right after S's initialisation); a torch one steps by ``lr``."""
+    if optimizer.startswith(NEVERGRAD_PREFIX):
         seed = int(torch.randint(2**31 - 1, (1,), generator=gen))
-        return NevergradStep(plan.optimizer, x, plan.sigma, plan.directions, plan.lowres, seed)
-    return STEPPERS[plan.optimizer](x, plan.lr, estimator)
+        return NevergradStep(optimizer, x, sigma, directions, lowres, seed)
+    return STEPPERS[optimizer](x, lr, estimator)

@@ -10,19 +10,18 @@ synthetic.pt holds the decoded images, so any tool trains on it as on any other 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from zodd.config import DistillConfig
 from zodd.data import ImageData, draw_per_class
 from zodd.representation import Pixel
-from zodd.rundir import atomic_write, quiet_load
+from zodd.rundir import GRID_FILE, SET_FILE, STORED_FILE, atomic_write, quiet_load
 from zodd.types import Registry, ZoddError
 
-SET_FILE = "synthetic.pt"
-STORED_FILE = "representation.pt"  # the stored tensor, for representations other than pixel
 
 
 @dataclass
@@ -40,6 +39,43 @@ class SyntheticSet:
         """View ``[..., N, ch, h, w]`` as ``[..., classes, ipc, ch, h, w]``."""
         x = self.images if images is None else images
         return x.unflatten(-4, (self.num_classes, self.ipc))
+
+
+@dataclass
+class Run:
+    """A distilled set and how it was made (what ``zodd.distill`` and ``zodd.load`` return)."""
+
+    synthetic: SyntheticSet  # decoded images, class-major, standardised like the data set
+    rows: list[dict] = field(default_factory=list)  # log.jsonl: one row per iteration
+    stopped_by: str | None = "iterations"  # max_seconds, max_queries, interrupted; None: loaded
+    plan: dict = field(default_factory=dict)  # what the settings resolved to (Plan.to_dict)
+    config: DistillConfig | None = None  # the settings as asked
+    path: Path | None = None  # the run directory (None: nothing was written)
+
+    @property
+    def images(self) -> torch.Tensor:
+        return self.synthetic.images
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return self.synthetic.labels
+
+    @property
+    def log(self) -> list[dict]:
+        return self.rows
+
+    @property
+    def queries(self) -> int:
+        return self.rows[-1]["queries"] if self.rows else 0
+
+    @property
+    def estimator(self) -> str:
+        return self.plan.get("estimator", "")
+
+    def __repr__(self) -> str:
+        dataset = self.config.dataset if self.config else "?"
+        return (f"Run({dataset}, {len(self.images)} images, {len(self.rows)} iterations, "
+                f"path {self.path})")
 
 
 def _real(data: ImageData, ipc: int, gen: torch.Generator, rep) -> tuple[Tensor, Tensor]:
@@ -72,7 +108,7 @@ def initialise(data: ImageData, ipc: int, how: str, gen: torch.Generator,
                         f"the smallest class of {data.name} holds {smallest})")
     made = INITS[INITS.check(how)]
     if made is None:
-        raise ValueError(f"init {how!r} is a run of its own (zodd.distill.warm_start)")
+        raise ValueError(f"init {how!r} is a run of its own (zodd.loop.warm_start)")
     images, source = made(data, ipc, gen, rep)
     return SyntheticSet(images, class_major(data.num_classes, ipc), data.num_classes, source)
 
@@ -98,7 +134,7 @@ def save(s: SyntheticSet, out: Path, data: ImageData | None = None,
         atomic_write(out / STORED_FILE, lambda f: torch.save(kept, f))
     if data is not None:
         shown = stored if stored is not None and grid_of_stored else s
-        save_grid(shown, out / "grid.png", data)
+        save_grid(shown, out / GRID_FILE, data)
 
 
 def save_grid(s: SyntheticSet, path: Path, data: ImageData) -> None:

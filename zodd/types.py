@@ -51,6 +51,19 @@ class Registry(dict):
         return "; ".join(f"{name}: {text}" for name, text in self.descriptions.items())
 
 
+class Progress:
+    """What a long call (``zodd.loop``, ``zodd.evaluation``) reports as it goes; this one says
+    nothing. The command line's progress bar is a subclass; a notebook's can be another."""
+
+    def note(self, text: str) -> None:
+        """A line worth telling the user (a warm start, a prior trained once, a network's
+        metrics)."""
+
+    def update(self, task: str, done: int, total: int, detail: dict | None = None) -> None:
+        """``done`` of ``total`` units of ``task`` ("reading images", "training the prior",
+        "distilling", ...); ``detail``: that unit's values (a distillation step's log row)."""
+
+
 @dataclass(frozen=True)
 class StepContext:
     """Everything one step's candidates share (common random numbers).

@@ -33,7 +33,7 @@ from torch import Tensor
 from zodd.augment import augment_batch
 from zodd.data import ImageData, default_data_dir
 from zodd.models import build_network, check_model
-from zodd.rundir import atomic_write
+from zodd.rundir import atomic_write, metrics_name
 from zodd.synthetic import SyntheticSet
 from zodd.types import Registry, ZoddError, resolve_device
 
@@ -191,15 +191,10 @@ def test_clusters(pixels: Tensor, cache: Path | None = None) -> np.ndarray:
 
 def metrics_file(augment: str = "affine", baseline: str | None = None,
                  protocol: str = "zodd") -> str:
-    """The name of the file ``zodd evaluate`` writes: metrics.json, or metrics_BASELINE.json
-    for a baseline; ``.PROTOCOL`` for a protocol other than zodd's, and ``-AUGMENT`` for an
-    augmentation other than the protocol's (e.g. metrics-dsa.json, metrics.dsa.json,
-    metrics_random.plain.json)."""
-    name = "metrics" + (f"_{baseline}" if baseline else "")
-    if protocol != "zodd":
-        name += f".{protocol}"
+    """The name of the file ``zodd evaluate`` writes (zodd.rundir.metrics_name), given the
+    protocol's own augmentation."""
     own = PROTOCOLS[protocol].settings["augment"] if protocol in PROTOCOLS else "affine"
-    return name + (f"-{augment}" if augment != own else "") + ".json"
+    return metrics_name(augment, own, baseline, protocol)
 
 
 def optimizer_description(cfg: EvalConfig) -> str:

@@ -14,39 +14,22 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 import torch
 
-from zodd import rundir
+from zodd import build
 from zodd.config import DistillConfig
-from zodd.data import ImageData, data_root, draw_per_class
-from zodd.estimators import ESTIMATORS, Autograd
+from zodd.data import ImageData, draw_per_class
+from zodd.estimators import Autograd
 from zodd.guard import Guarded
-from zodd.models import build_model
-from zodd.networks import NetworkQueue
-from zodd.plan import Plan, make_objective, resolve
-from zodd.prior import load_or_train
-from zodd.representation import decoded, make as make_representation
-from zodd.robust import RobustUpdater, train_on_synthetic
-from zodd.steppers import make_stepper
+from zodd.plan import Plan, resolve
+from zodd.representation import decoded
+from zodd.robust import train_on_synthetic
 from zodd.sets import start
 from zodd.synthetic import INITS, SyntheticSet, class_major, initialise, save
 from zodd.types import EvaluationError, StepContext, ZoddError
-
-@dataclass
-class Result:
-    synthetic: SyntheticSet
-    rows: list[dict] = field(default_factory=list)
-    stopped_by: str = "iterations"
-    estimator: str = ""
-
-    @property
-    def queries(self) -> int:
-        return self.rows[-1]["queries"] if self.rows else 0
-
 
 class Loop:
     """The state of one distillation and the step that advances it. S, the network and each
@@ -54,41 +37,35 @@ class Loop:
     (zodd.types.resolve_device)."""
 
     def __init__(self, plan: Plan, data: ImageData, pool=None, resuming: bool = False):
-        self.plan, self.data, self.pool = plan, data, pool  # pool: a RayPool when workers > 0
-        self.gen = torch.Generator().manual_seed(plan.seed)
-        prior = None
-        if plan.representation == "latent":
-            prior = load_or_train(data, plan.latent, root=data_root(plan.data_dir))
-        self.rep = make_representation(plan.representation, plan.factor, prior)
+        self.plan, self.cfg, self.data, self.pool = plan, plan.cfg, data, pool  # pool: RayPool
+        cfg = plan.cfg
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.rep, prior = build.representation(plan, data)
         warm_seconds = 0.0  # --init dm: the warm start's time, counted against --max-seconds
         if plan.init in INITS and INITS[plan.init] is not None:  # the stored set
-            self.syn = initialise(data, plan.ipc, plan.init, self.gen, self.rep)
+            self.syn = initialise(data, cfg.ipc, plan.init, self.gen, self.rep)
         elif resuming:  # the checkpoint holds S: the set it started from may be gone; a warm
             # start's real images (its source) are drawn again, to stay out of the held-out ones
             how = "real" if plan.init == "dm" else "noise"
-            self.syn = initialise(data, plan.ipc, how, torch.Generator().manual_seed(plan.seed),
+            self.syn = initialise(data, cfg.ipc, how, torch.Generator().manual_seed(cfg.seed),
                                   self.rep)
         elif plan.init == "dm":
             self.syn, warm_seconds = warm_start(plan, data)
         else:  # a set to go on from
-            self.syn = start(plan.init, data, plan.ipc, self.rep, self.stored_as())
+            self.syn = start(plan.init, data, cfg.ipc, self.rep, self.rep.record() or {"name": "pixel"})
         if prior is not None:
             prior.to(plan.device)
         self.syn.images, self.syn.labels = (t.to(plan.device) for t in (self.syn.images,
                                                                          self.syn.labels))
         self.x = self.syn.images.requires_grad_(True)
-        self.labels = class_major(data.num_classes, plan.ipc * self.rep.per_image).to(
+        self.labels = class_major(data.num_classes, cfg.ipc * self.rep.per_image).to(
             plan.device)  # of the decoded images
-        self.objective = make_objective(plan)
-        self.surrogate = make_objective(plan, plan.surrogate) if plan.surrogate else None
-        self.estimator = ESTIMATORS[plan.estimator](plan) if plan.estimator in ESTIMATORS else None
-        self.stepper = make_stepper(plan, self.x, self.estimator, self.gen)
-        self.updater = RobustUpdater(plan.updater, plan.alpha, plan.cvar_tail, plan.cvar_terms,
-                                     plan.clusters, plan.cluster_space, plan.model_lr,
-                                     plan.model_steps, plan.compile)
-        self.queue = None if not plan.queue_size else NetworkQueue(
-            self._build_network, plan.queue_size, plan.queue_every, plan.queue_train,
-            plan.model_steps, plan.model_lr, self.gen)
+        self.objective = build.objective(plan)
+        self.surrogate = build.objective(plan, cfg.surrogate) if cfg.surrogate else None
+        self.estimator = build.estimator(plan)
+        self.stepper = build.stepper(plan, self.x, self.estimator, self.gen)
+        self.updater = build.updater(plan)
+        self.queue = build.queue(plan, data, self.gen)
         self.drawn = None  # the queue member S is matched under this step
         self.per_class = data.class_indices()
         self.train_x = data.train_x.to(plan.device)  # moved once; indices are drawn on the CPU
@@ -100,13 +77,9 @@ class Loop:
         self.net: torch.nn.Module | None = None
         self.net_opt: torch.optim.Optimizer | None = None
 
-    def _build_network(self, seed: int) -> torch.nn.Module:
-        d, p = self.data, self.plan
-        return build_model(d.channels, d.num_classes, d.image_size, p.width, p.depth,
-                           seed=seed).to(p.device)
-
     def _new_network(self) -> None:
-        self.net = self._build_network(int(torch.randint(2**31 - 1, (1,), generator=self.gen)))
+        seed = int(torch.randint(2**31 - 1, (1,), generator=self.gen))
+        self.net = build.network(self.plan, self.data, seed)
         self.net_opt = self.updater.optimizer(self.net)
 
     def advance(self) -> dict:
@@ -115,7 +88,7 @@ class Loop:
         self._refresh_network()  # before the real batch: the order of draws from self.gen
         picks = draw_per_class(self.per_class, self.plan.n_real, self.gen)
         real = self.train_x[picks.to(self.plan.device)]  # [classes, n, ch, h, w]
-        one_pass = self.plan.one_pass and self.net is not None
+        one_pass = self.cfg.one_pass and self.net is not None
         terms = {} if one_pass or self.queue else self._update_network(real)
         box, guard, guide, shared_terms = self._bind(real, one_pass)
         terms = terms or shared_terms
@@ -182,9 +155,9 @@ class Loop:
             held_out = self.train_x[picks.to(self.plan.device)]
         ctx = StepContext(self.net, real, self.labels, self.data.num_classes,
                           seed=int(torch.randint(2**31 - 1, (1,), generator=self.gen)),
-                          augment=self.plan.augment, held_out=held_out,
+                          augment=self.cfg.augment, held_out=held_out,
                           pixel_mean=self.data.mean, pixel_std=self.data.std,
-                          compile=self.plan.compile,
+                          compile=self.cfg.compile,
                           ce_weight=self.plan.ce_weight * self.drawn.accuracy()
                           if self.drawn is not None and self.plan.ce_weight else 0.0)
         terms: dict = {}
@@ -204,7 +177,7 @@ class Loop:
                                          self.gen).grad}
         if self.plan.estimator == "autograd":
             return box, None, guide, terms
-        guard = Guarded(self.pool.wrap(box) if self.pool else box, self.plan.retries)
+        guard = Guarded(self.pool.wrap(box) if self.pool else box, self.cfg.retries)
         return guard, guard, guide, terms
 
     def images(self) -> torch.Tensor:
@@ -216,19 +189,46 @@ class Loop:
         return SyntheticSet(self.images(), self.labels, self.data.num_classes)
 
     def save(self, out: Path, decoded: SyntheticSet) -> None:
-        """synthetic.pt (``decoded``, the decoded set), and for a stored representation other
-        than pixels, representation.pt and a grid of the stored images."""
-        if self.plan.representation == "pixel":
-            save(decoded, out, self.data)
-        else:
-            save(decoded, out, self.data, stored=self.syn, representation=self.stored_as(),
-                 grid_of_stored=self.plan.representation == "multi")
+        """synthetic.pt (``decoded``, the decoded set), grid.png, and what the representation
+        stores beside them (zodd.representation: ``record``)."""
+        record = self.rep.record()
+        save(decoded, out, self.data, stored=None if record is None else self.syn,
+             representation=record, grid_of_stored=self.rep.shows_stored)
 
-    def stored_as(self) -> dict:
-        """How the stored tensor decodes, as representation.pt records it."""
-        how = {"pixel": {}, "multi": {"factor": self.plan.factor},
-               "latent": {"latent": self.plan.latent}}[self.plan.representation]
-        return {"name": self.plan.representation, **how}
+    def state_dict(self) -> dict:
+        """What a checkpoint holds: everything the next step reads (S, the stepper, the network
+        and its optimiser or the queue, the generator, the counters) and the config."""
+        net = self.net is not None and not self.queue
+        return {
+            "config": json.dumps(self.cfg.to_dict()), "step": self.step,
+            "queries": self.queries, "seconds": self.seconds, "failures": self.failures,
+            "images": self.x.detach().cpu().clone(), **self.stepper.state_dict(),
+            "generator": self.gen.get_state(),
+            "net": self.net.state_dict() if net else None,
+            "net_optimizer": self.net_opt.state_dict() if net else None,
+            "queue": None if self.queue is None else self.queue.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Put a checkpoint's state back into this loop, freshly built from its config."""
+        if not self.stepper.resumable:
+            raise ZoddError("a run driven by a nevergrad optimiser cannot be resumed (its state "
+                            "is not in the checkpoint); its set is in synthetic.pt")
+        with torch.no_grad():
+            self.x.copy_(state["images"])
+        self.good = self.x.detach().clone()
+        self.stepper.load_state_dict(state)
+        self.gen.set_state(state["generator"])
+        self.step, self.queries, self.seconds = state["step"], state["queries"], state["seconds"]
+        self.failures = state.get("failures", 0)
+        if state.get("queue") is not None:  # the step's network is drawn from it each iteration
+            self.queue.load_state_dict(state["queue"])
+        if state["net"] is not None:
+            saved = self.gen.get_state()
+            self._new_network()  # the architecture; its weights are replaced just below
+            self.gen.set_state(saved)
+            self.net.load_state_dict(state["net"])
+            self.net_opt.load_state_dict(state["net_optimizer"])
 
     def check_finite(self, since: int) -> None:
         """S is finite (then it is the new last good set), or it is put back to the last good
@@ -262,94 +262,3 @@ def warm_start(plan: Plan, data: ImageData) -> tuple[SyntheticSet, float]:
     s = loop.syn  # its source: the real images it began from stay out of the scores' held-out
     return (SyntheticSet(loop.x.detach().cpu().clone(), s.labels.cpu(), s.num_classes, s.source),
             time.perf_counter() - started)
-
-
-def distill(cfg: DistillConfig, data: ImageData, out: Path | None = None,
-            on_step: Callable[[dict, torch.Tensor], None] | None = None, resume: bool = False,
-            should_stop: Callable[[], bool] = lambda: False) -> Result:
-    """Run one distillation. With ``out`` the run's files are written there (zodd.rundir):
-    config.json at the start, one log.jsonl row per iteration, a checkpoint every
-    ``cfg.checkpoint_every`` iterations (default about once a minute), synthetic.pt and grid.png
-    at the end. With ``resume`` it continues from the checkpoint in ``out``. Stops at the first
-    budget reached (iterations, max_seconds, max_queries) or when ``should_stop()`` turns true,
-    which saves a checkpoint first. ``on_step(row, images)`` sees each log row and the set after
-    that step; its time is not counted in the run's seconds. With ``cfg.workers`` above 0
-    candidates are evaluated on Ray actors started and shut down here."""
-    plan = resolve(cfg, data)
-    pool, loop, log, result = None, None, None, None
-    try:
-        if cfg.workers > 0:  # resolve() refused workers for autograd
-            from zodd.parallel import RayPool
-
-            pool = RayPool(cfg.workers, cfg.seed, cfg.ray_address)
-        loop = Loop(plan, data, pool, resuming=resume)
-        if out is not None:
-            out.mkdir(parents=True, exist_ok=True)
-            if resume:
-                state = rundir.read_checkpoint(out)
-                rundir.check_resumable(DistillConfig.from_dict(json.loads(state["config"])), cfg)
-                rundir.restore(loop, state)
-            rundir.write_config(out, cfg.to_dict(), plan.to_dict())
-        log = rundir.Log(out, loop.step if resume else None)
-        result = Result(loop.syn, log.rows, estimator=plan.estimator)
-        _run(loop, result, out, log, on_step, should_stop)
-    finally:
-        if pool is not None:
-            pool.close()
-        if log:
-            log.close()
-        if loop is not None:
-            loop.x.requires_grad_(False)
-            final = loop.decoded_set()
-            if result is not None:
-                result.synthetic = final
-            if out is not None and out.is_dir():
-                loop.save(out, final)
-    return result
-
-
-def _run(loop: Loop, result: Result, out: Path | None, log: rundir.Log, on_step,
-         should_stop) -> None:
-    cfg = loop.plan.cfg
-    last_checkpoint = time.perf_counter()
-
-    def flush() -> None:  # S checked, the rows' values fetched in one transfer and written
-        started = time.perf_counter()
-        loop.check_finite(log.pending[0]["step"])
-        images = loop.images() if on_step else None  # the set after the group's last step
-        for row in log.flush():
-            if on_step:
-                on_step(row, images)
-        loop.seconds += time.perf_counter() - started
-
-    while loop.step < cfg.iterations:
-        started = time.perf_counter()
-        log.add(loop.advance())
-        loop.seconds += time.perf_counter() - started
-        log.pending[-1]["seconds"] = round(loop.seconds, 4)
-        if loop.failures > cfg.max_failures:
-            flush()
-            last = log.rows[-1]
-            raise ZoddError(
-                f"the black box failed {loop.failures} times, more than --max-failures "
-                f"{cfg.max_failures} (last: {last.get('fault', last.get('skipped'))})"
-                + (f"; the last good set is saved in {out}" if out else ""))
-        if cfg.max_seconds is not None and loop.seconds >= cfg.max_seconds:
-            result.stopped_by = "max_seconds"
-        elif cfg.max_queries is not None and loop.queries >= cfg.max_queries:
-            result.stopped_by = "max_queries"
-        elif should_stop():
-            result.stopped_by = "interrupted"
-        due = (loop.step % cfg.checkpoint_every == 0 if cfg.checkpoint_every
-               else time.perf_counter() - last_checkpoint >= loop.plan.checkpoint_seconds)
-        # a checkpoint also at the end, so a finished run can be extended with --resume
-        end = result.stopped_by != "iterations" or loop.step >= cfg.iterations
-        if due or end or len(log.pending) >= loop.plan.log_every:
-            flush()
-        if out is not None and (due or end):
-            started = time.perf_counter()
-            rundir.save_checkpoint(rundir.loop_state(loop), out)
-            last_checkpoint = time.perf_counter()
-            loop.seconds += last_checkpoint - started
-        if result.stopped_by != "iterations":
-            break

@@ -1,0 +1,242 @@
+"""zodd as a library: what each command does, callable from Python.
+
+    import zodd
+
+    run = zodd.distill(dataset="digits", ipc=1, iterations=50)   # a Run: images, labels, log
+    report = zodd.evaluate(run, seeds=1, epochs=50)               # a Report: metrics.json's record
+    print(report.table())
+
+The command line (zodd.cli) is a thin client of these functions. Each takes its command's
+settings by the option's name (``zodd distill --batch-size 64`` is
+``zodd.distill(batch_size=64)``), checks them the same way and raises
+:class:`zodd.types.ZoddError` with the same one-line message. Progress goes to a
+:class:`zodd.types.Progress` (nothing by default); the library never prints.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+from zodd import data as datasets
+from zodd import recipes, rundir, sets
+from zodd.config import DistillConfig
+from zodd.evaluation import difference, differences
+from zodd.plan import check
+from zodd.report import Report, evaluate
+from zodd.synthetic import Run, SyntheticSet
+from zodd.types import Progress, ZoddError
+
+__all__ = ["Report", "Run", "compare", "default_out", "distill", "evaluate", "load",
+           "load_data", "settings", "train_prior", "tune"]
+
+FIELDS = {f.name for f in dataclasses.fields(DistillConfig)}
+Config = DistillConfig | dict | str | os.PathLike | None
+
+
+# --- distill -------------------------------------------------------------------------------
+def settings(config: Config = None, **given) -> DistillConfig:
+    """The checked config of ``zodd.distill(config, **given)``: ``config`` (a DistillConfig, a
+    dict, or a JSON file such as a run's config.json), then ``recipe``'s settings under the
+    ones given, then the ones given (``None`` values are left out)."""
+    given = {k: v for k, v in given.items() if v is not None}
+    unknown = sorted(set(given) - FIELDS)
+    if unknown:
+        raise ZoddError(f"unknown setting: {unknown[0]!r} (zodd distill --help lists them)")
+    values = _config_values(config)
+    recipe = given.pop("recipe", None)
+    if recipe == "list":
+        raise ZoddError("recipe 'list' is the command line's listing: see zodd.recipes.RECIPES")
+    if recipe is not None and isinstance(config, (str, os.PathLike)):
+        raise ZoddError("--recipe and --config: the config file holds every setting already; "
+                        "give one of them")
+    values = recipes.with_recipe(values, recipe)
+    values.update(given)
+    return check(DistillConfig(**{k: v for k, v in values.items() if k in FIELDS}))
+
+
+def _config_values(config: Config) -> dict:
+    if config is None:
+        return {}
+    if isinstance(config, DistillConfig):
+        return config.to_dict()
+    if isinstance(config, dict):
+        return check(DistillConfig.from_dict(config)).to_dict()
+    try:
+        raw = json.loads(Path(config).read_text())
+    except FileNotFoundError:
+        raise ZoddError(f"config file {config} not found") from None
+    except (OSError, ValueError) as exc:
+        raise ZoddError(f"config file {config} is not readable JSON ({exc})") from None
+    return check(DistillConfig.from_dict(raw)).to_dict()
+
+
+def default_out(cfg: DistillConfig) -> Path:
+    """Where ``zodd distill`` writes a run given no ``--out``."""
+    return Path("runs") / rundir.run_name(datasets.short_name(cfg.dataset), cfg)
+
+
+def distill(config: Config = None, *, out: str | os.PathLike | None = None,
+            overwrite: bool = False, resume: str | os.PathLike | None = None,
+            progress: Progress | None = None, should_stop: Callable[[], bool] | None = None,
+            **given) -> Run:
+    """Distil a set. Settings as for :func:`settings`; ``out``: the run directory (None: keep
+    nothing on disk, no checkpoints); ``resume``: a run directory to continue from its last
+    checkpoint (then only budgets may be given). ``should_stop()`` turning true ends the run
+    after the current step, with a checkpoint; ``Run.stopped_by`` says why it ended."""
+    from zodd.driver import distill as run_loop
+
+    progress = progress or Progress()
+    if resume is not None:
+        if config is not None or out is not None:
+            raise ZoddError("--resume takes its settings and output directory from the run; "
+                            "drop --config and --out")
+        out = Path(resume)
+        if not rundir.has_checkpoint(out):
+            raise ZoddError(f"no checkpoint in {resume} to resume from")
+        config = DistillConfig.from_dict(rundir.load_config(out))
+    cfg = settings(config, **given)
+    if out is not None and resume is None:
+        rundir.check_out(Path(out), overwrite)
+    data = load_data(cfg, progress=progress)
+    if cfg.representation == "latent":
+        train_prior(data, cfg.latent, cfg.data_dir, progress=progress)
+
+    def on_step(row: dict, images) -> None:
+        progress.update("distilling", row["step"], cfg.iterations, row)
+
+    return run_loop(cfg, data, None if out is None else Path(out), on_step,
+                    resume=resume is not None, should_stop=should_stop or (lambda: False),
+                    note=progress.note)
+
+
+def load_data(cfg: DistillConfig, data_dir: str | None = None,
+              progress: Progress | None = None) -> datasets.ImageData:
+    """The config's data set (``data_dir`` overrides the config's)."""
+    progress = progress or Progress()
+    return datasets.load(cfg.dataset, data_dir or cfg.data_dir, **cfg.data_options(),
+                         progress=lambda d, t: progress.update("reading images", d, t))
+
+
+def train_prior(data: datasets.ImageData, latent: int, data_dir: str | None = None,
+                steps: int | None = None, seed: int = 0, progress: Progress | None = None):
+    """The data set's learned prior for ``representation="latent"`` (zodd.prior), trained now
+    unless cached; returns (the network, its cache path)."""
+    from zodd import prior as priors
+
+    progress = progress or Progress()
+    root = datasets.data_root(data_dir)
+    path = priors.cache_path(data, latent, seed, steps, root)
+    if not path.is_file():
+        progress.note(f"no cached prior for {data.name} (latent {latent}): training it once, "
+                      f"kept in {path}")
+    net = priors.load_or_train(data, latent, seed, steps, root, lambda step, total, loss:
+                               progress.update("training the prior", step, total,
+                                               {"loss": loss}))
+    return net, path
+
+
+# --- load ------------------------------------------------------------------------------------
+def load(path: str | os.PathLike, dataset: str | None = None, pixels: str = "standardised",
+         experiment: int = 0, data_dir: str | None = None) -> Run | SyntheticSet:
+    """A set zodd reads: a run directory gives a :class:`Run` (its set, config, plan and log);
+    any other file (zodd's synthetic.pt, a Dataset Condensation / DSA / DM result, an MTT-style
+    pair) a SyntheticSet, standardised like ``dataset`` (which those files do not name)."""
+    located = sets.locate(path)
+    if located.format == "run":
+        raw = rundir.load_config(located.path)
+        return Run(sets.zodd_set(located), rundir.read_log(located.path / rundir.LOG_FILE, 2**62),
+                   None, raw.get("resolved", {}), DistillConfig.from_dict(raw), located.path)
+    if located.format == "zodd":
+        return sets.zodd_set(located)
+    if dataset is None:
+        raise ZoddError(f"{path} is a {located.format} file, which does not name its data set: "
+                        "pass --dataset")
+    data = load_data(check(DistillConfig(dataset=dataset)), data_dir)
+    return sets.read(located, data, pixels, experiment).set
+
+
+# --- tune ------------------------------------------------------------------------------------
+def tune(config: Config = None, *, out: str | os.PathLike | None = None,
+         overwrite: bool = False, resume: str | os.PathLike | None = None,
+         params: Sequence[str] = (), default_space: bool = True, search: str = "random",
+         num_samples: int | None = None, scheduler: str = "asha", reports: int = 4,
+         metric: str = "acc", mix: float = 0.5, validation: float = 0.2, eval_seeds: int = 1,
+         eval_epochs: int = 300, cpus: int | None = None, cpus_per_trial: float = 1.0,
+         gpus_per_trial: float = 0.0, address: str | None = None, dashboard: bool = False,
+         final: bool = True, final_seeds: int = 3,
+         say: Callable[..., None] | None = None, **given) -> dict:
+    """A Ray Tune sweep over distillation settings (``zodd tune``); returns its summary (also
+    in ``out``/summary.json). ``given``: distillation settings every trial keeps (as for
+    :func:`settings`); ``params``: the searched ones, as ``NAME=SPEC`` (a,b,c; lo:hi;
+    lo:hi:log), beside alpha, clusters and batch-size unless ``default_space`` is off.
+    ``resume``: continue the sweep in that directory (only cpus, address and dashboard may be
+    given). Raises ``tuning.sweep.Interrupted`` when trials were left unfinished."""
+    from tuning import space as spaces
+    from tuning.sweep import Interrupted, Sweep, load_settings, run
+    from tuning.trial import Scoring
+
+    if resume is not None:
+        out_dir = Path(resume)
+        sweep = load_settings(out_dir)
+        sweep.cpus = cpus if cpus is not None else sweep.cpus
+        sweep.address = address or sweep.address
+        sweep.dashboard = dashboard
+    else:
+        pinned = {k: v for k, v in given.items() if v is not None}
+        base = settings(config, **pinned)
+        space = spaces.build(list(params), search, base.ipc, defaults=default_space)
+        both = [p.name for p in space if p.name in pinned]
+        if both:
+            raise ZoddError(f"{both[0]} is both --set and searched; choose one")
+        if search == "grid" and num_samples is not None:
+            raise ZoddError("grid search runs every combination once; --num-samples is for "
+                            "random and nevergrad search")
+        sweep = Sweep(base=base.to_dict(), params=space, search=search,
+                      num_samples=num_samples or 8, scheduler=scheduler,
+                      scoring=Scoring(metric=metric.replace("-", "_"), mix=mix,
+                                      seeds=eval_seeds, epochs=eval_epochs, reports=reports),
+                      validation=validation, cpus=cpus, cpus_per_trial=cpus_per_trial,
+                      gpus_per_trial=gpus_per_trial, address=address, dashboard=dashboard,
+                      final=final, final_seeds=final_seeds).validate()
+        out_dir = Path(out) if out else Path("runs") / f"tune-{base.dataset}-ipc{base.ipc}"
+        rundir.check_out(out_dir, overwrite)
+    try:
+        return run(sweep, out_dir, resume=resume is not None, say=say)
+    except Interrupted as exc:
+        exc.out = out_dir  # where --resume continues it
+        raise
+
+
+# --- compare ---------------------------------------------------------------------------------
+def compare(files: Sequence[str | os.PathLike], any_protocol: bool = False) -> dict:
+    """Metrics files' rows for one table, each after the first followed by its difference from
+    the first; files made under different protocols (model, epochs, lr, batch, augmentation,
+    seeds, network shape, shifts) are refused unless ``any_protocol``."""
+    from zodd.evaluation import METRICS
+
+    reports = {}
+    for f in map(str, files):
+        try:
+            rep = json.loads(Path(f).read_text())
+        except (OSError, ValueError) as exc:
+            raise ZoddError(f"{f} is not a readable metrics file ({type(exc).__name__})") from None
+        if not isinstance(rep, dict) or not all(isinstance(rep.get(m), dict) for m in METRICS) \
+                or not isinstance(rep.get("protocol"), dict):
+            raise ZoddError(f"{f} is not a zodd metrics file (no metrics or protocol)")
+        reports[f] = rep
+    name, first = next(iter(reports.items()))
+    rows = {}
+    for f, rep in reports.items():
+        differ = differences(first["protocol"], rep["protocol"])
+        if differ and not any_protocol:
+            said = ", ".join(f"{k} {first['protocol'].get(k)!r} vs {rep['protocol'].get(k)!r}"
+                             for k in differ)
+            raise ZoddError(f"{f} was made under another protocol than {name} ({said}); "
+                            "pass --any-protocol to compare anyway")
+        rows[f + (f" [protocol differs: {', '.join(differ)}]" if differ else "")] = rep
+        if f != name:
+            rows[f"  minus {name}"] = difference(rep, first)
+    return rows

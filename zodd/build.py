@@ -1,0 +1,85 @@
+"""The one builder: a :class:`zodd.plan.Plan`'s parts, each made from keyword arguments of plain
+values, so that no module below this one sees a Plan.
+
+A setting can be followed in one direction: its option (zodd.cli, zodd.options) -> the config
+field (zodd.config) -> the plan, which fills in what the config leaves open (zodd.plan) -> one
+function here -> the part that uses it. The loop (zodd.loop) calls these and reads the plan's
+schedule (budgets, iterations, batches) itself.
+"""
+from __future__ import annotations
+
+import shlex
+import shutil
+from pathlib import Path
+
+import torch
+
+from objectives import OBJECTIVES
+from zodd.data import ImageData, data_root
+from zodd.estimators import ESTIMATORS
+from zodd.models import build_model
+from zodd.networks import NetworkQueue
+from zodd.plan import Plan
+from zodd.prior import load_or_train
+from zodd.representation import make as make_representation
+from zodd.robust import RobustUpdater
+from zodd.steppers import make_stepper
+from zodd.types import ZoddError
+
+
+def representation(plan: Plan, data: ImageData):
+    """How S is stored and decoded; the latent representation's prior is loaded (or trained)
+    here and kept on the CPU until the loop moves it."""
+    cfg = plan.cfg
+    prior = (load_or_train(data, cfg.latent, root=data_root(cfg.data_dir))
+             if cfg.representation == "latent" else None)
+    return make_representation(cfg.representation, cfg.factor, prior), prior
+
+
+def objective(plan: Plan, name: str | None = None):
+    """The objective ``name`` (default: the run's ``--objective``), built for the plan's data."""
+    name = name or plan.cfg.objective
+    if name == "command":
+        argv = tuple(shlex.split(plan.cfg.command or ""))
+        if not argv or not (shutil.which(argv[0]) or Path(argv[0]).is_file()):
+            raise ZoddError(f"--command: program {argv[0] if argv else ''!r} not found")
+        return OBJECTIVES["command"](argv=argv, timeout=plan.cfg.command_timeout, flip=plan.flip)
+    return OBJECTIVES[name](flip=plan.flip)
+
+
+def estimator(plan: Plan):
+    """The plan's estimator (None for a nevergrad optimiser, which asks for its own
+    candidates)."""
+    if plan.estimator not in ESTIMATORS:
+        return None
+    return ESTIMATORS[plan.estimator](directions=plan.directions, sigma=plan.sigma,
+                                      lowres=plan.lowres, blockwise=plan.cfg.blockwise,
+                                      guided=plan.cfg.surrogate is not None)
+
+
+def stepper(plan: Plan, x: torch.Tensor, chosen_estimator, gen: torch.Generator):
+    return make_stepper(plan.optimizer, x, chosen_estimator, gen, lr=plan.lr, sigma=plan.sigma,
+                        directions=plan.directions, lowres=plan.lowres)
+
+
+def updater(plan: Plan) -> RobustUpdater:
+    cfg = plan.cfg
+    return RobustUpdater(mode=cfg.updater, alpha=cfg.alpha, tail=cfg.cvar_tail,
+                         terms=cfg.cvar_terms, clusters=cfg.clusters,
+                         cluster_space=cfg.cluster_space, lr=cfg.model_lr,
+                         steps=plan.model_steps, compile=cfg.compile)
+
+
+def network(plan: Plan, data: ImageData, seed: int) -> torch.nn.Module:
+    """A fresh network of the plan's shape, on its device."""
+    return build_model(data.channels, data.num_classes, data.image_size, plan.width, plan.depth,
+                       seed=seed).to(plan.device)
+
+
+def queue(plan: Plan, data: ImageData, gen: torch.Generator) -> NetworkQueue | None:
+    """IDM's queue of networks, when the plan has one."""
+    if not plan.queue_size:
+        return None
+    return NetworkQueue(lambda seed: network(plan, data, seed), plan.queue_size,
+                        plan.queue_every, plan.cfg.queue_train, plan.model_steps,
+                        plan.cfg.model_lr, gen)

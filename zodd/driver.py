@@ -1,0 +1,115 @@
+"""A run: a :class:`zodd.loop.Loop` driven to its budget, its run directory written as it goes
+(zodd.rundir), its checkpoints, its resume, and its Ray workers started and stopped.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from zodd import rundir
+from zodd.config import DistillConfig
+from zodd.data import ImageData
+from zodd.loop import Loop
+from zodd.plan import resolve
+from zodd.synthetic import Run
+from zodd.types import ZoddError
+
+
+def distill(cfg: DistillConfig, data: ImageData, out: Path | None = None,
+            on_step: Callable[[dict, torch.Tensor], None] | None = None, resume: bool = False,
+            should_stop: Callable[[], bool] = lambda: False,
+            note: Callable[[str], None] = lambda text: None) -> Run:
+    """Run one distillation. With ``out`` the run's files are written there (zodd.rundir):
+    config.json at the start, one log.jsonl row per iteration, a checkpoint every
+    ``cfg.checkpoint_every`` iterations (default about once a minute), synthetic.pt and grid.png
+    at the end. With ``resume`` it continues from the checkpoint in ``out``. Stops at the first
+    budget reached (iterations, max_seconds, max_queries) or when ``should_stop()`` turns true,
+    which saves a checkpoint first. ``on_step(row, images)`` sees each log row and the set after
+    that step; its time is not counted in the run's seconds; ``note(text)`` hears what the run
+    does before its first step (a warm start). With ``cfg.workers`` above 0 candidates are
+    evaluated on Ray actors started and shut down here."""
+    plan = resolve(cfg, data)
+    if plan.init == "dm" and not resume:
+        note(f"warm start: {plan.warm_iterations} DM steps with exact gradients before the "
+             "first query (--init dm)")
+    pool, loop, log, result = None, None, None, None
+    try:
+        if cfg.workers > 0:  # resolve() refused workers for autograd
+            from zodd.parallel import RayPool
+
+            pool = RayPool(cfg.workers, cfg.seed, cfg.ray_address)
+        loop = Loop(plan, data, pool, resuming=resume)
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            if resume:
+                state = rundir.read_checkpoint(out)
+                rundir.check_resumable(DistillConfig.from_dict(json.loads(state["config"])), cfg)
+                loop.load_state_dict(state)
+            rundir.write_config(out, cfg.to_dict(), plan.to_dict())
+        log = rundir.Log(out, loop.step if resume else None)
+        result = Run(loop.syn, log.rows, plan=plan.to_dict(), config=cfg, path=out)
+        _run(loop, result, out, log, on_step, should_stop)
+    finally:
+        if pool is not None:
+            pool.close()
+        if log:
+            log.close()
+        if loop is not None:
+            loop.x.requires_grad_(False)
+            final = loop.decoded_set()
+            if result is not None:
+                result.synthetic = final
+            if out is not None and out.is_dir():
+                loop.save(out, final)
+    return result
+
+
+def _run(loop: Loop, result: Run, out: Path | None, log: rundir.Log, on_step,
+         should_stop) -> None:
+    cfg = loop.plan.cfg
+    last_checkpoint = time.perf_counter()
+
+    def flush() -> None:  # S checked, the rows' values fetched in one transfer and written
+        started = time.perf_counter()
+        loop.check_finite(log.pending[0]["step"])
+        images = loop.images() if on_step else None  # the set after the group's last step
+        for row in log.flush():
+            if on_step:
+                on_step(row, images)
+        loop.seconds += time.perf_counter() - started
+
+    while loop.step < cfg.iterations:
+        started = time.perf_counter()
+        log.add(loop.advance())
+        loop.seconds += time.perf_counter() - started
+        log.pending[-1]["seconds"] = round(loop.seconds, 4)
+        if loop.failures > cfg.max_failures:
+            flush()
+            last = log.rows[-1]
+            raise ZoddError(
+                f"the black box failed {loop.failures} times, more than --max-failures "
+                f"{cfg.max_failures} (last: {last.get('fault', last.get('skipped'))})"
+                + (f"; the last good set is saved in {out}" if out else ""))
+        if cfg.max_seconds is not None and loop.seconds >= cfg.max_seconds:
+            result.stopped_by = "max_seconds"
+        elif cfg.max_queries is not None and loop.queries >= cfg.max_queries:
+            result.stopped_by = "max_queries"
+        elif should_stop():
+            result.stopped_by = "interrupted"
+        due = (loop.step % cfg.checkpoint_every == 0 if cfg.checkpoint_every
+               else time.perf_counter() - last_checkpoint >= loop.plan.checkpoint_seconds)
+        # a checkpoint also at the end, so a finished run can be extended with --resume
+        end = result.stopped_by != "iterations" or loop.step >= cfg.iterations
+        if due or end or len(log.pending) >= loop.plan.log_every:
+            flush()
+        if out is not None and (due or end):
+            started = time.perf_counter()
+            rundir.save_checkpoint(loop.state_dict(), out)
+            last_checkpoint = time.perf_counter()
+            loop.seconds += last_checkpoint - started
+        if result.stopped_by != "iterations":
+            break

@@ -1,0 +1,160 @@
+"""What ``zodd distill --help`` says of each DistillConfig field: its heading, its help, and
+the setting it needs to have any effect.
+
+The option's type, choices and their descriptions come from the field and its registry, and a
+default decided at run time is named here by its constant in ``zodd.plan`` (``{NAME}``), which
+the command line fills in: the value is written once, where it is used.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+GROUPS = ("Data", "The set", "Objective", "Estimator and steps", "Network and robust updater",
+          "Budget", "Parallel and devices", "Run directory")
+
+
+@dataclass(frozen=True)
+class Option:
+    group: str
+    help: str = ""
+    needs: str = ""  # e.g. "--representation multi": it does nothing otherwise
+
+
+ZERO_ORDER = "a zero-order --estimator"
+TRAINS = "--updater robust or ce"
+QUEUE = "--queue-size"
+
+OPTIONS = {
+    "dataset": Option("Data"),
+    "data_dir": Option("Data", "Where data sets live (None: $ZODD_DATA, else ~/.cache/zodd)."),
+    "image_size": Option("Data", "Resize every image to N x N (needed when a folder's images "
+                         "differ in size)."),
+    "test_fraction": Option("Data", "A folder tree without train/ and test/: the share of each "
+                            "class held out as the test set (seed 0)."),
+    "ipc": Option("The set", "Synthetic images per class (stored; --representation multi "
+                  "decodes each into factor^2)."),
+    "init": Option("The set"),
+    "warm_iterations": Option("The set", "Its distribution-matching steps (default "
+                              "{WARM_ITERATIONS}; their time counts against --max-seconds).",
+                              "--init dm"),
+    "representation": Option("The set"),
+    "factor": Option("The set", "Each stored image holds factor x factor images.",
+                     "--representation multi"),
+    "latent": Option("The set", "Numbers a code (the learned prior's width).",
+                     "--representation latent"),
+    "seed": Option("The set", "The run's one root random generator: the same seed, the same "
+                   "set on one machine."),
+    "recipe": Option("Objective", "Start from a named method's settings; flags given here "
+                     "override them."),
+    "objective": Option("Objective"),
+    "augment": Option("Objective", "Siamese augmentation of real and synthetic batches in the "
+                      "objective."),
+    "command": Option("Objective", "The program scoring candidates, e.g. 'python eval.py "
+                      "{{input}}' (see README).", "--objective command"),
+    "command_timeout": Option("Objective", "Seconds per call of --command.",
+                              "--objective command"),
+    "surrogate": Option("Estimator and steps", "A differentiable objective (dm, gm) whose "
+                        "gradient at S guides the estimate: its direction gets its own finite "
+                        "difference, the random directions span the rest (unbiased; one more "
+                        "query a step).", "--estimator gaussian"),
+    "estimator": Option("Estimator and steps"),
+    "optimizer": Option("Estimator and steps", "Step rule for S."),
+    "lr": Option("Estimator and steps", "Learning rate for S (default: the objective's, e.g. 1 "
+                 "for dm, 0.1 for gm)."),
+    "sigma": Option("Estimator and steps", "Smoothing radius (default: the objective's: 0.01 "
+                    "for dm and gm, 0.3 for scores).", ZERO_ORDER),
+    "directions": Option("Estimator and steps", "Directions per estimate (default: the "
+                         "objective's: 128 for dm and gm, 32 for scores).", ZERO_ORDER),
+    "lowres": Option("Estimator and steps", "Directions drawn at 1/N resolution and upsampled "
+                     "(default: 2 where one estimate covers over {AUTO_LOWRES_ABOVE} values, "
+                     "e.g. Fashion-MNIST IPC 10; else 1).", ZERO_ORDER),
+    "blockwise": Option("Estimator and steps", "One finite difference per class from each "
+                        "call (dm, gm).", ZERO_ORDER),
+    "updater": Option("Network and robust updater"),
+    "alpha": Option("Network and robust updater", "CVaR fraction in (0, 1].",
+                    "--updater robust"),
+    "cvar_tail": Option("Network and robust updater", needs="--updater robust"),
+    "cvar_terms": Option("Network and robust updater", "CVaR aggregates over clusters added to "
+                         "CE.", "--updater robust"),
+    "clusters": Option("Network and robust updater", "Cluster centres per class when IPC > 10.",
+                       "--updater robust"),
+    "cluster_space": Option("Network and robust updater", needs="--updater robust"),
+    "batch_size": Option("Network and robust updater", "Real samples per class each "
+                         "iteration."),
+    "update_batch": Option("Network and robust updater", "Of those, per class, the network "
+                           "update trains on (default: all: one batch serves the update and "
+                           "the matching).", TRAINS),
+    "one_pass": Option("Network and robust updater", "The network update shares dm's forward "
+                       "pass over the real batch (its augmented images): one pass instead of "
+                       "two; the matching then sees the network before the step's update, "
+                       "which lands after S's step.", TRAINS),
+    "model_lr": Option("Network and robust updater", "Network learning rate."),
+    "model_steps": Option("Network and robust updater", "Network updates per iteration "
+                          "(default {MODEL_STEPS}; with a queue {QUEUE_MODEL_STEPS}, IDM's)."),
+    "reinit_every": Option("Network and robust updater", "A fresh network every N iterations "
+                           "(default {REINIT_EVERY}; --updater native: the objective's "
+                           "schedule)."),
+    "queue_size": Option("Network and robust updater", "IDM's queue of networks: networks "
+                         "kept, each trained by the updater between uses, one drawn each "
+                         "iteration (default: none; --recipe idm: 100)."),
+    "queue_every": Option("Network and robust updater", "A new network every N iterations "
+                          "(default by IPC from: {QUEUE_EVERY}, IDM's).", QUEUE),
+    "queue_train": Option("Network and robust updater", "Networks trained each iteration, "
+                          "--model-steps steps each.", QUEUE),
+    "ce_weight": Option("Network and robust updater", "dm: the synthetic images' cross-entropy "
+                        "under the drawn network, times its training accuracy in percent "
+                        "(default by IPC from: {CE_WEIGHT}, IDM's).", QUEUE),
+    "width": Option("Network and robust updater", "ConvNet width (default: by image size: 128 "
+                    "for 28-32 px, 64 for 8 px)."),
+    "depth": Option("Network and robust updater", "ConvNet depth (default: by image size: 3 "
+                    "for 28-32 px, 2 for 8 px)."),
+    "iterations": Option("Budget", "The first budget reached ends the run; the set is saved."),
+    "max_seconds": Option("Budget", "Stop once this much time is spent (checked after each "
+                          "iteration: the last may end past it)."),
+    "max_queries": Option("Budget", "Stop once this many objective queries are spent (checked "
+                          "after each iteration)."),
+    "device": Option("Parallel and devices", "auto, cpu, cuda, cuda:N or mps (auto: a CUDA GPU "
+                     "when there is one)."),
+    "compile": Option("Parallel and devices", "Run the network's passes over the real batch "
+                      "(dm's embedding, the updater's forward and backward) through "
+                      "torch.compile: faster per iteration after a one-time compile of about "
+                      "10-30 s; values differ from eager by float rounding. Needs a C++ "
+                      "compiler on the CPU."),
+    "workers": Option("Parallel and devices", "Ray actors evaluating candidates (0: "
+                      "in-process).", ZERO_ORDER),
+    "ray_address": Option("Parallel and devices", "Join this Ray cluster instead of a local "
+                          "one.", "--workers"),
+    "retries": Option("Parallel and devices", "Further tries of a failed evaluation."),
+    "max_failures": Option("Parallel and devices", "Failed evaluations tolerated before the run "
+                           "ends."),
+    "checkpoint_every": Option("Run directory", "Iterations between checkpoints (default: about "
+                               "once a minute)."),
+}
+
+# names an option takes beyond its registry's, and families of names checked later
+EXTRA = {"recipe": {"list": "print the recipes and their settings"},
+         "init": {"auto": "real for the matching objectives, dm for the scores"},
+         "estimator": {"auto": "autograd when the objective is differentiable, else es "
+                               "(gaussian with --surrogate)"},
+         "optimizer": {"auto": "sgd at the objective's lr for dm and gm, paper for scores"}}
+PATTERNS = {"dataset": "PATH: your own data, a folder tree (PATH/train/<class>/*.png and "
+                       "PATH/test/<class>/..., or PATH/<class>/... split by --test-fraction) "
+                       "or an .npz with x_train, y_train, x_test, y_test",
+            "init": "PATH: start from a distilled set (a run directory or any file zodd "
+                    "evaluate reads)",
+            "optimizer": "ng:NAME: a nevergrad optimiser, asked --directions candidates a step"}
+RUN_OPTIONS = {"config_file": "Data", "no_robust": "Network and robust updater",
+               "resume_dir": "Run directory", "out": "Run directory", "overwrite": "Run directory",
+               "quiet": "Run directory"}
+
+
+def constant(value) -> str:
+    """A zodd.plan default for help: a (ipc from, value) table as 'IPC 1+: 5, IPC 2+: 30'."""
+    if isinstance(value, tuple):
+        return ", ".join(f"IPC {start}+: {v}" for start, v in value)
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def group_of(name: str) -> str:
+    """The --help heading of ``zodd distill``'s option ``name`` (its parameter's name)."""
+    return OPTIONS[name].group if name in OPTIONS else RUN_OPTIONS.get(name, "Run directory")

@@ -1,0 +1,237 @@
+"""``zodd.evaluate``: a set evaluated under a protocol, beside the random-real baseline of its
+size, as one :class:`Report` (what ``zodd evaluate`` prints and writes).
+
+What is evaluated can be a :class:`zodd.synthetic.Run`, a SyntheticSet, a run directory or any file
+``zodd.sets`` reads; networks are trained by ``zodd.evaluation``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from zodd import data as datasets
+from zodd import rundir, sets, synthetic
+from zodd.config import DistillConfig
+from zodd.evaluation import (EvalConfig, TestSets, difference, differences,
+                             evaluate as evaluate_set, format_table, metrics_file,
+                             protocol_config, protocol_record, shift_description)
+from zodd.models import build_network, check_model
+from zodd.plan import check
+from zodd.synthetic import Run, SyntheticSet
+from zodd.types import Progress, ZoddError, resolve_device
+
+
+@dataclass
+class Report:
+    """``record`` is the metrics file's content (``report["acc"]["mean"]``), ``rows`` the
+    table's rows, ``summary`` the lines under the table."""
+
+    record: dict
+    rows: dict
+    summary: str
+    path: Path | None = None  # where the record was written
+
+    def __getitem__(self, key: str):
+        return self.record[key]
+
+    def table(self) -> str:
+        return format_table(self.rows)
+
+
+@dataclass
+class Target:
+    """What is evaluated: its set (None: read once the data is loaded), the config naming its
+    data set, the run directory or file it came from (None: in memory), and its format."""
+
+    cfg: DistillConfig
+    located: sets.Located | None
+    set: SyntheticSet | None
+    format: str
+
+    @property
+    def is_run(self) -> bool:
+        return self.format == "run"
+
+    @property
+    def run_dir(self) -> Path | None:
+        return self.located.path if self.is_run and self.located is not None else None
+
+    def default_file(self, name: str) -> Path:
+        """Where ``zodd evaluate`` writes: in the run directory, or beside the set's file."""
+        if self.located is None:
+            raise ZoddError("an in-memory set has no place of its own: pass out")
+        if self.is_run:
+            return self.located.path / name
+        return self.located.path.parent / f"{self.located.path.stem}-{name}"
+
+
+def target(what, dataset: str | None, image_size: int | None, baseline: str | None) -> Target:
+    """``what`` (a Run, a SyntheticSet or a path) as a :class:`Target`; a set that does not
+    name its data set needs ``dataset``."""
+    if isinstance(what, Run) and what.path is not None:
+        what = what.path
+    if isinstance(what, Run):
+        return Target(what.config, None, what.synthetic, "run")
+    located = None if isinstance(what, SyntheticSet) else sets.locate(what)
+    if located is not None and located.format == "run":
+        if dataset is not None or image_size is not None:
+            raise ZoddError("a run directory names its own data set: drop --dataset and "
+                            "--image-size")
+        cfg = check(DistillConfig.from_dict(rundir.load_config(located.path)))
+        return Target(cfg, located, sets.zodd_set(located), "run")
+    if dataset is None:
+        kind = located.format if located else "in-memory"
+        raise ZoddError(f"{what if located else 'the set'} is a {kind} set, which does not name "
+                        "its data set: pass --dataset")
+    if baseline is not None:
+        raise ZoddError("--baseline needs a run directory (its data set, IPC and seed)")
+    syn = what if located is None else sets.zodd_set(located) if located.format == "zodd" else None
+    return Target(check(DistillConfig(dataset=dataset, image_size=image_size)), located, syn,
+                  located.format if located else "zodd")
+
+
+def _foreign(tgt: Target, data: datasets.ImageData, pixels: str,
+             experiment: int) -> sets.ForeignSet:
+    """The set standardised like ``data``, its shape checked against it."""
+    if tgt.set is None:
+        return sets.read(tgt.located, data, pixels, experiment)
+    syn = tgt.set
+    if syn.images.shape[1:] != data.train_x.shape[1:] or syn.num_classes > data.num_classes:
+        raise ZoddError(f"{tgt.located.path if tgt.located else 'the set'} does not fit "
+                        f"{data.name}: images {tuple(syn.images.shape[1:])}, "
+                        f"{syn.num_classes} classes")
+    return sets.ForeignSet(syn, tgt.format, "hard")
+
+
+def _models(models: str | Sequence[str]) -> list[str]:
+    names = [m.strip() for m in (models.split(",") if isinstance(models, str) else models)
+             if m.strip()]
+    if not names:
+        raise ZoddError("invalid models: give at least one name")
+    for name in names:
+        check_model(name)
+    return names
+
+
+def evaluate(what, dataset: str | None = None, *, protocol: str = "zodd",
+             models: str | Sequence[str] = ("convnet",), seeds: int = 3,
+             epochs: int | None = None, lr: float | None = None, batch_size: int | None = None,
+             augment: str | None = None, baseline: str | None = None, vs_random: bool = True,
+             ablate_augment: bool = False, device: str = "auto", pixels: str = "standardised",
+             experiment: int = 0, data_dir: str | None = None, image_size: int | None = None,
+             out: str | os.PathLike | None = None, write: bool = False,
+             progress: Progress | None = None) -> Report:
+    """Train fresh networks on a set (a Run, a SyntheticSet, a run directory or any file
+    ``zodd.load`` reads) and test them on the data set's test split and its shifts, beside the
+    random-real baseline of the same size under the same protocol (``vs_random``). ``out``:
+    write the record there; ``write``: write it where ``zodd evaluate`` does (in the run
+    directory, or beside the set's file). A run's earlier random baseline under the same
+    protocol is reused."""
+    progress = progress or Progress()
+    resolve_device(device)  # a bad or missing device is reported before any work
+    names = _models(models)
+    tgt = target(what, dataset, image_size, baseline)
+    cfg = tgt.cfg
+    if tgt.format in ("run", "zodd") and pixels != "standardised":
+        raise ZoddError("zodd's own sets are standardised: drop --pixels")
+    if out is None and write:
+        where = tgt.default_file("metrics.json").parent
+        if not rundir.writable(where):
+            raise ZoddError(f"{where} is not writable: pass --out")
+    data = datasets.load(cfg.dataset, data_dir or cfg.data_dir, **cfg.data_options(),
+                         progress=lambda d, t: progress.update("reading images", d, t))
+    foreign = _foreign(tgt, data, pixels, experiment)
+    for name in names:  # a network the images are too small for is refused before any work
+        build_network(name, data.channels, data.num_classes, data.image_size, cfg.width,
+                      cfg.depth)
+    ipc, seed = (cfg.ipc, cfg.seed) if tgt.is_run else (sets.random_ipc(foreign.set), 0)
+    random_set = synthetic.initialise(data, ipc, "real", torch.Generator().manual_seed(seed))
+    if baseline is not None:
+        foreign, vs_random = sets.ForeignSet(random_set, "random", "hard"), False
+    chosen = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "augment": augment}
+    configs = {name: protocol_config(protocol, cfg.dataset, seeds=seeds, device=device,
+                                     model=name, **chosen,
+                                     **({"width": cfg.width, "depth": cfg.depth}
+                                        if name == "convnet" else {})) for name in names}
+    label = baseline or ("synthetic" if tgt.is_run else tgt.format)
+    rows, record = _train_all(foreign.set, random_set if vs_random else None, data, configs,
+                              label, ablate_augment, tgt.run_dir, progress)
+    head = record[names[0]]
+    report = {**head["set"], "set": label, "format": foreign.format, "labels": foreign.labels,
+              "source": str(tgt.located.path) if tgt.located else "in-memory",
+              "dataset": cfg.dataset, "note": foreign.note,
+              **({"random": head["random"], "vs_random": head["vs_random"]} if vs_random else {}),
+              "runs": record, **({"run": str(tgt.run_dir)} if tgt.run_dir else {})}
+    first = configs[names[0]]
+    path = Path(out) if out is not None else (
+        tgt.default_file(metrics_file(first.augment, baseline, protocol)) if write else None)
+    if path is not None:
+        rundir.save_json(report, path)
+    worst = min(head["set"]["per_class"].items(), key=lambda kv: kv[1])
+    summary = (f"labels {foreign.labels}; hardest class ({names[0]}): {worst[0]} "
+               f"{worst[1]:.2f}; protocol {first.protocol}: {first.epochs} epochs, lr "
+               f"{first.lr:g}, batch {first.batch_size}, augment {first.augment}"
+               + (f"; {foreign.note}" if foreign.note else "") + "\n" + shift_description())
+    return Report(report, rows, summary, path)
+
+
+def _train_all(syn: SyntheticSet, random_set: SyntheticSet | None, data,
+               configs: dict[str, EvalConfig], label: str, ablate_augment: bool,
+               run_dir: Path | None, progress: Progress) -> tuple[dict, dict]:
+    """Each model's networks on the set (and with augmentation off when ``ablate_augment``),
+    beside the random baseline when one is given: the table's rows and the record's runs."""
+    tests = TestSets.build(data)
+    rows, record = {}, {}
+    for name, ecfg in configs.items():
+        variants = {"": ecfg}
+        if ablate_augment and ecfg.augment != "none":
+            variants["no augment"] = dataclasses.replace(ecfg, augment="none",
+                                                         protocol=ecfg.protocol + "+custom")
+        for tag, vcfg in variants.items():
+            key = name + (f", {tag}" if tag else "")
+            progress.note(f"{key}: training {vcfg.seeds} network(s), {vcfg.epochs} epochs, "
+                          f"augment {vcfg.augment}")
+            rep = evaluate_set(syn, data, vcfg, tests=tests,
+                               on_seed=_seed_note(progress, vcfg.seeds))
+            entry = {"set": rep}
+            rows[f"{label} ({key})"] = rep
+            if random_set is not None:
+                base = _random_report(run_dir, random_set, data, vcfg, tests, progress)
+                entry["random"], entry["vs_random"] = base, difference(rep, base)
+                rows[f"random real ({key})"] = base
+                rows[f"difference ({key})"] = entry["vs_random"]
+            record[key] = entry
+    return rows, record
+
+
+def _seed_note(progress: Progress, seeds: int):
+    def on_seed(k: int, metrics: dict) -> None:
+        progress.update("evaluating", k + 1, seeds, metrics)
+        progress.note(f"  seed {k}: " + ", ".join(f"{a} {v:.2f}" for a, v in metrics.items()))
+    return on_seed
+
+
+def _random_report(run_dir: Path | None, random_set, data, ecfg, tests,
+                   progress: Progress) -> dict:
+    """The random-real baseline under ``ecfg``: a run's earlier metrics_random file when its
+    protocol is the same, else evaluated now (and, for a run, kept in that file)."""
+    cached = None
+    if run_dir is not None and ecfg.model == "convnet":
+        cached = run_dir / metrics_file(ecfg.augment, "random", ecfg.protocol.split("+")[0])
+        try:
+            old = json.loads(cached.read_text())
+            if not differences(old.get("protocol", {}), protocol_record(ecfg)):
+                return old
+        except (OSError, ValueError, AttributeError):
+            pass
+    progress.note(f"random real: training {ecfg.seeds} network(s)")
+    rep = evaluate_set(random_set, data, ecfg, tests=tests)
+    if cached is not None and rundir.writable(cached.parent):
+        rundir.save_json({**rep, "set": "random", "run": str(run_dir)}, cached)
+    return rep
