@@ -232,7 +232,7 @@ def test_one_pass_gradient_is_the_update_on_the_objectives_augmented_batch(digit
     backward on the same augmented images, and dm's real means are those of a separate pass."""
     from objectives import OBJECTIVES
     from zodd.models import build_model
-    from zodd.types import StepContext
+    from zodd.types import SharesRealPass, StepContext
 
     net = build_model(1, 10, 8, seed=3)
     picks = torch.stack([torch.nonzero(digits.train_y == c)[:12, 0] for c in range(10)])
@@ -243,12 +243,14 @@ def test_one_pass_gradient_is_the_update_on_the_objectives_augmented_batch(digit
     updater = RobustUpdater(mode)
     net.requires_grad_(True)
     shared = dm.bind(dataclasses.replace(ctx, trained_rows=k))
-    updater.gradient(net, updater.optimizer(net), shared.trained, real[:, :k], syn,
+    assert isinstance(shared, SharesRealPass)
+    updater.gradient(net, updater.optimizer(net), shared.take_trained(), real[:, :k], syn,
                      torch.Generator().manual_seed(0))
+    assert shared.take_trained() is None  # handed over once
     got = [p.grad.clone() for p in net.parameters()]
 
     separate = dm.bind(ctx)  # trained_rows 0: the whole batch without a graph
-    assert separate.trained is None
+    assert separate.take_trained() is None
     assert torch.allclose(shared.real_mean, separate.real_mean, atol=1e-5)
     augmented = separate._augment(real)[:, :k].flatten(0, 1)
     y, ids, num = updater.targets(net, real[:, :k], syn, torch.Generator().manual_seed(0))

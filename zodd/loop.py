@@ -41,18 +41,8 @@ class Loop:
         cfg = plan.cfg
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.rep, prior = build.representation(plan, data)
-        warm_seconds = 0.0  # --init dm: the warm start's time, counted against --max-seconds
-        if plan.init in INITS and INITS[plan.init] is not None:  # the stored set
-            self.syn = initialise(data, cfg.ipc, plan.init, self.gen, self.rep)
-        elif resuming:  # the checkpoint holds S: the set it started from may be gone; a warm
-            # start's real images (its source) are drawn again, to stay out of the held-out ones
-            how = "real" if plan.init == "dm" else "noise"
-            self.syn = initialise(data, cfg.ipc, how, torch.Generator().manual_seed(cfg.seed),
-                                  self.rep)
-        elif plan.init == "dm":
-            self.syn, warm_seconds = warm_start(plan, data)
-        else:  # a set to go on from
-            self.syn = start(plan.init, data, cfg.ipc, self.rep, self.rep.record() or {"name": "pixel"})
+        # --init dm: the warm start's time counts against --max-seconds
+        self.syn, warm_seconds = initial_set(plan, data, self.rep, self.gen, resuming)
         if prior is not None:
             prior.to(plan.device)
         self.syn.images, self.syn.labels = (t.to(plan.device) for t in (self.syn.images,
@@ -165,9 +155,8 @@ class Loop:
             self.net.requires_grad_(True)
             bound = self.objective.bind(replace(ctx, trained_rows=self.plan.n_update))
             terms = self.updater.gradient(
-                self.net, self.net_opt, bound.trained, real[:, :self.plan.n_update],
+                self.net, self.net_opt, bound.take_trained(), real[:, :self.plan.n_update],
                 self.images().unflatten(0, (self.data.num_classes, -1)), self.gen)
-            bound.trained = None  # spent: not kept with the box nor sent to Ray workers
             self.net.requires_grad_(False)
         else:
             bound = self.objective.bind(ctx)
@@ -240,6 +229,21 @@ class Loop:
             self.x.copy_(self.good)
         raise ZoddError(f"the objective gave a non-finite gradient at step {since} or after; "
                         "lower --lr or --sigma")
+
+
+def initial_set(plan: Plan, data: ImageData, rep, gen: torch.Generator,
+                resuming: bool) -> tuple[SyntheticSet, float]:
+    """S before its first step (the stored set) and the seconds a warm start took."""
+    ipc, seed = plan.cfg.ipc, plan.cfg.seed
+    if plan.init in INITS and INITS[plan.init] is not None:
+        return initialise(data, ipc, plan.init, gen, rep), 0.0
+    if resuming:  # the checkpoint holds S: the set it started from may be gone; a warm start's
+        # real images (its source) are drawn again, to stay out of the held-out ones
+        how = "real" if plan.init == "dm" else "noise"
+        return initialise(data, ipc, how, torch.Generator().manual_seed(seed), rep), 0.0
+    if plan.init == "dm":
+        return warm_start(plan, data)
+    return start(plan.init, data, ipc, rep, rep.record() or {"name": "pixel"}), 0.0  # go on
 
 
 def warm_start(plan: Plan, data: ImageData) -> tuple[SyntheticSet, float]:
