@@ -33,7 +33,7 @@ LAYERS = [
     {"zodd.build"},
     {"zodd.loop"},
     {"zodd.driver", "zodd.report"},
-    {"tuning.space", "tuning.trial"},
+    {"tuning.space", "tuning.trial", "tuning.results"},
     {"tuning", "tuning.sweep"},
     {"zodd.api", "zodd.console"},
     {"zodd.cli"},

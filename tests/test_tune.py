@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from tuning import space as spaces
-from tuning.sweep import Sweep, best_row, plot_alpha, summary, write_csv
+from tuning.results import best_row, plot_alpha, summary, write_csv
+from tuning.sweep import Sweep
 from tuning.trial import Scoring, report_points, split_indices, validation_split
 from zodd.types import ZoddError
 

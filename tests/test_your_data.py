@@ -11,7 +11,8 @@ import torch
 from cli_run import run_cli
 from test_hostile import assert_refused
 from zodd.data import load
-from zodd.evaluation import PROTOCOLS, differences, protocol_config, protocol_record
+from zodd.evaluation import PROTOCOLS, protocol_config, protocol_record
+from zodd.report import differences
 from zodd.models import build_network
 from zodd.types import ZoddError
 

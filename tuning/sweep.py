@@ -16,8 +16,6 @@ callback the command line turns into output (None: silent).
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import os
@@ -26,10 +24,11 @@ from pathlib import Path
 from typing import Callable
 
 from tuning import space as spaces
+from tuning.results import COLUMNS, fmt, best_row, plot_alpha, summary, write_csv
 from tuning.trial import METRIC_NAMES, Scoring, coerce, run_trial, trial_config, validation_split
 from zodd.config import DistillConfig
 from zodd.plan import check
-from zodd.rundir import atomic_write, save_json
+from zodd.rundir import save_json
 from zodd.steppers import nevergrad_optimizer
 from zodd.types import Registry, ZoddError
 
@@ -45,8 +44,7 @@ SCHEDULERS = Registry("scheduler", [
     ("asha", "asha", "stop poor trials early at the reports"),
     ("fifo", "fifo", "run every trial to the end"),
 ])
-COLUMNS = ("trial", "status", "score", "acc", "cluster_min", "noise", "blur", "invert",
-           "iterations", "seconds")
+
 
 
 class Interrupted(Exception):
@@ -169,7 +167,7 @@ def _progress_callback(say: Say):
         """One note per report and per failure."""
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
-            values = ", ".join(f"{k} {_fmt(trial.config.get(k))}" for k in sorted(trial.config))
+            values = ", ".join(f"{k} {fmt(trial.config.get(k))}" for k in sorted(trial.config))
             say(f"trial {trial.trial_id} ({values}): iteration {result.get('iterations')}, "
                 f"score {result['score']:.2f} (acc {result['acc']:.2f}, cluster-min "
                 f"{result['cluster_min']:.2f})", err=True)
@@ -190,10 +188,6 @@ def _error_line(trial) -> str:
         if line.strip():
             return line.strip()[:300]
     return "see its error.txt"
-
-
-def _fmt(value) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def run(sweep: Sweep, out: Path, resume: bool = False, say: Say | None = None,
@@ -290,89 +284,8 @@ def _last_line(text: str) -> str:
     return lines[-1][:300] if lines else text[:300]
 
 
-def write_csv(rows: list[dict], sweep: Sweep, path: Path) -> None:
-    names = [p.name for p in sweep.params]
-    header = [COLUMNS[0], *names, *COLUMNS[1:], "error"]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, header, extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: _cell(row.get(k)) for k in header})
-    atomic_write(path, lambda f: f.write(buf.getvalue().encode()))
-
-
-def _cell(value):
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return "" if value is None else value
-
-
-def best_row(rows: list[dict]) -> dict:
-    """The highest score among trials that ran to the end (early-stopped ones scored on fewer
-    iterations); among all scored trials when none did."""
-    done = [r for r in rows if r["status"] == "done" and r.get("score") is not None]
-    scored = done or [r for r in rows if r.get("score") is not None]
-    if not scored:
-        raise ZoddError("no trial produced a score; see results.csv and the trials' error.txt")
-    return max(scored, key=lambda r: r["score"])
-
-
 def best_config(sweep: Sweep, row: dict) -> DistillConfig:
     return trial_config(sweep.base, {p.name: row[p.name] for p in sweep.params})
-
-
-def summary(rows: list[dict], sweep: Sweep, limit: int = 20) -> str:
-    names = [p.name for p in sweep.params]
-    head = ["trial", *names, "status", "score", "acc", "cluster_min", "iters"]
-    table = [head]
-    for r in rows[:limit]:
-        table.append([str(r["trial"]), *(_fmt(r.get(n)) for n in names), r["status"],
-                      *(f"{r[k]:.2f}" if r.get(k) is not None else "-"
-                        for k in ("score", "acc", "cluster_min")),
-                      str(r.get("iterations") or "-")])
-    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in table]
-    lines.insert(1, "-" * len(lines[0]))
-    if len(rows) > limit:
-        lines.append(f"... {len(rows) - limit} more in results.csv")
-    return "\n".join(lines)
-
-
-def plot_alpha(rows: list[dict], path: Path, metric: str) -> bool:
-    """Score, accuracy and Cluster-min against alpha, one point per trial (hollow: stopped
-    early). False when alpha did not vary."""
-    points = [r for r in rows if r.get("alpha") is not None and r.get("score") is not None]
-    if len({r["alpha"] for r in points}) < 2:
-        return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for key, colour, label in (("acc", "tab:blue", "accuracy"),
-                               ("cluster_min", "tab:red", "Cluster-min"),
-                               ("score", "black", f"score ({metric})")):
-        if key == "score" and metric in ("acc", "cluster_min"):
-            continue  # the same points again
-        for finished in (True, False):
-            sel = [r for r in points if (r["status"] == "done") == finished]
-            if sel:
-                ax.scatter([r["alpha"] for r in sel], [r[key] for r in sel], c=colour if finished
-                           else "none", edgecolors=colour, label=label if finished else None)
-    ax.set_xlabel("CVaR alpha")
-    ax.set_ylabel("validation score (%)")
-    ax.set_title("trials (hollow: stopped early)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-
-    def write(f):
-        fig.savefig(f, format="png", dpi=120)
-
-    atomic_write(path, write)
-    plt.close(fig)
-    return True
 
 
 def finish(sweep: Sweep, rows: list[dict], out: Path, data, say: Say = _silent) -> dict:
@@ -388,7 +301,7 @@ def finish(sweep: Sweep, rows: list[dict], out: Path, data, say: Say = _silent) 
               "metric": sweep.scoring.metric, "plot": plotted}
     say(summary(rows, sweep))
     say(f"best trial {best['trial']}: " + ", ".join(
-        f"{k} {_fmt(v)}" for k, v in report["best_settings"].items())
+        f"{k} {fmt(v)}" for k, v in report["best_settings"].items())
         + f" -> validation {sweep.scoring.metric} {best['score']:.2f}")
     say(f"wrote {out / 'results.csv'}, {out / 'best.json'}"
         + (f", {out / 'score-vs-alpha.png'}" if plotted else ""))
@@ -402,7 +315,8 @@ def final_test(cfg: DistillConfig, sweep: Sweep, out: Path, data, say: Say = _si
     """The best config distilled on the whole training set (what ``zodd distill --config
     best.json`` does) and evaluated on the test set: the sweep's one look at it."""
     from zodd.driver import distill
-    from zodd.evaluation import EvalConfig, evaluate, format_table
+    from zodd.evaluation import EvalConfig, evaluate
+    from zodd.report import format_table
 
     say(f"distilling the best config on the whole training set into {out} ...", err=True)
     result = distill(cfg, data, out)

@@ -23,9 +23,8 @@ from typing import Callable, Sequence
 from zodd import data as datasets
 from zodd import recipes, rundir, sets
 from zodd.config import DistillConfig
-from zodd.evaluation import difference, differences
 from zodd.plan import check
-from zodd.report import Report, evaluate
+from zodd.report import Report, difference, differences, evaluate
 from zodd.synthetic import Run, SyntheticSet
 from zodd.types import Progress, ZoddError
 

@@ -13,7 +13,8 @@ from zodd import __version__, api, console, plan, recipes
 from zodd.console import Bar, StopOnSignal, number
 from zodd.augment import AUGMENTS
 from zodd.config import DistillConfig
-from zodd.evaluation import BASELINES, PROTOCOLS, format_table
+from zodd.evaluation import BASELINES, PROTOCOLS
+from zodd.report import format_table
 from zodd.models import MODELS
 from zodd.options import EXTRA, GROUPS, OPTIONS, PATTERNS, constant, group_of
 from zodd.sets import PIXELS

@@ -128,16 +128,6 @@ def protocol_record(cfg: EvalConfig) -> dict:
                          "torchvision": torchvision.__version__}}
 
 
-COMPARED = ("model", "seeds", "epochs", "lr", "batch_size", "augment", "width", "depth",
-            "optimizer", "shifts")
-
-
-def differences(a: dict, b: dict) -> list[str]:
-    """The protocol settings two metrics files' ``protocol`` records disagree on (versions,
-    device and the way seeds were scheduled are not settings)."""
-    return [k for k in COMPARED if a.get(k) != b.get(k)]
-
-
 @dataclass(frozen=True)
 class TestSets:
     """The test set, its shifted versions (standardised) and its KMeans clusters."""
@@ -352,21 +342,3 @@ def evaluate(syn: SyntheticSet, data: ImageData, cfg: EvalConfig = EvalConfig(),
     report["labels"] = "soft" if soft else "hard"
     report["protocol"] = {**protocol_record(cfg), "device": str(device), "together": together}
     return report
-
-
-def difference(a: dict, b: dict) -> dict[str, float]:
-    """Per metric, mean of ``a`` minus mean of ``b`` (two reports of the same protocol)."""
-    return {m: a[m]["mean"] - b[m]["mean"] for m in METRICS}
-
-
-def format_table(rows: dict[str, dict]) -> str:
-    """A plain-text table, one row per named report, one column per metric (mean ± std); a row
-    of plain numbers per metric (a ``difference``) is printed signed."""
-    name_w = max(8, *(len(n) for n in rows))
-    head = f"{'set':<{name_w}}  " + "  ".join(f"{m:>13}" for m in METRICS)
-    lines = [head, "-" * len(head)]
-    for name, rep in rows.items():
-        cells = "  ".join(f"{rep[m]:+13.2f}" if isinstance(rep[m], float)
-                          else f"{rep[m]['mean']:6.2f} ± {rep[m]['std']:4.2f}" for m in METRICS)
-        lines.append(f"{name:<{name_w}}  {cells}")
-    return "\n".join(lines)

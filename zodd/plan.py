@@ -60,19 +60,8 @@ Why each default is what it is (the figures are in BENCHMARKS.md):
 * **compile** off: ``--compile`` runs dm's pass over the real batch and the updater's forward
   and backward through torch.compile (zodd.compiled); it changes values by float rounding and
   costs a compile at the start of each run, so it is asked for, not assumed.
-* **the queue** (``--queue-size N``, ``--recipe idm``; zodd.networks), IDM's defaults from its
-  published commands (uitrbn/IDM ``command.txt``, CIFAR-10 rows, as no Fashion-MNIST row is
-  published): a new network every ``queue_every`` iterations, 5 at IPC 1 and 30 above
-  (``--net_generate_interval``; the code's default 30); ``model_steps`` 10 updater steps for each
-  of the ``queue_train`` 2 networks trained an iteration (``--model_train_steps``,
-  ``--fetch_net_num``, the code's defaults); each step on ``n_update`` real images of every
-  class, ``QUEUE_BATCH`` (IDM's ``--trained_bs`` 256) shared out over the classes;
-  ``ce_weight`` 0.5 at IPC up to 10 and 0.1 above (``--ce_weight``); the queue's networks train
-  at ``model_lr`` (0.01, IDM's ``--lr_net``). ``--recipe idm`` also sets the step size on S to
-  IDM's ``--lr_img`` 0.2 (SGD, momentum 0.5, as IDM). IDM's IPC-1 command matches 5,000 real
-  images a class (``--batch_real``); zodd keeps ``--batch-size`` 256 (20 times cheaper on a
-  CPU), which a user may raise. IDM steps S once per class, zodd once per iteration: the same
-  per-class gradients, and momentum 0.5 gives each the same total step (2 x lr) either way.
+* **the queue** (``--queue-size N``, ``--recipe idm``): IDM's published defaults, their sources in
+  zodd.networks' docstring (``QUEUE_EVERY``, ``QUEUE_MODEL_STEPS``, ``QUEUE_BATCH``, ``CE_WEIGHT``).
 * **checkpoint_seconds**: a checkpoint about once a minute when ``checkpoint_every`` is None.
 * **log_every**: 1 on the CPU; on a GPU ``LOG_EVERY_GPU``: reading a loss back to the host waits
   for the GPU, which costs a small step its overlap of Python and GPU work, so rows are fetched

@@ -18,13 +18,41 @@ import torch
 from zodd import data as datasets
 from zodd import rundir, sets, synthetic
 from zodd.config import DistillConfig
-from zodd.evaluation import (EvalConfig, TestSets, difference, differences,
-                             evaluate as evaluate_set, format_table, metrics_file,
-                             protocol_config, protocol_record, shift_description)
+from zodd.evaluation import (METRICS, EvalConfig, TestSets, evaluate as evaluate_set,
+                             metrics_file, protocol_config, protocol_record, shift_description)
 from zodd.models import build_network, check_model
 from zodd.plan import check
 from zodd.synthetic import Run, SyntheticSet
 from zodd.types import Progress, ZoddError, resolve_device
+
+
+# what two metrics files' protocol records must agree on to be compared
+COMPARED = ("model", "seeds", "epochs", "lr", "batch_size", "augment", "width", "depth",
+            "optimizer", "shifts")
+
+
+def differences(a: dict, b: dict) -> list[str]:
+    """The protocol settings two metrics files' ``protocol`` records disagree on (versions,
+    device and the way seeds were scheduled are not settings)."""
+    return [k for k in COMPARED if a.get(k) != b.get(k)]
+
+
+def difference(a: dict, b: dict) -> dict[str, float]:
+    """Per metric, mean of ``a`` minus mean of ``b`` (two reports of the same protocol)."""
+    return {m: a[m]["mean"] - b[m]["mean"] for m in METRICS}
+
+
+def format_table(rows: dict[str, dict]) -> str:
+    """A plain-text table, one row per named report, one column per metric (mean ± std); a row
+    of plain numbers per metric (a ``difference``) is printed signed."""
+    name_w = max(8, *(len(n) for n in rows))
+    head = f"{'set':<{name_w}}  " + "  ".join(f"{m:>13}" for m in METRICS)
+    lines = [head, "-" * len(head)]
+    for name, rep in rows.items():
+        cells = "  ".join(f"{rep[m]:+13.2f}" if isinstance(rep[m], float)
+                          else f"{rep[m]['mean']:6.2f} ± {rep[m]['std']:4.2f}" for m in METRICS)
+        lines.append(f"{name:<{name_w}}  {cells}")
+    return "\n".join(lines)
 
 
 @dataclass
