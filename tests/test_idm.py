@@ -145,22 +145,22 @@ def _idm(**kw):
 def test_the_queue_grows_retires_and_draws_from_the_runs_generator(digits):
     plan = resolve(_idm(queue_every=1, queue_size=4), digits)
     loop = Loop(plan, digits)
-    assert len(loop.queue.members) == 3  # IDM starts with three networks
-    first = [m.net for m in loop.queue.members]
+    assert len(loop.network.queue.members) == 3  # IDM starts with three networks
+    first = [m.net for m in loop.network.queue.members]
     for _ in range(3):
         loop.advance()
-    members = loop.queue.members
+    members = loop.network.queue.members
     assert len(members) == 4 and first[0] not in [m.net for m in members]  # the oldest left
     assert first[1] not in [m.net for m in members]
     twin = Loop(plan, digits)
     for _ in range(3):
         twin.advance()
-    for a, b in zip(members, twin.queue.members):  # every draw came from the seed
+    for a, b in zip(members, twin.network.queue.members):  # every draw came from the seed
         assert all(torch.equal(p, q) for p, q in zip(a.net.parameters(), b.net.parameters()))
     other = Loop(resolve(dataclasses.replace(_idm(queue_every=1, queue_size=4), seed=1), digits),
                  digits)
-    assert not torch.equal(next(other.queue.members[0].net.parameters()),
-                           next(Loop(plan, digits).queue.members[0].net.parameters()))
+    assert not torch.equal(next(other.network.queue.members[0].net.parameters()),
+                           next(Loop(plan, digits).network.queue.members[0].net.parameters()))
 
 
 def test_a_resumed_idm_run_is_bitwise_the_uninterrupted_one(digits, tmp_path):
@@ -176,21 +176,22 @@ def test_ce_and_robust_train_the_queue_differently_from_one_seed(digits):
     loops = {u: Loop(resolve(_idm(updater=u), digits), digits) for u in ("ce", "robust")}
     for loop in loops.values():
         loop.step_zero = {id(m.net): [p.clone() for p in m.net.parameters()]
-                          for m in loop.queue.members}
+                          for m in loop.network.queue.members}
         loop.advance()
     for loop in loops.values():
-        assert len(loop.queue.members) == 4  # three, and one new at iteration 0
-        assert sum(m.seen > 0 for m in loop.queue.members) == 2  # queue_train networks trained
-        for m in loop.queue.members[:3]:  # those trained moved, the others did not
+        assert len(loop.network.queue.members) == 4  # three, and one new at iteration 0
+        trained = sum(m.seen > 0 for m in loop.network.queue.members)
+        assert trained == 2  # queue_train networks trained
+        for m in loop.network.queue.members[:3]:  # those trained moved, the others did not
             same = all(torch.equal(p, q) for p, q in zip(m.net.parameters(),
                                                          loop.step_zero[id(m.net)]))
             assert same == (m.seen == 0)
     # the same networks, draws and batches; only the updater's loss differs
-    ce, robust = ([p for m in loop.queue.members for p in m.net.parameters()]
+    ce, robust = ([p for m in loop.network.queue.members for p in m.net.parameters()]
                   for loop in loops.values())
     assert not all(torch.equal(a, b) for a, b in zip(ce, robust))
-    trained = [i for i, m in enumerate(loops["ce"].queue.members) if m.seen]
-    assert trained == [i for i, m in enumerate(loops["robust"].queue.members) if m.seen]
+    trained = [i for i, m in enumerate(loops["ce"].network.queue.members) if m.seen]
+    assert trained == [i for i, m in enumerate(loops["robust"].network.queue.members) if m.seen]
 
 
 def test_the_class_aware_term_reaches_s(digits):
@@ -217,7 +218,7 @@ def test_the_class_aware_term_reaches_s(digits):
 def test_the_ce_weight_follows_the_drawn_networks_accuracy(digits):
     loop = Loop(resolve(_idm(), digits), digits)
     loop.advance()
-    m = loop.queue.members
+    m = loop.network.queue.members
     assert any(x.seen for x in m) and all(0 <= x.accuracy() <= 100 for x in m)
     assert loop.plan.ce_weight == 0.5  # IDM's at IPC up to 10
 

@@ -212,7 +212,7 @@ def test_native_loop_keeps_theta_as_initialised_each_iteration(digits):
     bind = loop._bind
 
     def spy(real, *args):
-        seen.append([p.clone() for p in loop.net.parameters()])
+        seen.append([p.clone() for p in loop.network.net.parameters()])
         return bind(real, *args)
 
     loop._bind = spy
@@ -270,18 +270,18 @@ def test_one_pass_loop_matches_under_one_network_and_updates_after_the_step(digi
 
     loop = Loop(resolve(DistillConfig(ipc=2, batch_size=16, one_pass=True), digits), digits)
     loop.advance()  # the first network, updated once
-    before = [p.clone() for p in loop.net.parameters()]
+    before = [p.clone() for p in loop.network.net.parameters()]
     seen = []
     propose = loop.stepper.propose
 
     def spy(box, *args):
-        seen.append([p.clone() for p in loop.net.parameters()])
+        seen.append([p.clone() for p in loop.network.net.parameters()])
         return propose(box, *args)
 
     loop.stepper.propose = spy
     row = loop.advance()
     assert all(torch.equal(a, b) for a, b in zip(seen[0], before))  # S matched under theta_t
-    assert not all(torch.equal(a, b) for a, b in zip(before, loop.net.parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(before, loop.network.net.parameters()))
     assert {"ce", "mean_cvar", "max_cvar"} <= set(row)
 
 

@@ -18,7 +18,7 @@ from objectives import OBJECTIVES
 from zodd.data import ImageData, data_root
 from zodd.estimators import ESTIMATORS
 from zodd.models import build_model
-from zodd.networks import NetworkQueue
+from zodd.networks import NetworkQueue, StepNetwork
 from zodd.plan import Plan
 from zodd.prior import load_or_train
 from zodd.representation import make as make_representation
@@ -76,10 +76,13 @@ def network(plan: Plan, data: ImageData, seed: int) -> torch.nn.Module:
                        seed=seed).to(plan.device)
 
 
-def queue(plan: Plan, data: ImageData, gen: torch.Generator) -> NetworkQueue | None:
-    """IDM's queue of networks, when the plan has one."""
-    if not plan.queue_size:
-        return None
-    return NetworkQueue(lambda seed: network(plan, data, seed), plan.queue_size,
-                        plan.queue_every, plan.cfg.queue_train, plan.model_steps,
-                        plan.cfg.model_lr, gen)
+def step_network(plan: Plan, data: ImageData, gen: torch.Generator) -> StepNetwork:
+    """The network a step is bound to and its training: IDM's queue when the plan has one
+    (its first networks drawn from ``gen`` here), else one network on the plan's schedule."""
+    queue = None if not plan.queue_size else NetworkQueue(
+        lambda seed: network(plan, data, seed), plan.queue_size, plan.queue_every,
+        plan.cfg.queue_train, plan.model_steps, plan.cfg.model_lr, gen)
+    return StepNetwork(lambda seed: network(plan, data, seed), updater(plan),
+                       uses_network=plan.uses_network, reinit_every=plan.reinit_every,
+                       n_update=plan.n_update, on_synthetic=plan.train_on_synthetic,
+                       ce_weight=plan.ce_weight, queue=queue)

@@ -47,12 +47,12 @@ def setting(name: str):
                                 + ([pattern] if pattern else [])) + "."
     default = getattr(DEFAULTS, name)
     if default is not None:
-        text += f" [default: {('on' if default else 'off') if kind.startswith('bool') else default}]"
+        shown = ("on" if default else "off") if kind.startswith("bool") else default
+        text += f" [default: {shown}]"
     if kind.startswith("bool"):
         return click.option(f"{flag}/--no-{flag[2:]}", name, default=None, help=text.strip())
-    kinds = {"int": int, "float": float}
     chosen = (click.Choice(list(described)) if registry is not None and not pattern
-              else kinds.get(kind.split(" ")[0], str))
+              else {"int": int, "float": float}.get(kind.split(" ")[0], str))
     return click.option(flag, name, type=chosen, help=text.strip(),
                         callback=_finite if chosen is float else None)
 

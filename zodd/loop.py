@@ -26,7 +26,6 @@ from zodd.estimators import Autograd
 from zodd.guard import Guarded
 from zodd.plan import Plan, resolve
 from zodd.representation import decoded
-from zodd.robust import train_on_synthetic
 from zodd.sets import start
 from zodd.synthetic import INITS, SyntheticSet, class_major, initialise, save
 from zodd.types import EvaluationError, StepContext, ZoddError
@@ -54,9 +53,7 @@ class Loop:
         self.surrogate = build.objective(plan, cfg.surrogate) if cfg.surrogate else None
         self.estimator = build.estimator(plan)
         self.stepper = build.stepper(plan, self.x, self.estimator, self.gen)
-        self.updater = build.updater(plan)
-        self.queue = build.queue(plan, data, self.gen)
-        self.drawn = None  # the queue member S is matched under this step
+        self.network = build.step_network(plan, data, self.gen)
         self.per_class = data.class_indices()
         self.train_x = data.train_x.to(plan.device)  # moved once; indices are drawn on the CPU
         self.good = self.x.detach().clone()  # the last set known to be finite
@@ -64,39 +61,24 @@ class Loop:
         used = self.syn.source if self.syn.source is not None else torch.empty(0, dtype=torch.long)
         self.held_out_pool = [i[~torch.isin(i, used)] for i in self.per_class]
         self.step, self.queries, self.seconds, self.failures = 0, 0, warm_seconds, 0
-        self.net: torch.nn.Module | None = None
-        self.net_opt: torch.optim.Optimizer | None = None
-
-    def _new_network(self) -> None:
-        seed = int(torch.randint(2**31 - 1, (1,), generator=self.gen))
-        self.net = build.network(self.plan, self.data, seed)
-        self.net_opt = self.updater.optimizer(self.net)
 
     def advance(self) -> dict:
         """One iteration: update theta on a real subsample, bind the objective, estimate, step S.
         Returns its log row (without the time)."""
-        self._refresh_network()  # before the real batch: the order of draws from self.gen
-        picks = draw_per_class(self.per_class, self.plan.n_real, self.gen)
-        real = self.train_x[picks.to(self.plan.device)]  # [classes, n, ch, h, w]
-        one_pass = self.cfg.one_pass and self.net is not None
-        terms = {} if one_pass or self.queue else self._update_network(real)
+        self.network.refresh(self.step, self.gen)  # before the real batch: the order of draws
+        real = self._real_batch(self.plan.n_real)  # [classes, n, ch, h, w]
+        one_pass = self.cfg.one_pass and self.network.net is not None
+        terms = {} if one_pass else self.network.update(real, self._by_class, self.gen)
         box, guard, guide, shared_terms = self._bind(real, one_pass)
-        terms = terms or shared_terms
         row: dict = {}
         try:
             estimate = self.stepper.propose(box, self.x, self.gen, guide)
         except EvaluationError as exc:  # f(S) failed: the step is skipped
             estimate, row = None, {"skipped": str(exc)}
         self.stepper.apply(self.x, estimate)
-        if one_pass:  # the update's gradient is in the network since _bind; S is done with it
-            self.net_opt.step()
-        if self.queue:  # IDM: the queue's networks train after S's step
-            terms = self.queue.train(self.updater, self._update_batch,
-                                     self.images().unflatten(0, (self.data.num_classes, -1)),
-                                     self.gen)
-        if self.plan.train_on_synthetic:
-            train_on_synthetic(self.net, self.net_opt, self.images(), self.labels,
-                               self.plan.train_on_synthetic)
+        terms = self.network.after_step(one_pass, lambda: self._real_batch(self.plan.n_update),
+                                        self._by_class, self.labels, self.gen
+                                        ) or terms or shared_terms
         self.step += 1
         self.queries += estimate.queries if estimate else self.stepper.queries()
         if guard is not None and (guard.failures or guard.retried):
@@ -106,32 +88,14 @@ class Loop:
         loss = estimate.loss if estimate else None  # None: a skipped step (JSON has no NaN)
         return {"step": self.step, "queries": self.queries, "loss": loss, **terms, **row}
 
-    def _refresh_network(self) -> None:
-        """A fresh network when due, or the step's draw from the queue; none for objectives
-        that score S alone."""
-        if self.queue:
-            self.queue.refresh(self.step, self.gen)
-            self.drawn = self.queue.draw(self.gen)
-            self.net, self.net_opt = self.drawn.net, self.drawn.opt
-        elif self.plan.uses_network and (self.net is None or
-                                       self.step % self.plan.reinit_every == 0):
-            self._new_network()
-
-    def _update_batch(self) -> torch.Tensor:
-        """A fresh real batch for one queue network's training step: ``n_update`` a class."""
-        picks = draw_per_class(self.per_class, self.plan.n_update, self.gen)
+    def _real_batch(self, n: int) -> torch.Tensor:
+        """``n`` real images of every class, drawn from the run's generator."""
+        picks = draw_per_class(self.per_class, n, self.gen)
         return self.train_x[picks.to(self.plan.device)]
 
-    def _update_network(self, real: torch.Tensor) -> dict[str, float]:
-        """The updater's steps on the real subsample (none for ``native``)."""
-        if self.net is None:
-            return {}
-        self.net.requires_grad_(True)
-        terms = self.updater.step(self.net, self.net_opt, real[:, :self.plan.n_update],
-                                  self.images().unflatten(0, (self.data.num_classes, -1)),
-                                  self.gen)
-        self.net.requires_grad_(False)
-        return terms
+    def _by_class(self) -> torch.Tensor:
+        """The decoded set as ``[classes, k, ch, h, w]``."""
+        return self.images().unflatten(0, (self.data.num_classes, -1))
 
     def _bind(self, real: torch.Tensor, one_pass: bool = False):
         """The step's black box (guarded and maybe parallel on the zero-order path), its guard,
@@ -143,21 +107,16 @@ class Loop:
             n = min(self.plan.n_real, min(len(i) for i in self.held_out_pool))
             picks = draw_per_class(self.held_out_pool, n, self.gen)
             held_out = self.train_x[picks.to(self.plan.device)]
-        ctx = StepContext(self.net, real, self.labels, self.data.num_classes,
+        ctx = StepContext(self.network.net, real, self.labels, self.data.num_classes,
                           seed=int(torch.randint(2**31 - 1, (1,), generator=self.gen)),
                           augment=self.cfg.augment, held_out=held_out,
                           pixel_mean=self.data.mean, pixel_std=self.data.std,
-                          compile=self.cfg.compile,
-                          ce_weight=self.plan.ce_weight * self.drawn.accuracy()
-                          if self.drawn is not None and self.plan.ce_weight else 0.0)
+                          compile=self.cfg.compile, ce_weight=self.network.class_weight())
         terms: dict = {}
         if one_pass:
-            self.net.requires_grad_(True)
-            bound = self.objective.bind(replace(ctx, trained_rows=self.plan.n_update))
-            terms = self.updater.gradient(
-                self.net, self.net_opt, bound.take_trained(), real[:, :self.plan.n_update],
-                self.images().unflatten(0, (self.data.num_classes, -1)), self.gen)
-            self.net.requires_grad_(False)
+            bound, terms = self.network.bind_sharing(
+                lambda k: self.objective.bind(replace(ctx, trained_rows=k)), real,
+                self._by_class(), self.gen)
         else:
             bound = self.objective.bind(ctx)
         box = decoded(bound, self.rep)
@@ -187,15 +146,11 @@ class Loop:
     def state_dict(self) -> dict:
         """What a checkpoint holds: everything the next step reads (S, the stepper, the network
         and its optimiser or the queue, the generator, the counters) and the config."""
-        net = self.net is not None and not self.queue
         return {
             "config": json.dumps(self.cfg.to_dict()), "step": self.step,
             "queries": self.queries, "seconds": self.seconds, "failures": self.failures,
             "images": self.x.detach().cpu().clone(), **self.stepper.state_dict(),
-            "generator": self.gen.get_state(),
-            "net": self.net.state_dict() if net else None,
-            "net_optimizer": self.net_opt.state_dict() if net else None,
-            "queue": None if self.queue is None else self.queue.state_dict(),
+            "generator": self.gen.get_state(), **self.network.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -210,14 +165,7 @@ class Loop:
         self.gen.set_state(state["generator"])
         self.step, self.queries, self.seconds = state["step"], state["queries"], state["seconds"]
         self.failures = state.get("failures", 0)
-        if state.get("queue") is not None:  # the step's network is drawn from it each iteration
-            self.queue.load_state_dict(state["queue"])
-        if state["net"] is not None:
-            saved = self.gen.get_state()
-            self._new_network()  # the architecture; its weights are replaced just below
-            self.gen.set_state(saved)
-            self.net.load_state_dict(state["net"])
-            self.net_opt.load_state_dict(state["net_optimizer"])
+        self.network.load_state_dict(state, self.gen)
 
     def check_finite(self, since: int) -> None:
         """S is finite (then it is the new last good set), or it is put back to the last good

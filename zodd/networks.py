@@ -43,7 +43,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from zodd.robust import RobustUpdater
+from zodd.robust import RobustUpdater, train_on_synthetic
 
 START = 3  # networks in the queue before the first iteration (IDM's code)
 METER_EVERY = 100  # iterations between resets of the accuracy counts (IDM's eval_interval)
@@ -133,3 +133,91 @@ class NetworkQueue:
             m.opt.load_state_dict(saved["opt"])
             m.correct, m.seen = saved["correct"].clone(), int(saved["seen"])
             self.members.append(m)
+
+
+class StepNetwork:
+    """The network a step's objective is bound to, and its training, whichever schedule the
+    plan chose: none (objectives that score S alone); a fresh network every ``reinit_every``
+    iterations trained by the updater on the step's real batch before S's step (the paper's
+    Algorithm 1; with ``--one-pass`` on the objective's own pass, applied after S's step), and
+    ``on_synthetic`` steps on S after it (Dataset Condensation's native schedule); or IDM's
+    ``queue`` (one network drawn a step, some trained after S's step). ``build(seed)`` makes a
+    fresh network; every draw comes from the generator the loop passes in."""
+
+    def __init__(self, build: Callable[[int], nn.Module], updater: RobustUpdater, *,
+                 uses_network: bool, reinit_every: int, n_update: int, on_synthetic: int,
+                 ce_weight: float, queue: NetworkQueue | None):
+        self.build, self.updater, self.queue = build, updater, queue
+        self.uses_network, self.reinit_every, self.n_update = uses_network, reinit_every, n_update
+        self.on_synthetic, self.ce_weight = on_synthetic, ce_weight
+        self.net: nn.Module | None = None
+        self.opt: torch.optim.Optimizer | None = None
+        self.drawn: Member | None = None  # the queue member S is matched under this step
+
+    def _new(self, gen: torch.Generator) -> None:
+        self.net = self.build(int(torch.randint(2**31 - 1, (1,), generator=gen)))
+        self.opt = self.updater.optimizer(self.net)
+
+    def refresh(self, step: int, gen: torch.Generator) -> None:
+        """Before iteration ``step``'s real batch: a fresh network when due, or the step's draw
+        from the queue."""
+        if self.queue:
+            self.queue.refresh(step, gen)
+            self.drawn = self.queue.draw(gen)
+            self.net, self.opt = self.drawn.net, self.drawn.opt
+        elif self.uses_network and (self.net is None or step % self.reinit_every == 0):
+            self._new(gen)
+
+    def class_weight(self) -> float:
+        """The step's class-aware CE weight (IDM: times the drawn network's accuracy, %)."""
+        return self.ce_weight * self.drawn.accuracy() if self.drawn and self.ce_weight else 0.0
+
+    def update(self, real: Tensor, synthetic: Callable[[], Tensor], gen: torch.Generator) -> dict:
+        """The updater's steps on the step's real batch, before S's step (none for native)."""
+        if self.net is None or self.queue:
+            return {}
+        self.net.requires_grad_(True)
+        terms = self.updater.step(self.net, self.opt, real[:, :self.n_update], synthetic(), gen)
+        self.net.requires_grad_(False)
+        return terms
+
+    def bind_sharing(self, bind: Callable[[int], object], real: Tensor, synthetic: Tensor,
+                     gen: torch.Generator) -> tuple[object, dict]:
+        """``--one-pass``: the objective bound with ``bind(n_update)`` embeds the real batch
+        with its graph (zodd.types.SharesRealPass); the update's gradient is taken from it now
+        and applied by ``after_step``."""
+        self.net.requires_grad_(True)
+        bound = bind(self.n_update)
+        terms = self.updater.gradient(self.net, self.opt, bound.take_trained(),
+                                      real[:, :self.n_update], synthetic, gen)
+        self.net.requires_grad_(False)
+        return bound, terms
+
+    def after_step(self, one_pass: bool, batch: Callable[[], Tensor],
+                   synthetic: Callable[[], Tensor], labels: Tensor,
+                   gen: torch.Generator) -> dict:
+        """After S's step: the one-pass update lands, the queue trains (its last loss terms are
+        returned), DC's network trains on S."""
+        if one_pass:
+            self.opt.step()
+        terms = self.queue.train(self.updater, batch, synthetic(), gen) if self.queue else {}
+        if self.on_synthetic:
+            train_on_synthetic(self.net, self.opt, synthetic().flatten(0, 1), labels,
+                               self.on_synthetic)
+        return terms
+
+    def state_dict(self) -> dict:
+        own = self.net is not None and not self.queue
+        return {"net": self.net.state_dict() if own else None,
+                "net_optimizer": self.opt.state_dict() if own else None,
+                "queue": None if self.queue is None else self.queue.state_dict()}
+
+    def load_state_dict(self, state: dict, gen: torch.Generator) -> None:
+        if state.get("queue") is not None:  # the step's network is drawn from it each iteration
+            self.queue.load_state_dict(state["queue"])
+        if state["net"] is not None:
+            saved = gen.get_state()
+            self._new(gen)  # the architecture; its weights are replaced just below
+            gen.set_state(saved)
+            self.net.load_state_dict(state["net"])
+            self.opt.load_state_dict(state["net_optimizer"])
