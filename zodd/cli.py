@@ -9,14 +9,15 @@ from dataclasses import fields
 
 import click
 
+from objectives import OBJECTIVES
 from zodd import __version__, api, console, plan, recipes
 from zodd.console import Bar, StopOnSignal, number
 from zodd.augment import AUGMENTS
 from zodd.config import DistillConfig
 from zodd.evaluation import BASELINES, PROTOCOLS
 from zodd.report import format_table
-from zodd.models import MODELS
-from zodd.options import EXTRA, GROUPS, OPTIONS, PATTERNS, constant, group_of
+from zodd.models import MODELS, default_shape
+from zodd.options import EXTRA, GROUPS, OPTIONS, PATTERNS, group_of, help_text
 from zodd.sets import PIXELS
 from zodd.types import ZoddError
 from tuning.sweep import SCHEDULERS, SEARCHES, Interrupted
@@ -33,14 +34,13 @@ def _finite(ctx, param, value):
 
 
 def setting(name: str):
-    """The ``--NAME`` option of DistillConfig field ``name``: its type from the field, its
-    choices from its registry (zodd.plan.REGISTRIES), its text from zodd.options, its default
-    from the config (or, decided at run time, from zodd.plan's constant)."""
-    flag, kind, option = "--" + name.replace("_", "-"), str(FIELDS[name].type), OPTIONS[name]
-    text = option.help.format(**{k: constant(v) for k, v in vars(plan).items() if k.isupper()})
+    """The ``--NAME`` option of DistillConfig field ``name``: type from the field, choices from
+    its registry (zodd.plan.REGISTRIES), text from zodd.options, default from the config or,
+    decided at run time, from where it lives (zodd.plan, the objectives, zodd.models)."""
+    flag, kind = "--" + name.replace("_", "-"), str(FIELDS[name].type)
+    text = help_text(name, {**{k: v for k, v in vars(plan).items() if k.isupper()}, **OBJECTIVES,
+                            "small": default_shape(8), "large": default_shape(28)})
     registry, pattern = plan.REGISTRIES.get(name), PATTERNS.get(name, "")
-    if option.needs:
-        text = f"[with {option.needs}] {text}"
     if registry is not None:
         described = {**EXTRA.get(name, {}), **registry.descriptions}
         text += " " + "; ".join([f"{k}: {v}" for k, v in described.items()]

@@ -81,7 +81,6 @@ PROTOCOLS = Registry("protocol", [
                         "schedule": "half"}),
      "no augmentation, 300 epochs (what a weak set cannot hide behind)"),
 ])
-PROTOCOL_FIELDS = ("epochs", "lr", "batch_size", "augment", "schedule")
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,10 @@
 the setting it needs to have any effect.
 
 The option's type, choices and their descriptions come from the field and its registry, and a
-default decided at run time is named here by its constant in ``zodd.plan`` (``{NAME}``), which
-the command line fills in: the value is written once, where it is used.
+default decided at run time is named here by where it lives, which the command line fills in
+(``help_text``): a ``zodd.plan`` constant (``{NAME}``), an objective's declared default
+(``{dm.default_lr}``), the network's shape by image size (``{small}``, ``{large}``: width and
+depth for 8 px and for 28-32 px). The value is written once, where it is used.
 """
 from __future__ import annotations
 
@@ -59,12 +61,14 @@ OPTIONS = {
                         "query a step).", "--estimator gaussian"),
     "estimator": Option("Estimator and steps"),
     "optimizer": Option("Estimator and steps", "Step rule for S."),
-    "lr": Option("Estimator and steps", "Learning rate for S (default: the objective's, e.g. 1 "
-                 "for dm, 0.1 for gm)."),
-    "sigma": Option("Estimator and steps", "Smoothing radius (default: the objective's: 0.01 "
-                    "for dm and gm, 0.3 for scores).", ZERO_ORDER),
+    "lr": Option("Estimator and steps", "Learning rate for S (default: the objective's, e.g. "
+                 "{dm.default_lr} for dm, {gm.default_lr} for gm)."),
+    "sigma": Option("Estimator and steps", "Smoothing radius (default: the objective's: "
+                    "{dm.default_sigma} for dm and gm, {prototype.default_sigma} for scores).",
+                    ZERO_ORDER),
     "directions": Option("Estimator and steps", "Directions per estimate (default: the "
-                         "objective's: 128 for dm and gm, 32 for scores).", ZERO_ORDER),
+                         "objective's: {dm.default_directions} for dm and gm, "
+                         "{prototype.default_directions} for scores).", ZERO_ORDER),
     "lowres": Option("Estimator and steps", "Directions drawn at 1/N resolution and upsampled "
                      "(default: 2 where one estimate covers over {AUTO_LOWRES_ABOVE} values, "
                      "e.g. Fashion-MNIST IPC 10; else 1).", ZERO_ORDER),
@@ -98,16 +102,16 @@ OPTIONS = {
                          "kept, each trained by the updater between uses, one drawn each "
                          "iteration (default: none; --recipe idm: 100)."),
     "queue_every": Option("Network and robust updater", "A new network every N iterations "
-                          "(default by IPC from: {QUEUE_EVERY}, IDM's).", QUEUE),
+                          "(default, by IPC: {QUEUE_EVERY}; IDM's).", QUEUE),
     "queue_train": Option("Network and robust updater", "Networks trained each iteration, "
                           "--model-steps steps each.", QUEUE),
     "ce_weight": Option("Network and robust updater", "dm: the synthetic images' cross-entropy "
                         "under the drawn network, times its training accuracy in percent "
-                        "(default by IPC from: {CE_WEIGHT}, IDM's).", QUEUE),
-    "width": Option("Network and robust updater", "ConvNet width (default: by image size: 128 "
-                    "for 28-32 px, 64 for 8 px)."),
-    "depth": Option("Network and robust updater", "ConvNet depth (default: by image size: 3 "
-                    "for 28-32 px, 2 for 8 px)."),
+                        "(default, by IPC: {CE_WEIGHT}; IDM's).", QUEUE),
+    "width": Option("Network and robust updater", "ConvNet width (default: by image size: "
+                    "{large[0]} for 28-32 px, {small[0]} for 8 px)."),
+    "depth": Option("Network and robust updater", "ConvNet depth (default: by image size: "
+                    "{large[1]} for 28-32 px, {small[1]} for 8 px)."),
     "iterations": Option("Budget", "The first budget reached ends the run; the set is saved."),
     "max_seconds": Option("Budget", "Stop once this much time is spent (checked after each "
                           "iteration: the last may end past it)."),
@@ -158,3 +162,11 @@ def constant(value) -> str:
 def group_of(name: str) -> str:
     """The --help heading of ``zodd distill``'s option ``name`` (its parameter's name)."""
     return OPTIONS[name].group if name in OPTIONS else RUN_OPTIONS.get(name, "Run directory")
+
+
+def help_text(name: str, values: dict) -> str:
+    """Setting ``name``'s help, its defaults filled in from ``values`` (module docstring) and
+    the setting it needs in front."""
+    option = OPTIONS[name]
+    text = option.help.format(**{k: constant(v) if k.isupper() else v for k, v in values.items()})
+    return f"[with {option.needs}] {text}" if option.needs else text
