@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from cli_run import run_cli
+
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = sorted((ROOT / "docs").glob("*.md"))
 
@@ -37,22 +39,27 @@ def _commands(page: Path) -> list[str]:
     return [line for line in block.group(1).splitlines() if line.strip()]
 
 
-def _argv(command: str, tmp_path: Path) -> list[str]:
-    """A docs command as a test runs it: zodd and python from this interpreter, runs/ in the
-    test's directory, examples/ from the repository."""
+def _argv(command: str) -> list[str]:
+    """A docs command's words: examples/ from the repository, python as this interpreter."""
     argv = shlex.split(command.replace("examples/", f"{ROOT}/examples/"))
-    if argv[0] == "zodd":
-        argv = [sys.executable, "-m", "zodd.cli", *argv[1:]]
-    elif argv[0] == "python":
-        argv = [sys.executable, *argv[1:]]
+    if argv[0] == "python":
+        argv[0] = sys.executable
     return [a.replace("python ", f"{sys.executable} ") for a in argv]
 
 
 @pytest.mark.parametrize("page", [pytest.param(p, marks=pytest.mark.ray) if p.stem == "sweeps"
                                   else p for p in PAGES], ids=[p.stem for p in PAGES])
-def test_the_first_block_of_each_docs_page_runs(page, tmp_path):
+def test_the_first_block_of_each_docs_page_runs(page, tmp_path, monkeypatch, capsys):
+    """In the test's directory (runs/ lands there); zodd in-process as the tests run it
+    (tests/cli_run.py), except zodd tune, which starts Ray in a process of its own."""
+    monkeypatch.chdir(tmp_path)
     for command in _commands(page):
-        done = subprocess.run(_argv(command, tmp_path), cwd=tmp_path, capture_output=True,
-                              text=True, timeout=900)
-        assert done.returncode == 0, f"{page.name}: {command}\n{done.stderr[-2000:]}"
+        argv = _argv(command)
+        if argv[0] == "zodd" and argv[1] != "tune":
+            code, _, err = run_cli(monkeypatch, capsys, *argv[1:])
+        else:
+            argv = [sys.executable, "-m", "zodd.cli", *argv[1:]] if argv[0] == "zodd" else argv
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=900)
+            code, err = done.returncode, done.stderr
+        assert code == 0, f"{page.name}: {command}\n{err[-2000:]}"
     assert any((tmp_path / "runs").glob("*/config.json")) or page.stem == "sweeps", page.name
