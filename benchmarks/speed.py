@@ -50,9 +50,10 @@ def instrumented(cfg: DistillConfig, data) -> tuple[Loop, dict]:
     """A loop whose parts record their seconds into the returned dict."""
     loop = Loop(resolve(cfg, data), data)
     record: dict[str, list[float]] = {}
-    loop._update_network = _timed(record, "network update", loop._update_network)
-    if loop.queue is not None:  # IDM: the update is the queue's training after S's step
-        loop.queue.train = _timed(record, "network update", loop.queue.train)
+    network = loop.network
+    network.update = _timed(record, "network update", network.update)
+    if network.queue is not None:  # IDM: the update is the queue's training after S's step
+        network.queue.train = _timed(record, "network update", network.queue.train)
     loop._bind = _timed(record, "bind objective", loop._bind)
     loop.stepper.propose = _timed(record, "estimate", loop.stepper.propose)
     loop.advance = _timed(record, "iteration", loop.advance)

@@ -26,7 +26,7 @@ LAYERS = [
      "zodd.representation", "zodd.recipes", "zodd.options"},
     {"zodd.data", "zodd.robust", "zodd.estimators", "zodd.steppers", "zodd.rundir",
      "zodd.parallel", "objectives.matching", "objectives.score"},
-    {"zodd.prior", "zodd.networks", "objectives.distribution", "objectives.gradient", "objectives.kernel", "objectives.prototype",
+    {"zodd.prior", "zodd.networks", "zodd.binding", "objectives.distribution", "objectives.gradient", "objectives.kernel", "objectives.prototype",
      "objectives.trained", "objectives.command"},
     {"objectives", "zodd.synthetic"},
     {"zodd.plan", "zodd.evaluation", "zodd.sets"},

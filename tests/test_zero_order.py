@@ -136,7 +136,7 @@ def test_logged_queries_are_the_candidates_the_black_box_received(digits, flags)
         pytest.importorskip("nevergrad")
     loop = Loop(resolve(DistillConfig(ipc=1, batch_size=8, **flags), digits), digits)
     received = []
-    bind = loop.objective.bind
+    bind = loop.binding.objective.bind
 
     class Counting:
         def __init__(self, box):
@@ -152,7 +152,8 @@ def test_logged_queries_are_the_candidates_the_black_box_received(digits, flags)
             received.append(len(candidates))
             return self.box.blocks(candidates)
 
-    loop.objective = type("Spy", (), {"needs_held_out": loop.objective.needs_held_out,
-                                      "bind": lambda self, ctx: Counting(bind(ctx))})()
+    held_out = loop.binding.objective.needs_held_out
+    loop.binding.objective = type("Spy", (), {"needs_held_out": held_out,
+                                              "bind": lambda self, ctx: Counting(bind(ctx))})()
     rows = [loop.advance() for _ in range(3)]
     assert rows[-1]["queries"] == sum(received) > 0

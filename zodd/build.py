@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from objectives import OBJECTIVES
+from zodd.binding import Binding
 from zodd.data import ImageData, data_root
 from zodd.estimators import ESTIMATORS
 from zodd.models import build_model
@@ -86,3 +87,15 @@ def step_network(plan: Plan, data: ImageData, gen: torch.Generator) -> StepNetwo
                        uses_network=plan.uses_network, reinit_every=plan.reinit_every,
                        n_update=plan.n_update, on_synthetic=plan.train_on_synthetic,
                        ce_weight=plan.ce_weight, queue=queue)
+
+
+def binding(plan: Plan, data: ImageData, rep, labels: torch.Tensor, pixels: torch.Tensor,
+            source: torch.Tensor | None, pool=None) -> Binding:
+    """How each step binds the plan's objective (and surrogate); the real images S started
+    from (``source``) stay out of the scores' held-out draws."""
+    cfg = plan.cfg
+    used = source if source is not None else torch.empty(0, dtype=torch.long)
+    return Binding(objective(plan), objective(plan, cfg.surrogate) if cfg.surrogate else None,
+                   rep, labels, data.num_classes, data.mean, data.std, cfg.augment, cfg.compile,
+                   plan.n_real, plan.estimator == "autograd", cfg.retries,
+                   [i[~torch.isin(i, used)] for i in data.class_indices()], pixels, pool)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -22,13 +21,10 @@ import torch
 from zodd import build
 from zodd.config import DistillConfig
 from zodd.data import ImageData, draw_per_class
-from zodd.estimators import Autograd
-from zodd.guard import Guarded
 from zodd.plan import Plan, resolve
-from zodd.representation import decoded
 from zodd.sets import start
 from zodd.synthetic import INITS, SyntheticSet, class_major, initialise, save
-from zodd.types import EvaluationError, StepContext, ZoddError
+from zodd.types import EvaluationError, ZoddError
 
 class Loop:
     """The state of one distillation and the step that advances it. S, the network and each
@@ -36,30 +32,24 @@ class Loop:
     (zodd.types.resolve_device)."""
 
     def __init__(self, plan: Plan, data: ImageData, pool=None, resuming: bool = False):
-        self.plan, self.cfg, self.data, self.pool = plan, plan.cfg, data, pool  # pool: RayPool
+        self.plan, self.cfg, self.data = plan, plan.cfg, data  # pool: a RayPool, or None
         cfg = plan.cfg
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.rep, prior = build.representation(plan, data)
-        # --init dm: the warm start's time counts against --max-seconds
         self.syn, warm_seconds = initial_set(plan, data, self.rep, self.gen, resuming)
         if prior is not None:
             prior.to(plan.device)
-        self.syn.images, self.syn.labels = (t.to(plan.device) for t in (self.syn.images,
-                                                                         self.syn.labels))
         self.x = self.syn.images.requires_grad_(True)
         self.labels = class_major(data.num_classes, cfg.ipc * self.rep.per_image).to(
             plan.device)  # of the decoded images
-        self.objective = build.objective(plan)
-        self.surrogate = build.objective(plan, cfg.surrogate) if cfg.surrogate else None
         self.estimator = build.estimator(plan)
         self.stepper = build.stepper(plan, self.x, self.estimator, self.gen)
         self.network = build.step_network(plan, data, self.gen)
         self.per_class = data.class_indices()
         self.train_x = data.train_x.to(plan.device)  # moved once; indices are drawn on the CPU
         self.good = self.x.detach().clone()  # the last set known to be finite
-        # real images kept apart from S's initialisation, for scores on held-out data
-        used = self.syn.source if self.syn.source is not None else torch.empty(0, dtype=torch.long)
-        self.held_out_pool = [i[~torch.isin(i, used)] for i in self.per_class]
+        self.binding = build.binding(plan, data, self.rep, self.labels, self.train_x,
+                                     self.syn.source, pool)
         self.step, self.queries, self.seconds, self.failures = 0, 0, warm_seconds, 0
 
     def advance(self) -> dict:
@@ -98,35 +88,11 @@ class Loop:
         return self.images().unflatten(0, (self.data.num_classes, -1))
 
     def _bind(self, real: torch.Tensor, one_pass: bool = False):
-        """The step's black box (guarded and maybe parallel on the zero-order path), its guard,
-        the surrogate's exact gradient at S as the estimator's ``guide`` (not a query), and
-        with ``one_pass`` the update's loss terms: its gradient is computed here from the
-        objective's own forward pass over the real batch and applied after S's step."""
-        held_out = None
-        if self.objective.needs_held_out:
-            n = min(self.plan.n_real, min(len(i) for i in self.held_out_pool))
-            picks = draw_per_class(self.held_out_pool, n, self.gen)
-            held_out = self.train_x[picks.to(self.plan.device)]
-        ctx = StepContext(self.network.net, real, self.labels, self.data.num_classes,
-                          seed=int(torch.randint(2**31 - 1, (1,), generator=self.gen)),
-                          augment=self.cfg.augment, held_out=held_out,
-                          pixel_mean=self.data.mean, pixel_std=self.data.std,
-                          compile=self.cfg.compile, ce_weight=self.network.class_weight())
-        terms: dict = {}
-        if one_pass:
-            bound, terms = self.network.bind_sharing(
-                lambda k: self.objective.bind(replace(ctx, trained_rows=k)), real,
-                self._by_class(), self.gen)
-        else:
-            bound = self.objective.bind(ctx)
-        box = decoded(bound, self.rep)
-        guide = {} if self.surrogate is None else {
-            "guide": Autograd().estimate(decoded(self.surrogate.bind(ctx), self.rep), self.x,
-                                         self.gen).grad}
-        if self.plan.estimator == "autograd":
-            return box, None, guide, terms
-        guard = Guarded(self.pool.wrap(box) if self.pool else box, self.cfg.retries)
-        return guard, guard, guide, terms
+        """The step's black box, its guard, the guide and the one-pass terms (zodd.binding)."""
+        share = (lambda bind: self.network.bind_sharing(bind, real, self._by_class(), self.gen)
+                 ) if one_pass else None
+        return self.binding(self.network.net, real, self.x, self.gen,
+                            self.network.class_weight(), share)
 
     def images(self) -> torch.Tensor:
         """The images S stands for now (decoded from the stored tensor), detached."""
@@ -181,7 +147,15 @@ class Loop:
 
 def initial_set(plan: Plan, data: ImageData, rep, gen: torch.Generator,
                 resuming: bool) -> tuple[SyntheticSet, float]:
-    """S before its first step (the stored set) and the seconds a warm start took."""
+    """S before its first step (the stored set, on the plan's device) and the seconds a warm
+    start took (``--init dm``: they count against ``--max-seconds``)."""
+    syn, seconds = _start(plan, data, rep, gen, resuming)
+    syn.images, syn.labels = syn.images.to(plan.device), syn.labels.to(plan.device)
+    return syn, seconds
+
+
+def _start(plan: Plan, data: ImageData, rep, gen: torch.Generator,
+           resuming: bool) -> tuple[SyntheticSet, float]:
     ipc, seed = plan.cfg.ipc, plan.cfg.seed
     if plan.init in INITS and INITS[plan.init] is not None:
         return initialise(data, ipc, plan.init, gen, rep), 0.0

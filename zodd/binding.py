@@ -1,0 +1,69 @@
+"""How a step's objective becomes the black box an estimator sees: the step's context (network,
+real batch, held-out real images for the scores, one augmentation seed: common random numbers
+for every candidate), the bound objective, decoded from S's stored tensor, guarded against
+failures and spread over Ray workers on the zero-order path, and the surrogate's exact gradient
+as the estimator's guide."""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from zodd.data import draw_per_class
+from zodd.estimators import Autograd
+from zodd.guard import Guarded
+from zodd.representation import decoded
+from zodd.types import StepContext
+
+
+@dataclass
+class Binding:
+    """The loop's ``objective`` (and ``surrogate``) bound each step. ``held_out``: per class,
+    the training images kept apart from S's initialisation (on the CPU), drawn from ``pixels``
+    for objectives that score on held-out data; ``exact``: autograd, no guard; ``pool``: a
+    RayPool when there are workers."""
+
+    objective: object
+    surrogate: object | None
+    rep: object
+    labels: Tensor  # of the decoded set
+    num_classes: int
+    pixel_mean: tuple
+    pixel_std: tuple
+    augment: str
+    compile: bool
+    n_real: int
+    exact: bool
+    retries: int
+    held_out: list[Tensor]
+    pixels: Tensor
+    pool: object = None
+
+    def __call__(self, net, real: Tensor, x: Tensor, gen: torch.Generator, ce_weight: float,
+                 share: Callable | None = None):
+        """(box, guard or None, guide, the update's terms): with ``share`` (the one-pass
+        ``StepNetwork.bind_sharing``, given the bind) the update's gradient comes from the
+        objective's own pass over the real batch."""
+        held_out = None
+        if self.objective.needs_held_out:
+            n = min(self.n_real, min(len(i) for i in self.held_out))
+            held_out = self.pixels[draw_per_class(self.held_out, n, gen).to(self.pixels.device)]
+        ctx = StepContext(net, real, self.labels, self.num_classes,
+                          seed=int(torch.randint(2**31 - 1, (1,), generator=gen)),
+                          augment=self.augment, held_out=held_out, pixel_mean=self.pixel_mean,
+                          pixel_std=self.pixel_std, compile=self.compile, ce_weight=ce_weight)
+        terms: dict = {}
+        if share is not None:
+            bound, terms = share(lambda k: self.objective.bind(replace(ctx, trained_rows=k)))
+        else:
+            bound = self.objective.bind(ctx)
+        box = decoded(bound, self.rep)
+        guide = {} if self.surrogate is None else {
+            "guide": Autograd().estimate(decoded(self.surrogate.bind(ctx), self.rep), x,
+                                         gen).grad}
+        if self.exact:
+            return box, None, guide, terms
+        guard = Guarded(self.pool.wrap(box) if self.pool else box, self.retries)
+        return guard, guard, guide, terms
