@@ -98,6 +98,15 @@ def test_resume_refuses_a_different_config(tmp_path):
     assert len(done.stderr.strip().splitlines()) == 1
 
 
+def test_resume_refuses_another_output_directory_or_config(tmp_path):
+    run = tmp_path / "run"
+    assert _run(["--iterations", 2, "--out", run]).returncode == 0
+    for extra in (["--out", tmp_path / "elsewhere"], ["--config", run / "config.json"]):
+        done = _run(["--resume", run, *extra])
+        assert done.returncode == 2 and "drop --config and --out" in done.stderr
+    assert not (tmp_path / "elsewhere").exists()
+
+
 def test_resume_refuses_a_file_that_is_not_a_checkpoint(tmp_path):
     run = tmp_path / "run"
     assert _run(["--iterations", 2, "--out", run]).returncode == 0

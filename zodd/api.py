@@ -29,7 +29,7 @@ from zodd.synthetic import Run, SyntheticSet
 from zodd.types import Progress, ZoddError
 
 __all__ = ["Report", "Run", "compare", "default_out", "distill", "evaluate", "load",
-           "load_data", "settings", "train_prior", "tune"]
+           "settings", "train_prior", "tune"]
 
 FIELDS = {f.name for f in dataclasses.fields(DistillConfig)}
 Config = DistillConfig | dict | str | os.PathLike | None
@@ -99,7 +99,7 @@ def distill(config: Config = None, *, out: str | os.PathLike | None = None,
     cfg = settings(config, **given)
     if out is not None and resume is None:
         rundir.check_out(Path(out), overwrite)
-    data = load_data(cfg, progress=progress)
+    data = datasets.for_config(cfg, progress=progress)
     if cfg.representation == "latent":
         train_prior(data, cfg.latent, cfg.data_dir, progress=progress)
 
@@ -109,14 +109,6 @@ def distill(config: Config = None, *, out: str | os.PathLike | None = None,
     return run_loop(cfg, data, None if out is None else Path(out), on_step,
                     resume=resume is not None, should_stop=should_stop or (lambda: False),
                     note=progress.note)
-
-
-def load_data(cfg: DistillConfig, data_dir: str | None = None,
-              progress: Progress | None = None) -> datasets.ImageData:
-    """The config's data set (``data_dir`` overrides the config's)."""
-    progress = progress or Progress()
-    return datasets.load(cfg.dataset, data_dir or cfg.data_dir, **cfg.data_options(),
-                         progress=lambda d, t: progress.update("reading images", d, t))
 
 
 def train_prior(data: datasets.ImageData, latent: int, data_dir: str | None = None,
@@ -153,7 +145,7 @@ def load(path: str | os.PathLike, dataset: str | None = None, pixels: str = "sta
     if dataset is None:
         raise ZoddError(f"{path} is a {located.format} file, which does not name its data set: "
                         "pass --dataset")
-    data = load_data(check(DistillConfig(dataset=dataset)), data_dir)
+    data = datasets.for_config(check(DistillConfig(dataset=dataset)), data_dir)
     return sets.read(located, data, pixels, experiment).set
 
 

@@ -80,10 +80,13 @@ def network(plan: Plan, data: ImageData, seed: int) -> torch.nn.Module:
 def step_network(plan: Plan, data: ImageData, gen: torch.Generator) -> StepNetwork:
     """The network a step is bound to and its training: IDM's queue when the plan has one
     (its first networks drawn from ``gen`` here), else one network on the plan's schedule."""
+    def make(seed: int) -> torch.nn.Module:
+        return network(plan, data, seed)
+
     queue = None if not plan.queue_size else NetworkQueue(
-        lambda seed: network(plan, data, seed), plan.queue_size, plan.queue_every,
-        plan.cfg.queue_train, plan.model_steps, plan.cfg.model_lr, gen)
-    return StepNetwork(lambda seed: network(plan, data, seed), updater(plan),
+        make, plan.queue_size, plan.queue_every, plan.cfg.queue_train, plan.model_steps,
+        plan.cfg.model_lr, gen)
+    return StepNetwork(make, updater(plan),
                        uses_network=plan.uses_network, reinit_every=plan.reinit_every,
                        n_update=plan.n_update, on_synthetic=plan.train_on_synthetic,
                        ce_weight=plan.ce_weight, queue=queue)

@@ -14,6 +14,7 @@ from zodd import __version__, api, console, plan, recipes
 from zodd.console import Bar, StopOnSignal, number
 from zodd.augment import AUGMENTS
 from zodd.config import DistillConfig
+from zodd.data import for_config
 from zodd.evaluation import BASELINES, PROTOCOLS
 from zodd.report import format_table
 from zodd.models import MODELS, default_shape
@@ -24,6 +25,8 @@ from tuning.sweep import SCHEDULERS, SEARCHES, Interrupted
 from tuning.trial import METRIC_NAMES
 
 FIELDS, DEFAULTS = {f.name: f for f in fields(DistillConfig)}, DistillConfig()
+HELP_DEFAULTS = {**{k: v for k, v in vars(plan).items() if k.isupper()}, **OBJECTIVES,
+                 "small": default_shape(8), "large": default_shape(28)}  # zodd.options' {NAME}s
 
 
 def _finite(ctx, param, value):
@@ -38,8 +41,7 @@ def setting(name: str):
     its registry (zodd.plan.REGISTRIES), text from zodd.options, default from the config or,
     decided at run time, from where it lives (zodd.plan, the objectives, zodd.models)."""
     flag, kind = "--" + name.replace("_", "-"), str(FIELDS[name].type)
-    text = help_text(name, {**{k: v for k, v in vars(plan).items() if k.isupper()}, **OBJECTIVES,
-                            "small": default_shape(8), "large": default_shape(28)})
+    text = help_text(name, HELP_DEFAULTS)
     registry, pattern = plan.REGISTRIES.get(name), PATTERNS.get(name, "")
     if registry is not None:
         described = {**EXTRA.get(name, {}), **registry.descriptions}
@@ -104,16 +106,15 @@ def distill(config_file, no_robust, resume_dir, out, overwrite, quiet, **flags) 
         if flags["updater"] not in (None, "ce"):
             raise ZoddError("--no-robust contradicts --updater " + flags["updater"])
         flags["updater"] = "ce"
-    if resume_dir is None and out is None:
-        out = api.default_out(api.settings(config_file, **flags))
+    if resume_dir is None:  # the settings checked once; --resume takes the run's own
+        cfg = api.settings(config_file, **flags)
+        config_file, flags, out = cfg, {}, out or api.default_out(cfg)
     stop = StopOnSignal()
-    bar = Bar(quiet, first_step=stop.install)
     try:
-        run = api.distill(config_file, out=out if resume_dir is None else None,
-                          overwrite=overwrite, resume=resume_dir, progress=bar,
-                          should_stop=lambda: stop.stop, **flags)
+        with Bar(quiet, first_step=stop.install) as bar:
+            run = api.distill(config_file, out=out, overwrite=overwrite, resume=resume_dir,
+                              progress=bar, should_stop=lambda: stop.stop, **flags)
     finally:
-        bar.close()
         stop.restore()
     if run.stopped_by == "interrupted":
         click.echo(f"zodd: interrupted at step {run.log[-1]['step']}; checkpoint and set saved; "
@@ -169,11 +170,8 @@ def evaluate(path, quiet, **options) -> None:
     same-protocol random-real baseline (zodd.api.evaluate). PATH: a zodd run directory or
     synthetic.pt, a Dataset Condensation / DSA / DM result file ({'data': [[images, labels]]}),
     or an MTT-style images_best.pt + labels_best.pt pair (their folder or the images file)."""
-    bar = Bar(quiet)
-    try:
+    with Bar(quiet) as bar:
         report = api.evaluate(path, write=True, progress=bar, **options)
-    finally:
-        bar.close()
     if not quiet:
         click.echo(report.table())
         click.echo(report.summary)
@@ -205,13 +203,10 @@ def prior(dataset, latent, steps, seed, data_dir, image_size, quiet) -> None:
     autoencoder on its training images, cached in the data dir; an interrupted training resumes."""
     from zodd.prior import reconstruction_error
 
-    bar = Bar(quiet)
-    try:
+    with Bar(quiet) as bar:
         cfg = api.settings(dataset=dataset, image_size=image_size, data_dir=data_dir)
-        data = api.load_data(cfg, progress=bar)
+        data = for_config(cfg, progress=bar)
         net, path = api.train_prior(data, latent, data_dir, steps, seed, progress=bar)
-    finally:
-        bar.close()
     if not quiet:
         click.echo(f"{path}: test reconstruction error {reconstruction_error(net, data):.4f} "
                    "(mean squared, standardised pixels)")

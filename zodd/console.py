@@ -66,6 +66,12 @@ class Bar(Progress):
                 click.echo(f"\r{task} {done}/{total}{loss}", err=True, nl=last)
                 self.at, self.open = now, not last
 
+    def __enter__(self) -> "Bar":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.__exit__(None, None, None)

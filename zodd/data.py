@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from zodd.types import Registry, ZoddError, to_pixels
+from zodd.config import DistillConfig
+from zodd.types import Progress, Registry, ZoddError, to_pixels
 
 SYSTEM_DIRS = {"fashion-mnist": [Path("/usr/share/datasets/fashion-mnist")]}
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
@@ -136,6 +137,15 @@ def load(name: str, data_dir: str | os.PathLike | None = None, image_size: int |
         train, test = (resize(train[0], image_size), train[1]), (resize(test[0], image_size),
                                                                  test[1])
     return _standardise(name, train, test, source.flip, source.classes)
+
+
+def for_config(cfg: DistillConfig, data_dir: str | os.PathLike | None = None,
+               progress: Progress | None = None) -> ImageData:
+    """``cfg``'s data set (``data_dir`` overrides the config's); ``progress`` hears how far a
+    folder's reading has got ("reading images")."""
+    return load(cfg.dataset, data_dir or cfg.data_dir, **cfg.data_options(),
+                progress=None if progress is None
+                else lambda done, total: progress.update("reading images", done, total))
 
 
 def _standardise(name: str, train: tuple[np.ndarray, np.ndarray],

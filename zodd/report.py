@@ -172,8 +172,7 @@ def evaluate(what, dataset: str | None = None, *, protocol: str = "zodd",
         where = tgt.default_file("metrics.json").parent
         if not rundir.writable(where):
             raise ZoddError(f"{where} is not writable: pass --out")
-    data = datasets.load(cfg.dataset, data_dir or cfg.data_dir, **cfg.data_options(),
-                         progress=lambda d, t: progress.update("reading images", d, t))
+    data = datasets.for_config(cfg, data_dir, progress)
     foreign = _foreign(tgt, data, pixels, experiment)
     for name in names:  # a network the images are too small for is refused before any work
         build_network(name, data.channels, data.num_classes, data.image_size, cfg.width,
