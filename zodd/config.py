@@ -57,6 +57,7 @@ class DistillConfig:
     workers: int = 0  # Ray actors evaluating candidates; 0: in-process, Ray not imported
     ray_address: str | None = None  # join this Ray cluster instead of starting a local one
     retries: int = 2  # further tries of a failed evaluation
+    worker_retries: int = 3  # times a chunk is scored again when its Ray worker dies (restarted)
     max_failures: int = 10  # failed evaluations (after retries) tolerated before the run ends
 
     # the robust model updater (Algorithm 1)
@@ -118,7 +119,7 @@ class DistillConfig:
         if self.ce_weight is not None and not (math.isfinite(self.ce_weight)
                                                and self.ce_weight >= 0):
             raise bad("ce_weight", "must be a finite number, 0 or above")
-        for name in ("workers", "retries", "max_failures"):
+        for name in ("workers", "retries", "worker_retries", "max_failures"):
             if getattr(self, name) < 0:
                 raise bad(name, "must be at least 0")
         if (self.objective == "command") != bool(self.command and self.command.strip()):

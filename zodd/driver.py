@@ -3,6 +3,7 @@
 """
 from __future__ import annotations
 
+import copy
 import json
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ from zodd.data import ImageData
 from zodd.loop import Loop
 from zodd.plan import resolve
 from zodd.synthetic import Run
-from zodd.types import ZoddError
+from zodd.types import ClusterError, ZoddError
 
 
 def distill(cfg: DistillConfig, data: ImageData, out: Path | None = None,
@@ -41,7 +42,7 @@ def distill(cfg: DistillConfig, data: ImageData, out: Path | None = None,
         if cfg.workers > 0:  # resolve() refused workers for autograd
             from zodd.parallel import RayPool
 
-            pool = RayPool(cfg.workers, cfg.seed, cfg.ray_address)
+            pool = RayPool(cfg.workers, cfg.seed, cfg.ray_address, cfg.worker_retries)
         loop = Loop(plan, data, pool, resuming=resume)
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
@@ -68,6 +69,25 @@ def distill(cfg: DistillConfig, data: ImageData, out: Path | None = None,
     return result
 
 
+def _advance(loop: Loop, out: Path | None) -> dict:
+    """One step. With Ray workers the state before it is kept: when the cluster fails mid-step
+    (zodd.parallel) the loop goes back to it, its checkpoint is written and the run ends; a
+    resume then makes the step as a run without the fault would have."""
+    if loop.binding.pool is None or not loop.stepper.resumable:
+        return loop.advance()
+    before = copy.deepcopy(loop.state_dict())
+    try:
+        return loop.advance()
+    except ClusterError as exc:
+        loop.load_state_dict(before)
+        where = ""
+        if out is not None:
+            rundir.save_checkpoint(before, out)
+            where = (f"; the set and checkpoint of step {loop.step} are saved: continue with "
+                     f"zodd distill --resume {out}")
+        raise ClusterError(f"{exc}{where}") from None
+
+
 def _run(loop: Loop, result: Run, out: Path | None, log: rundir.Log, on_step,
          should_stop) -> None:
     cfg = loop.plan.cfg
@@ -84,7 +104,12 @@ def _run(loop: Loop, result: Run, out: Path | None, log: rundir.Log, on_step,
 
     while loop.step < cfg.iterations:
         started = time.perf_counter()
-        log.add(loop.advance())
+        try:
+            log.add(_advance(loop, out))
+        except ClusterError:
+            if log.pending:
+                flush()  # the rows up to the checkpoint just written
+            raise
         loop.seconds += time.perf_counter() - started
         log.pending[-1]["seconds"] = round(loop.seconds, 4)
         if loop.failures > cfg.max_failures:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from zodd.types import BlackBox, EvaluationError, WrappedBox
+from zodd.types import BlackBox, ClusterError, EvaluationError, WrappedBox
 
 
 @dataclass
@@ -33,6 +33,8 @@ class Guarded(WrappedBox):
             if not ok:
                 raise EvaluationError(f"returned {type(losses).__name__} of the wrong shape")
             return losses.detach().to(candidates.dtype)
+        except ClusterError:
+            raise  # the cluster's fault, not the box's: ends the run (zodd.driver)
         except EvaluationError as exc:
             self.messages.append(str(exc))
         except Exception as exc:  # the box's own bug or crash: counted like any failure

@@ -129,6 +129,9 @@ OPTIONS = {
     "ray_address": Option("Parallel and devices", "Join this Ray cluster instead of a local "
                           "one.", "--workers"),
     "retries": Option("Parallel and devices", "Further tries of a failed evaluation."),
+    "worker_retries": Option("Parallel and devices", "Times the candidates of a Ray worker that "
+                             "died are scored again, on the worker restarted (on any live node); "
+                             "then the run stops, its last step saved.", "--workers"),
     "max_failures": Option("Parallel and devices", "Failed evaluations tolerated before the run "
                            "ends."),
     "checkpoint_every": Option("Run directory", "Iterations between checkpoints (default: about "

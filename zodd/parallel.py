@@ -2,18 +2,21 @@
 
 ``RayPool.wrap(box)`` is a BlackBox that wraps a BlackBox: it splits the candidates into one
 contiguous chunk per actor, evaluates the chunks in parallel and gives the losses back in
-candidate order, so an estimator cannot tell it from an in-process call. Ray is imported only
-here, and only when ``--workers`` is above 0. A local cluster is bound to 127.0.0.1 and starts
-no dashboard.
+candidate order, so an estimator cannot tell it from an in-process call. A worker that dies is
+restarted and its chunk scored again (``RayPool``); what Ray cannot mend is a
+:class:`zodd.types.ClusterError`, which the guard passes on and the run ends with. Ray is
+imported only here, and only when ``--workers`` is above 0. A local cluster is bound to
+127.0.0.1 and starts no dashboard.
 """
 from __future__ import annotations
 
 import logging
+import socket
 
 import torch
 from torch import Tensor
 
-from zodd.types import BlackBox, EvaluationError, WrappedBox, ZoddError
+from zodd.types import BlackBox, ClusterError, EvaluationError, WrappedBox, ZoddError
 
 
 class _Worker:
@@ -50,14 +53,60 @@ def start_ray(num_cpus: int | None, address: str | None = None, dashboard: bool 
 
 
 class RayPool:
-    def __init__(self, workers: int, seed: int, address: str | None = None):
+    """``workers`` Ray actors, each restarted by Ray when its process dies (on any node with a
+    free CPU) and its unfinished call retried there, up to ``retries`` times per call: a
+    candidate's loss depends only on the step's draws, so a retried chunk gives the same losses.
+    What Ray cannot mend ends the step with a :class:`ClusterError`."""
+
+    POLL = 1.0  # seconds between checks of the local Ray node while a step's chunks run
+
+    def __init__(self, workers: int, seed: int, address: str | None = None, retries: int = 3):
         ray, self.owns = start_ray(workers, address)
-        self.ray = ray
-        actor = ray.remote(num_cpus=1)(_Worker)
+        self.ray, self.retries = ray, retries
+        actor = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=retries)(_Worker)
         self.actors = [actor.remote(seed, i) for i in range(workers)]
+        node = getattr(getattr(ray, "_private", None), "worker", None)
+        node = getattr(getattr(node, "global_worker", None), "node", None)
+        self.store = getattr(node, "plasma_store_socket_name", None)
 
     def wrap(self, box: BlackBox) -> "RayBox":
         return RayBox(self, box)
+
+    def check_node(self) -> None:
+        """ClusterError when this machine's Ray node (its object store) is gone: Ray ends the
+        process at the next call that needs the store, so the run must stop before it."""
+        if self.store is None:
+            return
+        probe = socket.socket(socket.AF_UNIX)
+        try:
+            probe.connect(self.store)
+        except OSError:
+            raise ClusterError("the Ray node on this machine died (its object store does not "
+                               "answer)") from None
+        finally:
+            probe.close()
+
+    def gather(self, futures: list) -> list[Tensor]:
+        """The chunks' losses, waiting in slices of POLL seconds so that a dead local node or a
+        cluster with no CPU left for a restarted worker ends the step instead of hanging it."""
+        ray = self.ray
+        waited = 0.0
+        while True:
+            _, pending = ray.wait(futures, num_returns=len(futures), timeout=self.POLL)
+            if not pending:
+                break
+            waited += self.POLL
+            self.check_node()
+            if waited >= 10 * self.POLL and ray.cluster_resources().get("CPU", 0) < 1:
+                raise ClusterError("no Ray node with a CPU is left for the workers")
+        try:
+            return ray.get(futures)
+        except ray.exceptions.RayTaskError as exc:  # the box raised on the worker: its fault
+            cause = exc.cause if getattr(exc, "cause", None) is not None else exc
+            raise EvaluationError(f"on a worker: {type(cause).__name__}: {cause}") from None
+        except ray.exceptions.RayError as exc:  # a worker, node or object lost past the retries
+            raise ClusterError(f"Ray lost a worker and scoring again failed {self.retries + 1} "
+                               f"times ({type(exc).__name__}; see --worker-retries)") from None
 
     def close(self) -> None:
         for a in self.actors:
@@ -78,15 +127,9 @@ class RayBox(WrappedBox):
         self.pool, self.box = pool, box
 
     def _evaluate(self, candidates: Tensor, blocks: bool) -> Tensor:
-        ray = self.pool.ray
-        ref = ray.put(self.box)  # one copy of the bound objective in the object store per step
+        self.pool.check_node()
+        ref = self.pool.ray.put(self.box)  # one copy of the bound objective per step
         chunks = [c for c in torch.tensor_split(candidates.detach(), len(self.pool.actors))
                   if len(c)]
         futures = [a.evaluate.remote(ref, c, blocks) for a, c in zip(self.pool.actors, chunks)]
-        try:
-            return torch.cat(ray.get(futures))
-        except ray.exceptions.RayTaskError as exc:
-            cause = exc.cause if getattr(exc, "cause", None) is not None else exc
-            raise EvaluationError(f"on a worker: {type(cause).__name__}: {cause}") from None
-        except ray.exceptions.RayError as exc:
-            raise EvaluationError(f"Ray: {type(exc).__name__}") from None
+        return torch.cat(self.pool.gather(futures))

@@ -37,7 +37,8 @@ STORED_FILE = "representation.pt"  # the stored tensor, for representations othe
 CHECKPOINT_FORMAT = "zodd-checkpoint-1"
 # settings that a resumed run may change: they end the run sooner or later, not differently
 RESUMABLE_CHANGES = {"iterations", "max_seconds", "max_queries", "checkpoint_every", "data_dir",
-                     "workers", "ray_address", "max_failures", "device"}
+                     "workers", "ray_address", "worker_retries", "max_failures",
+                     "device"}
 
 
 def metrics_name(augment: str, own_augment: str, baseline: str | None = None,

@@ -23,6 +23,12 @@ class ZoddError(Exception):
     """
 
 
+class ClusterError(ZoddError):
+    """Ray could not score a step: a worker that kept dying past its retries, a node lost with
+    no other to take its workers, the local Ray node gone. Not the black box's fault, so not
+    retried as one: the run ends with its last completed step saved."""
+
+
 class Registry(dict):
     """A vocabulary: command-line name -> the class or factory it selects, each with a one-line
     description. Click choices, help text, name checks and parametrised tests all read the
