@@ -1,5 +1,7 @@
 """Checkpoints and exact resume: a killed run, resumed, ends bit for bit where an uninterrupted
 run ends."""
+import errno
+import json
 import os
 import random
 import signal
@@ -9,6 +11,8 @@ import time
 
 import pytest
 import torch
+
+from cli_run import run_cli
 
 CLI = [sys.executable, "-m", "zodd.cli", "distill"]
 SMALL = ["--ipc", "2", "--batch-size", "16", "--checkpoint-every", "1", "--quiet"]
@@ -88,6 +92,62 @@ def test_truncated_checkpoint_falls_back_to_the_previous_one(tmp_path, reference
     assert done.returncode == 0, done.stderr
     assert "warning" in done.stderr and "checkpoint.prev.pt" in done.stderr
     assert _images(run) == _images(reference["autograd"])
+
+
+def test_a_full_disk_at_a_checkpoint_keeps_the_one_before_and_ends_with_one_line(
+        tmp_path, monkeypatch, capsys, reference):
+    """The fourth checkpoint's write fails half-way with ENOSPC: the third stays checkpoint.pt
+    (the second checkpoint.prev.pt), no partial file is left, the run stops with one line and
+    its set, and a resume ends where the run without the fault ends."""
+    from zodd import rundir
+
+    real, checkpoints = rundir.atomic_write, []
+
+    def full_disk(path, write):
+        if "checkpoint" in path.name:
+            checkpoints.append(path)
+            if len(checkpoints) == 4:
+                def half(f):
+                    f.write(b"zodd" * 1024)
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                return real(path, half)
+        return real(path, write)
+
+    monkeypatch.setattr(rundir, "atomic_write", full_disk)
+    run = tmp_path / "run"
+    code, _, err = run_cli(monkeypatch, capsys, "distill", *SMALL, "--estimator", "autograd",
+                           "--iterations", 30, "--out", run)
+    assert code == 2 and err.count("\n") == 1 and "No space left on device" in err, err
+    read = lambda name: torch.load(run / name, weights_only=True)["step"]  # noqa: E731
+    assert read("checkpoint.pt") == 3 and read("checkpoint.prev.pt") == 2
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == [".lock"]
+    assert (run / "synthetic.pt").exists()
+    monkeypatch.undo()
+    done = _run(["--resume", run, "--iterations", 30])
+    assert done.returncode == 0, done.stderr
+    assert _images(run) == _images(reference["autograd"])
+
+
+def test_a_second_run_in_the_same_directory_is_refused_while_the_first_writes(tmp_path):
+    run = tmp_path / "run"
+    first = subprocess.Popen([*CLI, *SMALL, "--iterations", "100000", "--out", str(run)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 300
+        while _rows(run) < 2 and first.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        config = (run / "config.json").read_text()
+        for args in (["--out", run, "--overwrite", "--ipc", 1], ["--resume", run]):
+            second = _run(args)
+            assert second.returncode == 2 and "in use by another zodd run" in second.stderr
+            assert str(first.pid) in second.stderr
+        assert (run / "config.json").read_text() == config
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=120)
+    steps = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, len(steps) + 1))  # one writer's rows, none interleaved
+    assert _run(["--resume", run, "--iterations", len(steps) + 1]).returncode == 0  # now free
 
 
 def test_resume_refuses_a_different_config(tmp_path):

@@ -37,15 +37,16 @@ def distill(cfg: DistillConfig, data: ImageData, out: Path | None = None,
     if plan.init == "dm" and not resume:
         note(f"warm start: {plan.warm_iterations} DM steps with exact gradients before the "
              "first query (--init dm)")
-    pool, loop, log, result = None, None, None, None
+    pool, loop, log, result, lock = None, None, None, None, None
     try:
+        if out is not None:
+            lock = rundir.Lock(out)  # before anything there is read or written
         if cfg.workers > 0:  # resolve() refused workers for autograd
             from zodd.parallel import RayPool
 
             pool = RayPool(cfg.workers, cfg.seed, cfg.ray_address, cfg.worker_retries)
         loop = Loop(plan, data, pool, resuming=resume)
         if out is not None:
-            out.mkdir(parents=True, exist_ok=True)
             if resume:
                 state = rundir.read_checkpoint(out)
                 rundir.check_resumable(DistillConfig.from_dict(json.loads(state["config"])), cfg)
@@ -59,14 +60,24 @@ def distill(cfg: DistillConfig, data: ImageData, out: Path | None = None,
             pool.close()
         if log:
             log.close()
-        if loop is not None:
-            loop.x.requires_grad_(False)
-            final = loop.decoded_set()
-            if result is not None:
-                result.synthetic = final
-            if out is not None and out.is_dir():
-                loop.save(out, final)
+        try:
+            if result is not None:  # the run began: its set is saved whatever ended it
+                loop.x.requires_grad_(False)
+                result.synthetic = loop.decoded_set()
+                if out is not None:
+                    _save_set(loop, out, result.synthetic)
+        finally:
+            if lock is not None:
+                lock.release(remove_folder=result is None)
     return result
+
+
+def _save_set(loop: Loop, out: Path, final) -> None:
+    try:
+        loop.save(out, final)
+    except OSError as exc:  # each file is written whole or not at all (zodd.files)
+        raise ZoddError(f"could not write the set in {out} ({exc.strerror or exc}); its last "
+                        "checkpoint is kept") from None
 
 
 def _advance(loop: Loop, out: Path | None) -> dict:

@@ -6,7 +6,8 @@
 * ``checkpoint.pt`` (and the one before, ``checkpoint.prev.pt``): the whole loop state
   (``zodd.loop.Loop.state_dict``);
 * ``synthetic.pt``, ``representation.pt`` and ``grid.png``: the set (zodd.synthetic.save);
-* ``metrics*.json``: what ``zodd evaluate`` wrote (``metrics_name``).
+* ``metrics*.json``: what ``zodd evaluate`` wrote (``metrics_name``);
+* ``.lock``: held while a run writes the directory, so that a second one is refused.
 
 Every file is written through a temporary file in the same directory, fsync and rename, so a
 crash mid-write leaves the earlier file intact; every ``.pt`` file is read with
@@ -33,6 +34,7 @@ from zodd.types import ZoddError
 CONFIG_FILE, LOG_FILE = "config.json", "log.jsonl"
 CHECKPOINT, PREVIOUS = "checkpoint.pt", "checkpoint.prev.pt"
 SET_FILE, GRID_FILE = "synthetic.pt", "grid.png"  # the set (decoded) and its picture
+LOCK_FILE = ".lock"  # held by the run writing the directory (Lock)
 STORED_FILE = "representation.pt"  # the stored tensor, for representations other than pixel
 CHECKPOINT_FORMAT = "zodd-checkpoint-1"
 # settings that a resumed run may change: they end the run sooner or later, not differently
@@ -119,11 +121,53 @@ def has_checkpoint(out: Path) -> bool:
 
 
 def save_checkpoint(state: dict, out: Path) -> None:
-    """Atomically write checkpoint.pt, keeping the one before as checkpoint.prev.pt."""
-    current = out / CHECKPOINT
+    """Write checkpoint.pt, keeping the one before as checkpoint.prev.pt. The new one is written
+    whole under a temporary name first: a write that fails (a full disk) leaves both as they
+    were and ends the run with one line."""
+    current, new = out / CHECKPOINT, out / f".{CHECKPOINT}.new"
+    try:
+        atomic_write(new, lambda f: torch.save({"format": CHECKPOINT_FORMAT, **state}, f))
+    except OSError as exc:
+        raise ZoddError(f"could not write a checkpoint in {out} ({exc.strerror or exc}); the "
+                        "checkpoint before it is kept") from None
     if current.exists():
         current.replace(out / PREVIOUS)
-    atomic_write(current, lambda f: torch.save({"format": CHECKPOINT_FORMAT, **state}, f))
+    new.replace(current)
+
+
+class Lock:
+    """One run at a time in a directory: an exclusive lock on ``.lock`` (which holds the
+    owner's process id), held while the run writes there; a second run is refused."""
+
+    def __init__(self, out: Path):
+        import fcntl
+
+        self.created = not out.exists()
+        out.mkdir(parents=True, exist_ok=True)
+        self.path = out / LOCK_FILE
+        self.file = open(self.path, "a+")
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.file.seek(0)
+            owner = self.file.read().strip() or "another process"
+            self.file.close()
+            raise ZoddError(f"{out} is in use by another zodd run (process {owner}); wait for "
+                            "it to end or choose another directory") from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(str(os.getpid()))
+        self.file.flush()
+
+    def release(self, remove_folder: bool = False) -> None:
+        """Closing releases the lock; the file stays (removing it would race with a run that
+        opened it meanwhile), unless ``remove_folder``: a run that never began leaves no folder
+        it made."""
+        if remove_folder and self.created and [p.name for p in self.path.parent.iterdir()] == [
+                LOCK_FILE]:
+            self.path.unlink()
+            self.path.parent.rmdir()
+        self.file.close()
 
 
 def read_checkpoint(out: Path) -> dict:
