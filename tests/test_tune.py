@@ -2,6 +2,7 @@
 (marked ``ray``) whole sweeps: end to end, interrupted and resumed, with a failing trial."""
 import csv
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -18,11 +19,12 @@ from tuning.trial import Scoring, report_points, split_indices, validation_split
 from zodd.types import ZoddError
 
 CLI = [sys.executable, "-m", "zodd.cli"]
+FAULTS = Path(__file__).with_name("fault_evaluator.py")
 
 
-def _cli(*args, timeout=900):
+def _cli(*args, timeout=900, env=None):
     return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, env=env)
 
 
 # --- the space ----------------------------------------------------------------------------------
@@ -263,7 +265,37 @@ def test_a_failing_trial_is_reported_not_fatal(tmp_path):
 
 
 @pytest.mark.ray
-def test_sigint_then_resume_completes_without_repeating_finished_trials(tmp_path):
+@pytest.mark.parametrize("retries", [2, 0])
+def test_a_killed_trial_starts_again_from_its_checkpoint_and_the_sweep_completes(tmp_path,
+                                                                                  retries):
+    """The black box of the first trial kills the trial's process (its parent) once, after the
+    trial's first report: with --trial-retries the trial goes on from that report and the table
+    says it took two starts; without, it is a failed trial."""
+    pytest.importorskip("ray.tune")
+    out, kill = tmp_path / "sweep", tmp_path / "kill"
+    kill.touch()
+    env = {**os.environ, "ZODD_CALLS": str(tmp_path / "calls"), "ZODD_KILL": str(kill),
+           "ZODD_KILL_ONCE": "1", "ZODD_FAIL_FROM": "5"}  # one call per step: in step 5 of 6
+    done = _cli("tune", *TINY, "--cpus", 1, "--set", "objective=command", "--set",
+                f"command={sys.executable} {FAULTS} kill {{input}}", "--set", "init=real",
+                "--set", "directions=4", "--no-default-space", "--search", "grid", "--param",
+                "alpha=0.5,0.9", "--scheduler", "fifo", "--no-final", "--trial-retries",
+                retries, "--out", out, env=env)
+    assert done.returncode == 0, done.stderr
+    assert not kill.exists()  # the kill happened
+    with open(out / "results.csv") as f:
+        table = list(csv.DictReader(f))
+    if retries:
+        assert sorted((r["status"], r["attempts"]) for r in table) == [("done", "1"),
+                                                                       ("done", "2")]
+    else:
+        assert sorted(r["status"] for r in table) == ["done", "failed"]
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_a_stopped_sweep_resumes_without_repeating_finished_trials(tmp_path, sig):
+    """Interrupted (SIGINT: it says how to resume) or killed (SIGKILL: it says nothing)."""
     pytest.importorskip("ray.tune")
     out = tmp_path / "sweep"
     args = [*TINY, "--cpus", 1, "--no-default-space", "--param", "alpha=0.3:1.0",
@@ -280,12 +312,14 @@ def test_sigint_then_resume_completes_without_repeating_finished_trials(tmp_path
         if "iteration 6," in line and not finished:
             finished.append(line.split()[1])
         elif finished and line.startswith("trial ") and finished[0] not in line:
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(sig)
             break
     assert finished, "".join(seen)
     _, rest = proc.communicate(timeout=300)
-    assert proc.returncode == 130, rest
-    assert "zodd tune --resume" in rest
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130 and "zodd tune --resume" in rest, rest
+    else:
+        assert proc.returncode == -signal.SIGKILL
     assert not (out / "best.json").exists()
     done = _cli("tune", "--resume", out)
     assert done.returncode == 0, done.stderr

@@ -11,7 +11,7 @@ from zodd.rundir import atomic_write
 from zodd.types import ZoddError
 
 COLUMNS = ("trial", "status", "score", "acc", "cluster_min", "noise", "blur", "invert",
-           "iterations", "seconds")
+           "iterations", "attempts", "seconds")
 
 
 def fmt(value) -> str:

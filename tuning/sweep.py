@@ -68,6 +68,7 @@ class Sweep:
     final: bool = True
     final_seeds: int = 3
     final_epochs: int = 300
+    trial_retries: int = 2  # a failed trial started again from its last checkpoint, this often
 
     def validate(self) -> "Sweep":
         check(DistillConfig.from_dict(self.base))
@@ -90,6 +91,8 @@ class Sweep:
                             ("final-epochs", self.final_epochs)):
             if value < 1:
                 raise ZoddError(f"invalid {name}: {value} (must be at least 1)")
+        if self.trial_retries < 0:
+            raise ZoddError(f"invalid trial-retries: {self.trial_retries} (must be at least 0)")
         if not 0 < self.validation < 1:
             raise ZoddError(f"invalid validation: {self.validation} (a fraction in (0, 1))")
         if self.cpus is not None and self.cpus < 1:
@@ -232,7 +235,7 @@ def run(sweep: Sweep, out: Path, resume: bool = False, say: Say | None = None,
                     num_samples=1 if sweep.search == "grid" else sweep.num_samples),
                 run_config=tune.RunConfig(
                     name=EXPERIMENT, storage_path=str(out.resolve()), verbose=0,
-                    failure_config=tune.FailureConfig(max_failures=0),
+                    failure_config=tune.FailureConfig(max_failures=sweep.trial_retries),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                     callbacks=[_progress_callback(say)]))
         grid = tuner.fit()
@@ -264,6 +267,7 @@ def result_rows(grid, sweep: Sweep) -> list[dict]:
         if result.error is not None:
             row["status"] = "failed"
             row["error"] = _last_line(str(result.error))
+            metrics = {**metrics, "attempts": sweep.trial_retries + 1}  # Tune gave up after
         elif not metrics or "score" not in metrics:
             row["status"] = "pending"
         elif metrics.get("iterations", 0) >= target:

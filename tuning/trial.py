@@ -25,6 +25,7 @@ METRIC_NAMES = Registry("metric", [
     ("mix", "mix", "(1 - mix) x accuracy + mix x Cluster-min"),
 ])
 PROGRESS = "trial.json"  # inside a trial's checkpoint: how many reports it has made
+ATTEMPTS = "attempts.txt"  # in a trial's directory: how many times it has started
 
 
 @dataclass(frozen=True)
@@ -92,8 +93,9 @@ def run_trial(values: dict, *, base: dict, data: ImageData, scoring: Scoring,
               threads: int = 1) -> None:
     """Ray Tune's function trainable, on ``data`` from ``validation_split`` (it distils on the
     train part and scores on the held-out part). Each report carries the run directory as a
-    checkpoint, so a sweep resumed after an interruption continues an unfinished trial where it
-    stopped."""
+    checkpoint, so a sweep resumed after an interruption, or a trial started again after a
+    failure (``Sweep.trial_retries``), continues where it stopped; each report says which start
+    of the trial made it (``attempts``)."""
     from ray import tune
 
     from zodd.driver import distill
@@ -101,6 +103,7 @@ def run_trial(values: dict, *, base: dict, data: ImageData, scoring: Scoring,
     from zodd.rundir import save_json
 
     torch.set_num_threads(threads)
+    attempt = _count_attempt(Path(tune.get_context().get_trial_dir()))
     cfg = trial_config(base, values)
     work = Path(tempfile.mkdtemp(prefix="zodd-trial-"))
     done = 0
@@ -123,11 +126,25 @@ def run_trial(values: dict, *, base: dict, data: ImageData, scoring: Scoring,
                                                       "invert")}
             last = result.rows[-1] if result.rows else {}
             tune.report({"score": scoring.score(report), **metrics, "iterations": upto,
+                         "attempts": attempt,
                          "queries": last.get("queries", 0),
                          "distill_seconds": last.get("seconds", 0.0)},
                         checkpoint=tune.Checkpoint.from_directory(str(work)))
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _count_attempt(trial_dir: Path) -> int:
+    """This start of the trial, counted in its directory (1, then 2 after a failure that
+    ``--trial-retries`` starts again from the trial's last checkpoint)."""
+    path = trial_dir / ATTEMPTS
+    try:
+        attempt = int(path.read_text()) + 1
+    except (OSError, ValueError):
+        attempt = 1
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(str(attempt))
+    return attempt
 
 
 def _read_progress(work: Path) -> int:

@@ -157,7 +157,7 @@ def tune(config: Config = None, *, out: str | os.PathLike | None = None,
          metric: str = "acc", mix: float = 0.5, validation: float = 0.2, eval_seeds: int = 1,
          eval_epochs: int = 300, cpus: int | None = None, cpus_per_trial: float = 1.0,
          gpus_per_trial: float = 0.0, address: str | None = None, dashboard: bool = False,
-         final: bool = True, final_seeds: int = 3,
+         final: bool = True, final_seeds: int = 3, trial_retries: int = 2,
          say: Callable[..., None] | None = None, **given) -> dict:
     """A Ray Tune sweep over distillation settings (``zodd tune``); returns its summary (also
     in ``out``/summary.json). ``given``: distillation settings every trial keeps (as for
@@ -191,7 +191,8 @@ def tune(config: Config = None, *, out: str | os.PathLike | None = None,
                                       seeds=eval_seeds, epochs=eval_epochs, reports=reports),
                       validation=validation, cpus=cpus, cpus_per_trial=cpus_per_trial,
                       gpus_per_trial=gpus_per_trial, address=address, dashboard=dashboard,
-                      final=final, final_seeds=final_seeds).validate()
+                      final=final, final_seeds=final_seeds,
+                      trial_retries=trial_retries).validate()
         out_dir = Path(out) if out else Path("runs") / f"tune-{base.dataset}-ipc{base.ipc}"
         rundir.check_out(out_dir, overwrite)
     try:

@@ -250,6 +250,9 @@ RESUME_RUNTIME = {"resume_dir", "quiet", "cpus", "address", "dashboard"}  # --re
 @click.option("--cpus", type=int, help="CPUs of the local Ray cluster [default: all].")
 @click.option("--cpus-per-trial", type=float, default=1.0, show_default=True, callback=_finite)
 @click.option("--gpus-per-trial", type=float, default=0.0, show_default=True, callback=_finite)
+@click.option("--trial-retries", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Times a failed trial (its process killed, its run ended by an error) is "
+              "started again from its last checkpoint.")
 @click.option("--address", type=str, help="Run on this Ray cluster instead of a local one.")
 @click.option("--dashboard", is_flag=True, help="Start Ray's dashboard (local cluster).")
 @click.option("--final/--no-final", default=True, show_default=True, help="Distil the best "
