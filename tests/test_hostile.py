@@ -184,7 +184,8 @@ FLOAT_FLAGS = {"--alpha": lambda v: 0 < v <= 1, "--sigma": lambda v: v > 0,
                "--lr": lambda v: v > 0, "--model-lr": lambda v: v > 0,
                "--max-seconds": lambda v: v > 0}
 INT_FLAGS = {"--ipc": 1, "--clusters": 1, "--batch-size": 1, "--directions": 1,
-             "--iterations": 1, "--model-steps": 1, "--reinit-every": 1, "--seed": 0}
+             "--iterations": 1, "--model-steps": 1, "--reinit-every": 1, "--seed": 0,
+             "--worker-retries": 0}
 SETTINGS = settings(max_examples=25, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
 

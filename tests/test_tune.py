@@ -169,6 +169,7 @@ def test_alpha_plot_is_a_png_and_needs_alpha_to_vary(tmp_path):
     (["--metric", "loss"], "loss"),
     (["--mix", "2", "--metric", "mix"], "mix weight"),
     (["--reports", "0"], "reports"),
+    (["--trial-retries", "-1"], "trial-retries"),
     (["--validation", "1.5"], "validation"),
     (["--cpus", "1", "--cpus-per-trial", "2"], "no trial could start"),
     (["--set", "alpha=0.5"], "both --set and searched"),
