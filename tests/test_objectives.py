@@ -1,5 +1,6 @@
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
@@ -8,6 +9,28 @@ from zodd.models import build_model
 from zodd.types import BlackBox, StepContext
 
 MATCHING = ["dm", "gm", "krr"]  # the differentiable matching objectives
+
+
+def test_krr_loss_is_scikit_learn_s_kernel_ridge_on_the_same_kernel(digits):
+    """The loss against scikit-learn's KernelRidge(kernel="precomputed") fitted on the kernel of
+    the docstring: linear on the network's embedding scaled by 1/sqrt(dim), ridge times the
+    mean of K_ss's diagonal, one-hot targets less 1/classes, squared error summed over classes
+    and averaged over the real images."""
+    from sklearn.kernel_ridge import KernelRidge
+
+    ctx = _context(digits, n=3, augment="none")
+    candidate = torch.randn(1, 20, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    loss = float(OBJECTIVES["krr"](ridge=0.05).bind(ctx)(candidate)[0])
+    with torch.no_grad():
+        embed = lambda x: ctx.net.embed(x).double().numpy()  # noqa: E731
+        phi_s, phi_r = embed(candidate[0]), embed(ctx.real.flatten(0, 1))
+    dim = phi_s.shape[1]
+    k_ss, k_rs = phi_s @ phi_s.T / dim, phi_r @ phi_s.T / dim
+    y_s = np.eye(10)[np.repeat(np.arange(10), 2)] - 0.1
+    y_r = np.eye(10)[np.repeat(np.arange(10), 3)] - 0.1
+    model = KernelRidge(alpha=0.05 * np.trace(k_ss) / 20, kernel="precomputed").fit(k_ss, y_s)
+    expected = ((model.predict(k_rs) - y_r) ** 2).sum(1).mean()
+    assert loss == pytest.approx(expected, rel=1e-4)
 
 
 def _context(digits, n=16, augment="affine", seed=0):
