@@ -330,3 +330,34 @@ def test_several_models_and_the_augmentation_ablation_in_one_file(tmp_path, monk
     assert report["runs"]["mlp"]["set"]["protocol"]["model"] == "mlp"
     assert report["runs"]["mlp, no augment"]["set"]["protocol"]["augment"] == "none"
     assert (run / "metrics_random-none.json").is_file()  # the run's baseline, kept for reuse
+
+
+@pytest.mark.parametrize("name, mean, std", [  # written from DC's utils.get_dataset
+    ("cifar10", (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+    ("svhn", (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
+    ("mnist", (0.1307,), (0.3081,)),
+    ("fashion-mnist", (0.2861,), (0.3530,)),
+])
+def test_a_dc_family_file_is_read_with_the_constants_its_code_hard_codes(tmp_path, name, mean,
+                                                                          std):
+    """The DC family saves images normalised by per-data-set constants, not by the data's own
+    statistics: a file written that way from known pixels must give those pixels back, here
+    standardised by the data set's own mean and std (which differ, as CIFAR-10's do)."""
+    from zodd import sets
+    from zodd.data import ImageData
+
+    channels = len(mean)
+    gen = torch.Generator().manual_seed(0)
+    own_mean, own_std = tuple(m + 0.01 for m in mean), tuple(s * 1.2 for s in std)
+    blank = torch.zeros(10, channels, 8, 8)
+    data = ImageData(name, blank, torch.arange(10), blank, torch.arange(10), 10, own_mean,
+                     own_std)
+    pixels = torch.rand(20, channels, 8, 8, generator=gen)
+    labels = torch.arange(10).repeat_interleave(2)
+    as_saved = (pixels - torch.tensor(mean).view(-1, 1, 1)) / torch.tensor(std).view(-1, 1, 1)
+    torch.save({"data": [[as_saved, labels]]}, tmp_path / "res.pt")
+    read = sets.read(sets.locate(tmp_path / "res.pt"), data)
+    back = read.set.images * torch.tensor(own_std).view(-1, 1, 1) + torch.tensor(
+        own_mean).view(-1, 1, 1)
+    assert torch.allclose(back, pixels, atol=1e-5)
+    assert name in read.note

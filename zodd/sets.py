@@ -10,8 +10,11 @@ Formats (``FORMATS``), told apart by what PATH is and holds; every file is read 
 * ``mtt``: an MTT-style pair ``images_best.pt`` + ``labels_best.pt`` (PATH is their folder or
   the images file); labels may be hard ``[N]`` or soft ``[N, classes]``.
 
-Images from the other tools are normalised by the data set's mean and std, as their code saves
-them (``pixels="standardised"``); ``unit`` reads [0, 1] pixels, ``byte`` 0..255. Soft labels
+Images from the other tools are normalised as their code saves them (``pixels="standardised"``):
+by the mean and std the Dataset Condensation family hard-codes for MNIST, Fashion-MNIST, SVHN,
+CIFAR-10 and CIFAR-100 (``TOOL_NORMS``, the same in DC, DSA, DM, IDM and MTT; CIFAR-10's std
+there is (0.2023, 0.1994, 0.2010) where the data's own is about 0.247), by the data set's own
+mean and std for any other; ``unit`` reads [0, 1] pixels, ``byte`` 0..255. Soft labels
 that are not probabilities (rows of non-negative numbers summing to one) are taken as logits and
 softmaxed; the report says which.
 """
@@ -37,12 +40,21 @@ FORMATS = Registry("format", [
     ("mtt", None, "an MTT-style images_best.pt + labels_best.pt pair"),
 ])
 PIXELS = Registry("pixels", [
-    ("standardised", None, "normalised by the data set's per-channel mean and std (as the "
-     "reference codes save their sets)"),
+    ("standardised", None, "normalised as the reference codes save their sets: by the mean and "
+     "std they hard-code for MNIST, Fashion-MNIST, SVHN, CIFAR-10/100, else by the data set's "
+     "own"),
     ("unit", None, "[0, 1] pixels"),
     ("byte", None, "0..255 pixels"),
 ])
 MTT_FILES = ("images_best.pt", "labels_best.pt")
+# (mean, std) per data set as ``utils.get_dataset`` of DC, DSA, DM, IDM and MTT hard-codes them
+TOOL_NORMS = {
+    "mnist": ((0.1307,), (0.3081,)),
+    "fashion-mnist": ((0.2861,), (0.3530,)),
+    "svhn": ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+    "cifar100": ((0.5071, 0.4866, 0.4409), (0.2673, 0.2564, 0.2762)),
+}
 
 
 @dataclass(frozen=True)
@@ -123,6 +135,9 @@ def read(located: Located, data: ImageData, pixels: str = "standardised",
         raise ValueError(located.format)
     images, labels, kind = _checked(images, labels, data, located.path)
     images = _standardised(images, pixels, data)
+    if pixels == "standardised" and data.name in TOOL_NORMS:
+        note = "; ".join(filter(None, [note, f"pixels read with the DC family's {data.name} "
+                                       "mean and std"]))
     return ForeignSet(SyntheticSet(images, labels, data.num_classes), located.format, kind, note)
 
 
@@ -162,9 +177,13 @@ def _checked(images, labels, data: ImageData, path: Path) -> tuple[Tensor, Tenso
 
 
 def _standardised(images: Tensor, pixels: str, data: ImageData) -> Tensor:
+    """``images`` as the file holds them -> standardised by the data set's own mean and std."""
     if pixels == "standardised":
-        return images
-    if pixels == "byte":
+        if data.name not in TOOL_NORMS:
+            return images
+        mean, std = (torch.tensor(v).view(-1, 1, 1) for v in TOOL_NORMS[data.name])
+        images = images * std + mean
+    elif pixels == "byte":
         images = images / 255
     return data.standardise(images)
 
