@@ -32,6 +32,7 @@ LAYERS = [
     {"zodd.plan", "zodd.evaluation", "zodd.sets"},
     {"zodd.build"},
     {"zodd.loop"},
+    {"zodd.scores"},
     {"zodd.driver", "zodd.report"},
     {"tuning.space", "tuning.trial", "tuning.results"},
     {"tuning", "tuning.sweep"},

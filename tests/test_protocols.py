@@ -10,6 +10,7 @@ numbers below are written from that code (not from zodd's output):
 * DSA's ``main.py`` and DM's ``main_DM.py`` (which IDM's evaluation follows): the same
   ``evaluate_synset``, ``epoch_eval_train`` 1,000, with DSA's augmentation.
 """
+import json
 import math
 
 import pytest
@@ -153,3 +154,64 @@ def test_convnet_names_build_the_depth_width_and_norm_they_say(name, depth, widt
         assert len(groups) == depth and all(g.num_groups == g.num_channels for g in groups)
     assert len(batch) == (depth if norm == "batch" else 0)
     assert groups == [] or norm == "instance"
+
+
+def test_the_fairness_scores_are_dd_ranking_s_formulas_on_numbers_worked_by_hand():
+    """acc 60, random 40, full data 90, without augmentation 55 and 30: IOR 20, HLR 30;
+    LRS: a = 0.5 (0.2) - 0.5 (0.3) = -0.05, (e^-0.05 - e^-1) / (e - e^-1) = 0.583350 / 2.350402;
+    ARS: b = 0.5 (0.2) + 0.5 (0.25) = 0.225, (e^0.225 - e^-1) / (e - e^-1) = 0.884444 /
+    2.350402."""
+    from zodd.scores import scores
+
+    got = scores(acc=60, random_acc=40, full_acc=90, acc_plain=55, random_plain=30)
+    assert got["ior"] == pytest.approx(20) and got["hlr"] == pytest.approx(30)
+    assert got["lrs"] == pytest.approx(24.8191, abs=1e-3)
+    assert got["ars"] == pytest.approx(37.6291, abs=1e-3)
+    perfect = scores(acc=100, random_acc=0, full_acc=100, acc_plain=100, random_plain=0)
+    assert perfect["lrs"] == pytest.approx(100 * (math.exp(0.5) - math.exp(-1))
+                                           / (math.e - math.exp(-1)))
+    assert perfect["ars"] == pytest.approx(100)
+
+
+def test_evaluate_with_scores_on_one_channel_data_writes_them_and_trains_full_data_once(
+        tmp_path, digits, monkeypatch):
+    from zodd import evaluation, report, scores
+    from zodd.config import DistillConfig
+    from zodd.driver import distill
+
+    monkeypatch.setenv("ZODD_DATA", str(tmp_path / "data"))
+    monkeypatch.setattr(scores, "FULL_EPOCHS", 3)
+    run = tmp_path / "run"
+    distill(DistillConfig(objective="prototype", init="real", ipc=2, iterations=1,
+                          directions=2), digits, run)
+    full_trainings = []
+    real = scores.evaluate
+
+    def counting(syn, data, cfg, **kw):
+        full_trainings.append(len(syn.labels))
+        return real(syn, data, cfg, **kw)
+
+    monkeypatch.setattr(scores, "evaluate", counting)
+    for _ in range(2):
+        rep = report.evaluate(run, protocol="zodd", seeds=1, epochs=3, scores=True, write=True)
+    assert full_trainings == [len(digits.train_y)]  # once, then from its cache
+    got = json.loads((run / "metrics.json").read_text())["scores"]
+    head = rep.record["runs"]["convnet"]
+    plain = rep.record["runs"]["convnet, no augment"]
+    acc, rnd = head["set"]["acc"]["mean"], head["random"]["acc"]["mean"]
+    assert got["ior"] == pytest.approx(acc - rnd)
+    assert got["hlr"] == pytest.approx(got["full_data_acc"] - acc)
+    assert got["ars"] == pytest.approx(scores.augmentation_robust(
+        acc - rnd, plain["set"]["acc"]["mean"] - plain["random"]["acc"]["mean"]))
+    assert "LRS" in rep.summary and evaluation.METRICS[0] == "acc"
+
+
+def test_scores_need_the_random_baseline(tmp_path, digits, monkeypatch, capsys):
+    from cli_run import run_cli
+    from zodd.config import DistillConfig
+    from zodd.driver import distill
+
+    run = tmp_path / "run"
+    distill(DistillConfig(objective="prototype", ipc=1, iterations=1, directions=2), digits, run)
+    code, _, err = run_cli(monkeypatch, capsys, "evaluate", run, "--scores", "--no-vs-random")
+    assert code == 2 and err.count("\n") == 1 and "--no-vs-random" in err

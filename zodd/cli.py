@@ -160,6 +160,9 @@ def distill(config_file, no_robust, resume_dir, out, overwrite, quiet, **flags) 
               "protocol (a run's earlier one is reused) and print the difference.")
 @click.option("--ablate-augment", is_flag=True,
               help="Also evaluate the set (and the baseline) with augmentation off.")
+@click.option("--scores", is_flag=True, help="Also DD-Ranking's fairness scores: improvement "
+              "over random (IOR), hard-label recovery (HLR: networks on the whole training set, "
+              "trained once and cached), the label- and augmentation-robust scores (LRS, ARS).")
 @click.option("--out", type=click.Path(dir_okay=False),
               help="Metrics file [default: in the run directory, or beside the set's file].")
 @click.option("--device", default="auto", show_default=True, help="Where the networks train: "

@@ -151,7 +151,8 @@ def evaluate(what, dataset: str | None = None, *, protocol: str = "zodd",
              models: str | Sequence[str] = ("convnet",), seeds: int = 3,
              epochs: int | None = None, lr: float | None = None, batch_size: int | None = None,
              augment: str | None = None, baseline: str | None = None, vs_random: bool = True,
-             ablate_augment: bool = False, device: str = "auto", pixels: str = "standardised",
+             ablate_augment: bool = False, scores: bool = False, device: str = "auto",
+             pixels: str = "standardised",
              experiment: int = 0, data_dir: str | None = None, image_size: int | None = None,
              out: str | os.PathLike | None = None, write: bool = False,
              progress: Progress | None = None) -> Report:
@@ -160,7 +161,8 @@ def evaluate(what, dataset: str | None = None, *, protocol: str = "zodd",
     random-real baseline of the same size under the same protocol (``vs_random``). ``out``:
     write the record there; ``write``: write it where ``zodd evaluate`` does (in the run
     directory, or beside the set's file). A run's earlier random baseline under the same
-    protocol is reused."""
+    protocol is reused. ``scores``: DD-Ranking's IOR, HLR, LRS and ARS too (zodd.scores: the set
+    and the baseline also without augmentation, and networks on the whole training set)."""
     progress = progress or Progress()
     resolve_device(device)  # a bad or missing device is reported before any work
     names = _models(models)
@@ -179,6 +181,12 @@ def evaluate(what, dataset: str | None = None, *, protocol: str = "zodd",
                       cfg.depth)
     ipc, seed = (cfg.ipc, cfg.seed) if tgt.is_run else (sets.random_ipc(foreign.set), 0)
     random_set = synthetic.initialise(data, ipc, "real", torch.Generator().manual_seed(seed))
+    if scores and (baseline is not None or not vs_random):
+        raise ZoddError("--scores compares the set with its random baseline: drop "
+                        + ("--baseline" if baseline is not None else "--no-vs-random"))
+    if scores and foreign.labels != "hard":
+        raise ZoddError("--scores are defined on hard labels; this set's are "
+                        + foreign.labels)
     if baseline is not None:
         foreign, vs_random = sets.ForeignSet(random_set, "random", "hard"), False
     chosen = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "augment": augment}
@@ -188,12 +196,16 @@ def evaluate(what, dataset: str | None = None, *, protocol: str = "zodd",
                                         if name == "convnet" else {})) for name in names}
     label = baseline or ("synthetic" if tgt.is_run else tgt.format)
     rows, record = _train_all(foreign.set, random_set if vs_random else None, data, configs,
-                              label, ablate_augment, tgt.run_dir, progress)
+                              label, ablate_augment or scores, tgt.run_dir, progress)
+    if scores:
+        for name, ecfg in configs.items():
+            record[name]["scores"] = _scores(record, name, data, ecfg, progress)
     head = record[names[0]]
     report = {**head["set"], "set": label, "format": foreign.format, "labels": foreign.labels,
               "source": str(tgt.located.path) if tgt.located else "in-memory",
               "dataset": cfg.dataset, "note": foreign.note,
               **({"random": head["random"], "vs_random": head["vs_random"]} if vs_random else {}),
+              **({"scores": head["scores"]} if scores else {}),
               "runs": record, **({"run": str(tgt.run_dir)} if tgt.run_dir else {})}
     first = configs[names[0]]
     path = Path(out) if out is not None else (
@@ -204,7 +216,9 @@ def evaluate(what, dataset: str | None = None, *, protocol: str = "zodd",
     summary = (f"labels {foreign.labels}; hardest class ({names[0]}): {worst[0]} "
                f"{worst[1]:.2f}; protocol {first.protocol}: {first.epochs} epochs, lr "
                f"{first.lr:g}, batch {first.batch_size}, augment {first.augment}"
-               + (f"; {foreign.note}" if foreign.note else "") + "\n" + shift_description())
+               + (f"; {foreign.note}" if foreign.note else "") + "\n" + shift_description()
+               + "".join(f"\nscores ({name}): " + _score_line(record[name]["scores"])
+                         for name in names if scores))
     return Report(report, rows, summary, path)
 
 
@@ -235,6 +249,24 @@ def _train_all(syn: SyntheticSet, random_set: SyntheticSet | None, data,
                 rows[f"difference ({key})"] = entry["vs_random"]
             record[key] = entry
     return rows, record
+
+
+def _scores(record: dict, name: str, data, ecfg: EvalConfig, progress: Progress) -> dict:
+    """DD-Ranking's scores of model ``name`` from its rows (zodd.scores)."""
+    from zodd import scores
+
+    entry = record[name]
+    plain = record.get(f"{name}, no augment", entry)  # the protocol has no augmentation: same
+    full = scores.full_data_accuracy(data, ecfg, progress=progress)
+    return scores.scores(entry["set"]["acc"]["mean"], entry["random"]["acc"]["mean"],
+                         full["acc"]["mean"], plain["set"]["acc"]["mean"],
+                         plain["random"]["acc"]["mean"])
+
+
+def _score_line(s: dict) -> str:
+    return (f"IOR {s['ior']:+.2f}, HLR {s['hlr']:.2f} (full data {s['full_data_acc']:.2f}), "
+            f"LRS {s['lrs']:.2f}, ARS {s['ars']:.2f} (DD-Ranking's definitions, weight "
+            f"{s['weight']:g})")
 
 
 def _seed_note(progress: Progress, seeds: int):
