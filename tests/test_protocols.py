@@ -215,3 +215,17 @@ def test_scores_need_the_random_baseline(tmp_path, digits, monkeypatch, capsys):
     distill(DistillConfig(objective="prototype", ipc=1, iterations=1, directions=2), digits, run)
     code, _, err = run_cli(monkeypatch, capsys, "evaluate", run, "--scores", "--no-vs-random")
     assert code == 2 and err.count("\n") == 1 and "--no-vs-random" in err
+
+
+def test_the_full_data_trains_at_least_as_many_steps_as_the_set():
+    """digits, zodd's protocol (300 epochs, batch 256): 100 images make 300 steps; 1,257
+    training images are 5 batches an epoch, so 60 epochs. Fashion-MNIST: 60,000 images are
+    235 batches, 300 steps take 2 epochs: the floor of 20 holds. Never above the protocol's."""
+    from zodd.scores import full_epochs
+
+    cfg = protocol_config("zodd", "digits")
+    assert full_epochs(cfg, 100, 1257) == 60
+    assert full_epochs(cfg, 100, 60000) == 20
+    # 10 epochs of 600 images against 600: 10 epochs make the same steps; the floor of 20 would
+    # pass the protocol's 10, which caps it
+    assert full_epochs(protocol_config("zodd", "digits", epochs=10), 600, 600) == 10

@@ -199,7 +199,8 @@ def evaluate(what, dataset: str | None = None, *, protocol: str = "zodd",
                               label, ablate_augment or scores, tgt.run_dir, progress)
     if scores:
         for name, ecfg in configs.items():
-            record[name]["scores"] = _scores(record, name, data, ecfg, progress)
+            record[name]["scores"] = _scores(record, name, data, ecfg, len(foreign.set.labels),
+                                             progress)
     head = record[names[0]]
     report = {**head["set"], "set": label, "format": foreign.format, "labels": foreign.labels,
               "source": str(tgt.located.path) if tgt.located else "in-memory",
@@ -251,20 +252,23 @@ def _train_all(syn: SyntheticSet, random_set: SyntheticSet | None, data,
     return rows, record
 
 
-def _scores(record: dict, name: str, data, ecfg: EvalConfig, progress: Progress) -> dict:
+def _scores(record: dict, name: str, data, ecfg: EvalConfig, set_size: int,
+            progress: Progress) -> dict:
     """DD-Ranking's scores of model ``name`` from its rows (zodd.scores)."""
     from zodd import scores
 
     entry = record[name]
     plain = record.get(f"{name}, no augment", entry)  # the protocol has no augmentation: same
-    full = scores.full_data_accuracy(data, ecfg, progress=progress)
-    return scores.scores(entry["set"]["acc"]["mean"], entry["random"]["acc"]["mean"],
-                         full["acc"]["mean"], plain["set"]["acc"]["mean"],
-                         plain["random"]["acc"]["mean"])
+    epochs = scores.full_epochs(ecfg, set_size, len(data.train_y))
+    full = scores.full_data_accuracy(data, ecfg, epochs, progress=progress)
+    return {**scores.scores(entry["set"]["acc"]["mean"], entry["random"]["acc"]["mean"],
+                            full["acc"]["mean"], plain["set"]["acc"]["mean"],
+                            plain["random"]["acc"]["mean"]), "full_data_epochs": epochs}
 
 
 def _score_line(s: dict) -> str:
-    return (f"IOR {s['ior']:+.2f}, HLR {s['hlr']:.2f} (full data {s['full_data_acc']:.2f}), "
+    return (f"IOR {s['ior']:+.2f}, HLR {s['hlr']:.2f} (full data {s['full_data_acc']:.2f}, "
+            f"{s['full_data_epochs']} epochs), "
             f"LRS {s['lrs']:.2f}, ARS {s['ars']:.2f} (DD-Ranking's definitions, weight "
             f"{s['weight']:g})")
 
