@@ -12,6 +12,7 @@ bound to 127.0.0.1 and starts no dashboard.
 from __future__ import annotations
 
 import logging
+import pickle
 import signal
 import socket
 
@@ -133,8 +134,6 @@ class Cluster:
 def _serve(conn, workers: int, seed: int, address: str | None, retries: int) -> None:
     """RayPool's child: drives Ray for the run's process, one request at a time, until told to
     close or the run's process is gone (its end of the pipe closed)."""
-    import pickle
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the run's to handle (a clean stop)
     torch.set_num_threads(1)
     try:
@@ -175,10 +174,10 @@ class RayPool:
     def __init__(self, workers: int, seed: int, address: str | None = None, retries: int = 3):
         import multiprocessing
 
-        ray, _ = _import_ray()
+        ray, connected = _import_ray()
         self.pickler = ray.cloudpickle  # a bound objective may hold what plain pickle cannot
         self.cluster = self.process = None
-        if ray.is_initialized():
+        if connected:
             self.cluster = Cluster(workers, seed, address, retries)
             return
         context = multiprocessing.get_context("spawn")
@@ -210,8 +209,6 @@ class RayPool:
         return value.to(candidates.device)
 
     def _receive(self, when: str):
-        import pickle
-
         while not self.conn.poll(0.5):
             if not self.process.is_alive():
                 self._gone(when)

@@ -4,8 +4,8 @@ measured under one protocol, beside a random real subset of the same size:
 * ``ior``, improvement over random: acc(set) - acc(random), both with hard labels;
 * ``hlr``, hard-label recovery: acc(full data) - acc(set), the gap left to the whole training
   set (networks trained on every training image with the protocol's optimiser and augmentation
-  for ``FULL_EPOCHS`` epochs: ``full_data_accuracy``, cached once per data set, protocol,
-  architecture and epochs);
+  for ``full_epochs``: at least ``FULL_EPOCHS``, or the set's own number of optimiser steps;
+  ``full_data_accuracy``, cached once per data set, protocol, architecture and epochs);
 * ``lrs``, label-robust score: (e^a - e^-1) / (e - e^-1), a = w ior - (1 - w) hlr;
 * ``ars``, augmentation-robust score: (e^b - e^-1) / (e - e^-1),
   b = w (acc(set) - acc(random))_augmented + (1 - w) (acc(set) - acc(random))_not augmented;
@@ -23,13 +23,12 @@ from pathlib import Path
 
 from zodd.data import ImageData, default_data_dir
 from zodd.evaluation import EvalConfig, TestSets, evaluate
-from zodd.files import atomic_write
+from zodd.rundir import save_json
 from zodd.synthetic import SyntheticSet
 from zodd.types import Progress
 
 WEIGHT = 0.5
 FULL_EPOCHS = 20  # at least; on this machine's budget the full data is a reference, not a race
-SCORES = ("ior", "hlr", "lrs", "ars")
 
 
 def _squash(x: float) -> float:
@@ -70,8 +69,9 @@ def full_epochs(cfg: EvalConfig, set_size: int, train_size: int) -> int:
 def full_data_accuracy(data: ImageData, cfg: EvalConfig, epochs: int | None = None,
                        progress: Progress | None = None, cache: Path | None = None) -> dict:
     """The test accuracy (mean and std over ``cfg.seeds``) of networks trained on the whole
-    training set under ``cfg`` for ``epochs`` (default ``FULL_EPOCHS``) epochs; kept in ``cache`` (default: the data dir's
-    full-data/ folder), keyed by data set, protocol, architecture, epochs and seeds."""
+    training set under ``cfg`` for ``epochs`` (default ``FULL_EPOCHS``) epochs; kept in
+    ``cache`` (default: the data dir's full-data/ folder), keyed by data set, protocol,
+    architecture, epochs and seeds."""
     progress = progress or Progress()
     epochs = epochs or FULL_EPOCHS
     cfg = dataclasses.replace(cfg, epochs=epochs)
@@ -94,7 +94,7 @@ def full_data_accuracy(data: ImageData, cfg: EvalConfig, epochs: int | None = No
               "protocol": cfg.protocol, "augment": cfg.augment, "dataset": data.name}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, lambda f: f.write((json.dumps(result, indent=2) + "\n").encode()))
+        save_json(result, path)
     except OSError:
         progress.note(f"full data: could not keep the result in {path}")
     return result

@@ -31,7 +31,7 @@ from zodd.files import quiet_load
 from zodd.rundir import load_config
 from zodd.synthetic import (STORED_FILE, SyntheticSet, class_major, from_payload,
                             load as load_run)
-from zodd.types import Registry, ZoddError
+from zodd.types import Registry, ZoddError, to_pixels
 
 FORMATS = Registry("format", [
     ("run", None, "a zodd run directory"),
@@ -181,8 +181,7 @@ def _standardised(images: Tensor, pixels: str, data: ImageData) -> Tensor:
     if pixels == "standardised":
         if data.name not in TOOL_NORMS:
             return images
-        mean, std = (torch.tensor(v).view(-1, 1, 1) for v in TOOL_NORMS[data.name])
-        images = images * std + mean
+        images = to_pixels(images, *TOOL_NORMS[data.name])
     elif pixels == "byte":
         images = images / 255
     return data.standardise(images)
