@@ -356,8 +356,89 @@ def test_a_dc_family_file_is_read_with_the_constants_its_code_hard_codes(tmp_pat
     labels = torch.arange(10).repeat_interleave(2)
     as_saved = (pixels - torch.tensor(mean).view(-1, 1, 1)) / torch.tensor(std).view(-1, 1, 1)
     torch.save({"data": [[as_saved, labels]]}, tmp_path / "res.pt")
-    read = sets.read(sets.locate(tmp_path / "res.pt"), data)
+    read = sets.read(sets.locate(tmp_path / "res.pt"), data, pixels="standardised")
     back = read.set.images * torch.tensor(own_std).view(-1, 1, 1) + torch.tensor(
         own_mean).view(-1, 1, 1)
     assert torch.allclose(back, pixels, atol=1e-5)
     assert name in read.note
+
+
+@pytest.mark.parametrize("name, mean, std", [  # written from MTT's utils.get_dataset
+    ("cifar10", (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+    ("cifar100", (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),  # CIFAR-10's, not DC's
+])
+def test_an_mtt_pair_is_read_with_the_constants_mtt_hard_codes(tmp_path, name, mean, std):
+    """MTT's CIFAR-100 branch normalises with CIFAR-10's constants (the DC family's CIFAR-100
+    has its own): pixels written that way come back."""
+    from zodd import sets
+    from zodd.data import ImageData
+
+    classes = 100 if name == "cifar100" else 10
+    blank = torch.zeros(classes, 3, 8, 8)
+    own_mean, own_std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+    data = ImageData(name, blank, torch.arange(classes), blank, torch.arange(classes), classes,
+                     own_mean, own_std)
+    pixels = torch.rand(classes, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    folder = tmp_path / "mtt"
+    folder.mkdir()
+    torch.save((pixels - torch.tensor(mean).view(-1, 1, 1)) / torch.tensor(std).view(-1, 1, 1),
+               folder / "images_best.pt")
+    torch.save(torch.arange(classes), folder / "labels_best.pt")
+    read = sets.read(sets.locate(folder), data, pixels="standardised")
+    assert torch.allclose(read.set.images * 0.25 + 0.5, pixels, atol=1e-5)
+    assert "MTT" in read.note
+
+
+def _zca_by_hand(train_pixels: torch.Tensor, eps: float = 0.1):
+    """MTT's --zca, written here from kornia's ZCAWhitening: the unbiased covariance of the
+    flattened [0, 1] training pixels, U S U^T by SVD, W = U (S + eps)^-1/2 U^T."""
+    x = train_pixels.flatten(1).double().numpy()
+    mu = x.mean(0)
+    u, s, _ = np.linalg.svd((x - mu).T @ (x - mu) / (len(x) - 1))
+    w = u @ np.diag(1 / np.sqrt(s + eps)) @ u.T
+    return lambda p: torch.from_numpy((p.flatten(1).double().numpy() - mu) @ w).float().view(
+        p.shape)
+
+
+def test_a_zca_whitened_mtt_set_is_refused_as_pixels_and_evaluated_whitened(
+        tmp_path, monkeypatch, capsys, digits, digits_set):
+    from zodd import sets
+
+    images, labels = digits_set
+    pixels = digits.denormalise(images)
+    whiten = _zca_by_hand(digits.denormalise(digits.train_x))
+    folder = tmp_path / "mtt"
+    folder.mkdir()
+    torch.save(whiten(pixels), folder / "images_best.pt")
+    torch.save(labels, folder / "labels_best.pt")
+    located = sets.locate(folder)
+    with pytest.raises(ZoddError, match="looks ZCA-whitened.*--pixels zca"):
+        sets.read(located, digits)
+    # the same images saved as pixels (standardised) are not taken for whitened ones
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    torch.save(images, plain / "images_best.pt")
+    torch.save(labels, plain / "labels_best.pt")
+    assert torch.allclose(sets.read(sets.locate(plain), digits).set.images, images, atol=1e-5)
+    # evaluation: the test set whitened as MTT whitens it, the set taken as it is
+    white = sets.whitened(digits)
+    assert torch.allclose(white.test_x, whiten(digits.denormalise(digits.test_x)), atol=1e-4)
+    assert torch.allclose(white.train_x, whiten(digits.denormalise(digits.train_x)), atol=1e-4)
+    read = sets.read(located, white, pixels="zca")
+    assert torch.equal(read.set.images, whiten(pixels)) and "ZCA" in read.note
+    assert torch.allclose(white.denormalise(read.set.images), pixels, atol=1e-4)
+    # zodd.load un-whitens it to the data set's standardisation
+    import zodd
+    loaded = zodd.load(folder, "digits", pixels="zca")
+    assert torch.allclose(loaded.images, images, atol=1e-3)
+    code, _, err = zodd_cli(monkeypatch, capsys, "evaluate", folder, "--dataset", "digits")
+    assert_refused(code, err, "--pixels zca")
+    code, out, err = zodd_cli(monkeypatch, capsys, "evaluate", folder, "--dataset", "digits",
+                              "--pixels", "zca", "--seeds", 1, "--epochs", 30)
+    assert code == 0, err
+    report = json.loads((folder / "images_best-metrics.json").read_text())
+    assert "ZCA" in report["note"] and report["acc"]["mean"] > 30  # 10 classes: chance is 10
+    assert {"noise", "blur", "invert", "random", "vs_random"} <= set(report)
+
+
+zodd_cli = zodd

@@ -130,7 +130,7 @@ def train_prior(data: datasets.ImageData, latent: int, data_dir: str | None = No
 
 
 # --- load ------------------------------------------------------------------------------------
-def load(path: str | os.PathLike, dataset: str | None = None, pixels: str = "standardised",
+def load(path: str | os.PathLike, dataset: str | None = None, pixels: str = "auto",
          experiment: int = 0, data_dir: str | None = None) -> Run | SyntheticSet:
     """A set zodd reads: a run directory gives a :class:`Run` (its set, config, plan and log);
     any other file (zodd's synthetic.pt, a Dataset Condensation / DSA / DM result, an MTT-style

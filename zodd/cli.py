@@ -134,7 +134,7 @@ def distill(config_file, no_robust, resume_dir, out, overwrite, quiet, **flags) 
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Override the run's data dir.")
 @click.option("--image-size", type=click.IntRange(4, 512),
               help="With --dataset: resize its images to N x N.")
-@click.option("--pixels", type=click.Choice(list(PIXELS)), default="standardised",
+@click.option("--pixels", type=click.Choice(list(PIXELS)), default="auto",
               show_default=True, help="A set from another tool: how its pixels are stored: "
               + PIXELS.help() + ".")
 @click.option("--experiment", type=click.IntRange(min=0), default=0, show_default=True,

@@ -152,7 +152,7 @@ def evaluate(what, dataset: str | None = None, *, protocol: str = "zodd",
              epochs: int | None = None, lr: float | None = None, batch_size: int | None = None,
              augment: str | None = None, baseline: str | None = None, vs_random: bool = True,
              ablate_augment: bool = False, scores: bool = False, device: str = "auto",
-             pixels: str = "standardised",
+             pixels: str = "auto",
              experiment: int = 0, data_dir: str | None = None, image_size: int | None = None,
              out: str | os.PathLike | None = None, write: bool = False,
              progress: Progress | None = None) -> Report:
@@ -168,13 +168,16 @@ def evaluate(what, dataset: str | None = None, *, protocol: str = "zodd",
     names = _models(models)
     tgt = target(what, dataset, image_size, baseline)
     cfg = tgt.cfg
-    if tgt.format in ("run", "zodd") and pixels != "standardised":
+    if tgt.format in ("run", "zodd") and pixels not in ("auto", "standardised"):
         raise ZoddError("zodd's own sets are standardised: drop --pixels")
     if out is None and write:
         where = tgt.default_file("metrics.json").parent
         if not rundir.writable(where):
             raise ZoddError(f"{where} is not writable: pass --out")
     data = datasets.for_config(cfg, data_dir, progress)
+    if pixels == "zca":
+        progress.note(f"whitening {data.name}'s train and test images (ZCA, as MTT's --zca)")
+        data = sets.whitened(data)
     foreign = _foreign(tgt, data, pixels, experiment)
     for name in names:  # a network the images are too small for is refused before any work
         build_network(name, data.channels, data.num_classes, data.image_size, cfg.width,

@@ -11,10 +11,16 @@ Formats (``FORMATS``), told apart by what PATH is and holds; every file is read 
   the images file); labels may be hard ``[N]`` or soft ``[N, classes]``.
 
 Images from the other tools are normalised as their code saves them (``pixels="standardised"``):
-by the mean and std the Dataset Condensation family hard-codes for MNIST, Fashion-MNIST, SVHN,
-CIFAR-10 and CIFAR-100 (``TOOL_NORMS``, the same in DC, DSA, DM, IDM and MTT; CIFAR-10's std
-there is (0.2023, 0.1994, 0.2010) where the data's own is about 0.247), by the data set's own
-mean and std for any other; ``unit`` reads [0, 1] pixels, ``byte`` 0..255. Soft labels
+by the mean and std each tool's ``utils.get_dataset`` hard-codes (``TOOL_NORMS``): the Dataset
+Condensation family (DC, DSA, DM, IDM) for MNIST, Fashion-MNIST, SVHN, CIFAR-10 and CIFAR-100
+(CIFAR-10's std there is (0.2023, 0.1994, 0.2010) where the data's own is about 0.247); MTT
+for CIFAR-10 and CIFAR-100 alike with CIFAR-10's constants (its code has no others; on the
+data sets it lacks, the DC family's); the data set's own mean and std for any other. ``unit``
+reads [0, 1] pixels, ``byte`` 0..255. ``zca``: MTT's ``--zca`` sets, whitened by kornia's
+``ZCAWhitening(eps=0.1)`` fit on the training set's [0, 1] pixels (:class:`Zca`); they are
+evaluated against the test set whitened the same way (:func:`whitened`). The default, ``auto``,
+reads ``standardised`` but refuses a set that looks whitened (:func:`looks_whitened`), saying
+so: a whitened set read as pixels would be evaluated against the wrong test images. Soft labels
 that are not probabilities (rows of non-negative numbers summing to one) are taken as logits and
 softmaxed; the report says which.
 """
@@ -40,21 +46,30 @@ FORMATS = Registry("format", [
     ("mtt", None, "an MTT-style images_best.pt + labels_best.pt pair"),
 ])
 PIXELS = Registry("pixels", [
+    ("auto", None, "standardised, and a set that looks ZCA-whitened is refused (saying so)"),
     ("standardised", None, "normalised as the reference codes save their sets: by the mean and "
      "std they hard-code for MNIST, Fashion-MNIST, SVHN, CIFAR-10/100, else by the data set's "
      "own"),
+    ("zca", None, "ZCA-whitened as MTT's --zca (kornia, eps 0.1, fit on the training set's "
+     "[0, 1] pixels): evaluated against the test set whitened the same way"),
     ("unit", None, "[0, 1] pixels"),
     ("byte", None, "0..255 pixels"),
 ])
 MTT_FILES = ("images_best.pt", "labels_best.pt")
-# (mean, std) per data set as ``utils.get_dataset`` of DC, DSA, DM, IDM and MTT hard-codes them
-TOOL_NORMS = {
+# (mean, std) per data set as each tool's ``utils.get_dataset`` hard-codes them, by file format:
+# the DC family (DC, DSA, DM, IDM) and MTT, whose CIFAR-100 branch keeps CIFAR-10's constants
+_CIFAR10 = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
+_DC_NORMS = {
     "mnist": ((0.1307,), (0.3081,)),
     "fashion-mnist": ((0.2861,), (0.3530,)),
     "svhn": ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+    "cifar10": _CIFAR10,
     "cifar100": ((0.5071, 0.4866, 0.4409), (0.2673, 0.2564, 0.2762)),
 }
+TOOL_NORMS = {"dc": _DC_NORMS, "mtt": {**_DC_NORMS, "cifar10": _CIFAR10, "cifar100": _CIFAR10}}
+TOOL_NAMES = {"dc": "the DC family's", "mtt": "MTT's"}
+ZCA_EPS = 0.1  # MTT's K.enhance.ZCAWhitening(eps=0.1, compute_inv=True)
+DETECT_IMAGES = 5000  # training images whose whitening the detection compares a set with
 
 
 @dataclass(frozen=True)
@@ -107,7 +122,7 @@ def _load(path: Path):
         raise ZoddError(f"{path} is not a readable set file ({why}): {accepted()}") from None
 
 
-def read(located: Located, data: ImageData, pixels: str = "standardised",
+def read(located: Located, data: ImageData, pixels: str = "auto",
          experiment: int = 0) -> ForeignSet:
     """The set at ``located`` (not ``run``/``zodd``, which synthetic.load reads), its images
     brought to the data set's standardisation and checked against it."""
@@ -134,11 +149,105 @@ def read(located: Located, data: ImageData, pixels: str = "standardised",
     else:
         raise ValueError(located.format)
     images, labels, kind = _checked(images, labels, data, located.path)
-    images = _standardised(images, pixels, data)
-    if pixels == "standardised" and data.name in TOOL_NORMS:
-        note = "; ".join(filter(None, [note, f"pixels read with the DC family's {data.name} "
-                                       "mean and std"]))
+    norms = TOOL_NORMS[located.format].get(data.name)
+    if pixels == "auto":
+        whitened_look = looks_whitened(images, data)
+        if whitened_look:
+            raise ZoddError(f"{located.path} looks ZCA-whitened (MTT's --zca): {whitened_look}; "
+                            "evaluate it with --pixels zca (the test set whitened to match), or "
+                            "--pixels standardised to read it as pixels anyway")
+        pixels = "standardised"
+    if pixels == "zca":
+        if not isinstance(data, WhitenedData):  # zodd.load: the images, un-whitened
+            images = data.standardise(Zca.fit(data.denormalise(data.train_x)).colour(images))
+        note = "; ".join(filter(None, [note, "ZCA-whitened as MTT's --zca (eps 0.1, fit on the "
+                                       "training pixels)"]))
+    elif pixels == "standardised" and norms is not None:
+        images = data.standardise(to_pixels(images, *norms))
+        note = "; ".join(filter(None, [note, f"pixels read with {TOOL_NAMES[located.format]} "
+                                       f"{data.name} mean and std"]))
+    elif pixels != "standardised":
+        images = data.standardise(images / 255 if pixels == "byte" else images)
     return ForeignSet(SyntheticSet(images, labels, data.num_classes), located.format, kind, note)
+
+
+@dataclass(frozen=True)
+class Zca:
+    """ZCA whitening as MTT's ``--zca`` does it (kornia's ``ZCAWhitening(eps=0.1)``, fit on the
+    training set's [0, 1] pixels, flattened to D numbers an image):
+
+        mu = mean of x,   C = (x - mu)^T (x - mu) / (N - 1) = U diag(s) U^T,
+        z = (x - mu) U diag((s + eps)^-1/2) U^T,   x = z U diag((s + eps)^1/2) U^T + mu.
+    """
+
+    mean: Tensor  # [D]
+    forward: Tensor  # [D, D]
+    inverse: Tensor  # [D, D]
+
+    @classmethod
+    def fit(cls, pixels: Tensor, eps: float = ZCA_EPS) -> "Zca":
+        flat = pixels.flatten(1).double()
+        mean = flat.mean(0)
+        centred = flat - mean
+        s, u = torch.linalg.eigh(centred.T @ centred / (len(flat) - 1))
+        s = s.clamp(min=0)  # the covariance is semi-definite: rounding may leave -1e-17
+        return cls(mean.float(), ((u * (s + eps).rsqrt()) @ u.T).float(),
+                   ((u * (s + eps).sqrt()) @ u.T).float())
+
+    def whiten(self, pixels: Tensor) -> Tensor:
+        return ((pixels.flatten(1) - self.mean) @ self.forward).view(pixels.shape)
+
+    def colour(self, z: Tensor) -> Tensor:
+        """Whitened images -> [0, 1] pixels (the inverse of :meth:`whiten`)."""
+        return (z.flatten(1) @ self.inverse + self.mean).view(z.shape)
+
+
+@dataclass(frozen=True)
+class WhitenedData(ImageData):
+    """A data set whose images are ZCA-whitened (``zca``): evaluation trains and tests on them
+    as MTT's ``--zca`` does; ``denormalise`` and ``standardise`` go between them and [0, 1]
+    pixels, so the test set's shifts (noise, blur, inversion) and clusters are made on pixels."""
+
+    zca: Zca | None = None
+
+    def denormalise(self, x: Tensor) -> Tensor:
+        return self.zca.colour(x)
+
+    def standardise(self, pixels: Tensor) -> Tensor:
+        return self.zca.whiten(pixels)
+
+
+def whitened(data: ImageData) -> WhitenedData:
+    """``data`` with train and test images ZCA-whitened by a :class:`Zca` fit on its training
+    pixels (named ``NAME-zca``, so caches keyed by name keep it apart)."""
+    train = data.denormalise(data.train_x)
+    zca = Zca.fit(train)
+    ones = (1.0,) * data.channels
+    return WhitenedData(f"{data.name}-zca", zca.whiten(train), data.train_y,
+                        zca.whiten(data.denormalise(data.test_x)), data.test_y, data.num_classes,
+                        tuple(0.0 for _ in ones), ones, data.flip, data.classes, zca=zca)
+
+
+def neighbour_correlation(images: Tensor) -> float:
+    """The correlation of horizontally neighbouring pixels, pooled over images and channels:
+    about 0.9 for natural images, near 0 (or below) once they are whitened."""
+    pairs = torch.stack([images[..., :-1].flatten(), images[..., 1:].flatten()]).double()
+    return float(torch.corrcoef(pairs)[0, 1])
+
+
+def looks_whitened(images: Tensor, data: ImageData) -> str:
+    """Why ``images`` (as a file holds them) look ZCA-whitened rather than standardised ('' when
+    they do not): their neighbouring pixels correlate nearer the data's whitened training images
+    than its plain ones."""
+    own = neighbour_correlation(images)
+    pick = torch.randperm(len(data.train_x), generator=torch.Generator().manual_seed(0))
+    train = data.denormalise(data.train_x[pick[:DETECT_IMAGES]])
+    plain = neighbour_correlation(train)
+    white = neighbour_correlation(Zca.fit(train).whiten(train))
+    if not abs(own - white) < abs(own - plain):  # nearer the pixels, or undefined (flat data)
+        return ""
+    return (f"neighbouring pixels correlate {own:.2f}, nearer {data.name}'s whitened images "
+            f"({white:.2f}) than its pixels ({plain:.2f})")
 
 
 def _checked(images, labels, data: ImageData, path: Path) -> tuple[Tensor, Tensor, str]:
@@ -176,17 +285,6 @@ def _checked(images, labels, data: ImageData, path: Path) -> tuple[Tensor, Tenso
     return images, labels.softmax(1), "soft (logits, softmaxed)"
 
 
-def _standardised(images: Tensor, pixels: str, data: ImageData) -> Tensor:
-    """``images`` as the file holds them -> standardised by the data set's own mean and std."""
-    if pixels == "standardised":
-        if data.name not in TOOL_NORMS:
-            return images
-        images = to_pixels(images, *TOOL_NORMS[data.name])
-    elif pixels == "byte":
-        images = images / 255
-    return data.standardise(images)
-
-
 def random_ipc(s: SyntheticSet) -> int:
     """The images per class of a random-real baseline the size of ``s``."""
     return max(1, round(len(s.images) / s.num_classes))
@@ -222,7 +320,7 @@ def start(path: str | Path, data: ImageData, ipc: int, rep, how: dict) -> Synthe
         given = zodd_set(located)
         images, labels, kind = _checked(given.images, given.labels, data, located.path)
     else:
-        given = read(located, data)
+        given = read(located, data, "standardised")
         images, labels, kind = given.set.images, given.set.labels, given.labels
     if kind != "hard":
         raise ZoddError(f"--init {path}: a set with soft labels cannot start a run (its labels "
