@@ -18,6 +18,7 @@ import torch
 
 from zodd import evaluation
 from zodd.evaluation import PROTOCOLS, protocol_config, train_network
+from zodd.types import ZoddError
 
 SGD = {"momentum": 0.9, "weight_decay": 0.0005}
 PUBLISHED = {  # (protocol, data set): epochs, lr, batch, schedule, augmentation
@@ -204,6 +205,12 @@ def test_evaluate_with_scores_on_one_channel_data_writes_them_and_trains_full_da
     assert got["ars"] == pytest.approx(scores.augmentation_robust(
         acc - rnd, plain["set"]["acc"]["mean"] - plain["random"]["acc"]["mean"]))
     assert "LRS" in rep.summary and evaluation.METRICS[0] == "acc"
+    # epochs the user states: a full-data network of its own, recorded
+    rep = report.evaluate(run, protocol="zodd", seeds=1, epochs=3, scores=True, full_epochs=1)
+    assert full_trainings == [len(digits.train_y)] * 2
+    assert rep.record["scores"]["full_data_epochs"] == 1
+    with pytest.raises(ZoddError, match="add --scores"):
+        report.evaluate(run, seeds=1, epochs=1, full_epochs=1)
 
 
 def test_scores_need_the_random_baseline(tmp_path, digits, monkeypatch, capsys):

@@ -163,6 +163,9 @@ def distill(config_file, no_robust, resume_dir, out, overwrite, quiet, **flags) 
 @click.option("--scores", is_flag=True, help="Also DD-Ranking's fairness scores: improvement "
               "over random (IOR), hard-label recovery (HLR: networks on the whole training set, "
               "trained once and cached), the label- and augmentation-robust scores (LRS, ARS).")
+@click.option("--full-epochs", type=click.IntRange(min=1), help="[with --scores] Epochs of the "
+              "full-data networks [default: 20, or more where the set's training makes more "
+              "optimiser steps, at most the protocol's epochs].")
 @click.option("--out", type=click.Path(dir_okay=False),
               help="Metrics file [default: in the run directory, or beside the set's file].")
 @click.option("--device", default="auto", show_default=True, help="Where the networks train: "

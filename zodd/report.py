@@ -151,7 +151,8 @@ def evaluate(what, dataset: str | None = None, *, protocol: str = "zodd",
              models: str | Sequence[str] = ("convnet",), seeds: int = 3,
              epochs: int | None = None, lr: float | None = None, batch_size: int | None = None,
              augment: str | None = None, baseline: str | None = None, vs_random: bool = True,
-             ablate_augment: bool = False, scores: bool = False, device: str = "auto",
+             ablate_augment: bool = False, scores: bool = False,
+             full_epochs: int | None = None, device: str = "auto",
              pixels: str = "auto",
              experiment: int = 0, data_dir: str | None = None, image_size: int | None = None,
              out: str | os.PathLike | None = None, write: bool = False,
@@ -162,7 +163,8 @@ def evaluate(what, dataset: str | None = None, *, protocol: str = "zodd",
     write the record there; ``write``: write it where ``zodd evaluate`` does (in the run
     directory, or beside the set's file). A run's earlier random baseline under the same
     protocol is reused. ``scores``: DD-Ranking's IOR, HLR, LRS and ARS too (zodd.scores: the set
-    and the baseline also without augmentation, and networks on the whole training set)."""
+    and the baseline also without augmentation, and networks on the whole training set;
+    ``full_epochs``: their epochs, default zodd.scores.full_epochs)."""
     progress = progress or Progress()
     resolve_device(device)  # a bad or missing device is reported before any work
     names = _models(models)
@@ -187,6 +189,8 @@ def evaluate(what, dataset: str | None = None, *, protocol: str = "zodd",
     if scores and (baseline is not None or not vs_random):
         raise ZoddError("--scores compares the set with its random baseline: drop "
                         + ("--baseline" if baseline is not None else "--no-vs-random"))
+    if full_epochs is not None and not scores:
+        raise ZoddError("--full-epochs sets the full-data networks of --scores: add --scores")
     if scores and foreign.labels != "hard":
         raise ZoddError("--scores are defined on hard labels; this set's are "
                         + foreign.labels)
@@ -203,7 +207,7 @@ def evaluate(what, dataset: str | None = None, *, protocol: str = "zodd",
     if scores:
         for name, ecfg in configs.items():
             record[name]["scores"] = _scores(record, name, data, ecfg, len(foreign.set.labels),
-                                             progress)
+                                             full_epochs, progress)
     head = record[names[0]]
     report = {**head["set"], "set": label, "format": foreign.format, "labels": foreign.labels,
               "source": str(tgt.located.path) if tgt.located else "in-memory",
@@ -256,13 +260,13 @@ def _train_all(syn: SyntheticSet, random_set: SyntheticSet | None, data,
 
 
 def _scores(record: dict, name: str, data, ecfg: EvalConfig, set_size: int,
-            progress: Progress) -> dict:
+            full_epochs: int | None, progress: Progress) -> dict:
     """DD-Ranking's scores of model ``name`` from its rows (zodd.scores)."""
     from zodd import scores
 
     entry = record[name]
     plain = record.get(f"{name}, no augment", entry)  # the protocol has no augmentation: same
-    epochs = scores.full_epochs(ecfg, set_size, len(data.train_y))
+    epochs = full_epochs or scores.full_epochs(ecfg, set_size, len(data.train_y))
     full = scores.full_data_accuracy(data, ecfg, epochs, progress=progress)
     return {**scores.scores(entry["set"]["acc"]["mean"], entry["random"]["acc"]["mean"],
                             full["acc"]["mean"], plain["set"]["acc"]["mean"],
