@@ -442,3 +442,56 @@ def test_a_zca_whitened_mtt_set_is_refused_as_pixels_and_evaluated_whitened(
 
 
 zodd_cli = zodd
+
+
+@pytest.mark.parametrize("fmt, name, mean, std", [  # each tool's utils.get_dataset
+    ("dc", "cifar100", (0.5071, 0.4866, 0.4409), (0.2673, 0.2564, 0.2762)),
+    ("mtt", "cifar100", (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+    ("dc", "fashion-mnist", (0.2861,), (0.3530,)),
+])
+def test_a_set_written_for_another_tool_carries_that_tool_s_constants(tmp_path, fmt, name, mean,
+                                                                     std):
+    from zodd import sets
+    from zodd.data import ImageData
+    from zodd.synthetic import SyntheticSet
+
+    channels, classes = len(mean), 100 if name == "cifar100" else 10
+    own_mean, own_std = (0.4,) * channels, (0.3,) * channels
+    blank = torch.zeros(classes, channels, 8, 8)
+    data = ImageData(name, blank, torch.arange(classes), blank, torch.arange(classes), classes,
+                     own_mean, own_std)
+    pixels = torch.rand(classes, channels, 8, 8, generator=torch.Generator().manual_seed(1))
+    mine = SyntheticSet((pixels - 0.4) / 0.3, torch.arange(classes), classes)
+    out = tmp_path / ("set.pt" if fmt == "dc" else "mtt")
+    sets.write(mine, data, fmt, out)
+    if fmt == "dc":
+        images, labels = torch.load(out, weights_only=True)["data"][0]
+    else:
+        images = torch.load(out / "images_best.pt", weights_only=True)
+        labels = torch.load(out / "labels_best.pt", weights_only=True)
+    back = images * torch.tensor(std).view(-1, 1, 1) + torch.tensor(mean).view(-1, 1, 1)
+    assert torch.allclose(back, pixels, atol=1e-5) and torch.equal(labels, torch.arange(classes))
+    again = sets.read(sets.locate(out), data, pixels="standardised")
+    assert torch.allclose(again.set.images, mine.images, atol=1e-4)
+
+
+def test_zodd_export_writes_a_run_for_other_tools(tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    assert zodd(monkeypatch, capsys, "distill", "--out", run, *SHORT)[0] == 0
+    mine = torch.load(run / "synthetic.pt", weights_only=True)
+    code, out, err = zodd(monkeypatch, capsys, "export", run, "--format", "dc", "--out",
+                          tmp_path / "res.pt")
+    assert code == 0, err
+    images, labels = torch.load(tmp_path / "res.pt", weights_only=True)["data"][0]
+    assert torch.allclose(images, mine["images"]) and torch.equal(labels, mine["labels"])
+    code, _, err = zodd(monkeypatch, capsys, "export", run, "--format", "mtt", "--out",
+                        tmp_path / "res.pt")
+    assert_refused(code, err, "exists")
+    code, _, err = zodd(monkeypatch, capsys, "export", tmp_path / "res.pt", "--format", "mtt",
+                        "--out", tmp_path / "m")
+    assert_refused(code, err, "run directory")
+    code, _, err = zodd(monkeypatch, capsys, "export", run, "--format", "mtt", "--out",
+                        tmp_path / "m")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["images_best.pt",
+                                                                   "labels_best.pt"]

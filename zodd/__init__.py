@@ -1,12 +1,14 @@
 """zodd: zero-order and robust dataset distillation.
 
-``zodd.distill``, ``zodd.evaluate``, ``zodd.load``, ``zodd.tune`` and ``zodd.compare`` are the
+``zodd.distill``, ``zodd.evaluate``, ``zodd.load``, ``zodd.export``, ``zodd.tune`` and
+``zodd.compare`` are the
 Python API (zodd.api); the command line is a thin client of them.
 """
 
 __version__ = "0.1.0"
 
-from zodd.api import Report, Run, compare, distill, evaluate, load, settings, tune  # noqa: E402
+from zodd.api import (Report, Run, compare, distill, evaluate, export, load,  # noqa: E402
+                      settings, tune)
 
-__all__ = ["Report", "Run", "compare", "distill", "evaluate", "load", "settings", "tune",
-           "__version__"]
+__all__ = ["Report", "Run", "compare", "distill", "evaluate", "export", "load", "settings",
+           "tune", "__version__"]

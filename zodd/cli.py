@@ -19,7 +19,7 @@ from zodd.evaluation import BASELINES, PROTOCOLS
 from zodd.report import format_table
 from zodd.models import MODELS, default_shape
 from zodd.options import EXTRA, GROUPS, OPTIONS, PATTERNS, group_of, help_text
-from zodd.sets import PIXELS
+from zodd.sets import EXPORTS, PIXELS
 from zodd.types import ZoddError
 from tuning.sweep import SCHEDULERS, SEARCHES, Interrupted
 from tuning.trial import METRIC_NAMES
@@ -182,6 +182,20 @@ def evaluate(path, quiet, **options) -> None:
         click.echo(report.table())
         click.echo(report.summary)
         click.echo(f"wrote {report.path}")
+
+
+@cli.command()
+@click.argument("path", type=click.Path())
+@click.option("--format", "format", type=click.Choice(list(EXPORTS)), required=True,
+              help=EXPORTS.help() + ".")
+@click.option("--out", type=click.Path(), required=True,
+              help="The file (dc) or folder (mtt) to write.")
+@click.option("--overwrite", is_flag=True, help="Replace what --out holds.")
+def export(path, format, out, overwrite) -> None:
+    """Write a run's set for another tool, normalised with that tool's constants for the
+    run's data set (zodd.api.export)."""
+    for written in api.export(path, format, out, overwrite):
+        click.echo(f"wrote {written}")
 
 
 @cli.command()

@@ -26,14 +26,14 @@ softmaxed; the report says which.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from zodd.data import ImageData
-from zodd.files import quiet_load
+from zodd.files import atomic_write, quiet_load
 from zodd.rundir import load_config
 from zodd.synthetic import (STORED_FILE, SyntheticSet, class_major, from_payload,
                             load as load_run)
@@ -283,6 +283,37 @@ def _checked(images, labels, data: ImageData, path: Path) -> tuple[Tensor, Tenso
     if (labels >= 0).all() and torch.allclose(labels.sum(1), torch.ones(len(labels)), atol=1e-3):
         return images, labels, "soft (probabilities)"
     return images, labels.softmax(1), "soft (logits, softmaxed)"
+
+
+EXPORTS = Registry("format", [
+    ("dc", None, "a Dataset Condensation / DSA / DM result file {'data': [[images, labels]]}, "
+     "normalised by the DC family's constants"),
+    ("mtt", None, "a folder with MTT's images_best.pt + labels_best.pt, normalised by MTT's "
+     "constants"),
+])
+
+
+def write(s: SyntheticSet, data: ImageData, format: str, out: Path) -> list[Path]:
+    """``s`` (standardised like ``data``, hard labels) in another tool's layout, its images
+    normalised as that tool's code normalises ``data.name`` (``TOOL_NORMS``; the data set's own
+    mean and std for any other), so that tool evaluates it as it evaluates its own sets. ``dc``:
+    the file ``out``; ``mtt``: the folder ``out``. Each file is written whole or not at all."""
+    EXPORTS.check(format, "format")
+    if s.labels.ndim != 1:
+        raise ZoddError("only sets with hard labels can be written for other tools")
+    images = s.images.detach().cpu().float()
+    norms = TOOL_NORMS[format].get(data.name)
+    if norms is not None:
+        images = replace(data, mean=norms[0], std=norms[1]).standardise(data.denormalise(images))
+    labels = s.labels.detach().cpu().long()
+    if format == "dc":
+        files = {out: {"data": [[images, labels]], "accs_all_exps": {}}}
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        files = {out / MTT_FILES[0]: images, out / MTT_FILES[1]: labels}
+    for path, payload in files.items():
+        atomic_write(path, lambda f, payload=payload: torch.save(payload, f))
+    return list(files)
 
 
 def random_ipc(s: SyntheticSet) -> int:
