@@ -428,20 +428,18 @@ def test_a_zca_whitened_mtt_set_is_refused_as_pixels_and_evaluated_whitened(
     assert torch.equal(read.set.images, whiten(pixels)) and "ZCA" in read.note
     assert torch.allclose(white.denormalise(read.set.images), pixels, atol=1e-4)
     # zodd.load un-whitens it to the data set's standardisation
-    import zodd
-    loaded = zodd.load(folder, "digits", pixels="zca")
+    from zodd.api import load as api_load
+    loaded = api_load(folder, "digits", pixels="zca")
     assert torch.allclose(loaded.images, images, atol=1e-3)
-    code, _, err = zodd_cli(monkeypatch, capsys, "evaluate", folder, "--dataset", "digits")
+    code, _, err = zodd(monkeypatch, capsys, "evaluate", folder, "--dataset", "digits")
     assert_refused(code, err, "--pixels zca")
-    code, out, err = zodd_cli(monkeypatch, capsys, "evaluate", folder, "--dataset", "digits",
-                              "--pixels", "zca", "--seeds", 1, "--epochs", 30)
+    code, out, err = zodd(monkeypatch, capsys, "evaluate", folder, "--dataset", "digits",
+                          "--pixels", "zca", "--seeds", 1, "--epochs", 30)
     assert code == 0, err
     report = json.loads((folder / "images_best-metrics.json").read_text())
     assert "ZCA" in report["note"] and report["acc"]["mean"] > 30  # 10 classes: chance is 10
     assert {"noise", "blur", "invert", "random", "vs_random"} <= set(report)
 
-
-zodd_cli = zodd
 
 
 @pytest.mark.parametrize("fmt, name, mean, std", [  # each tool's utils.get_dataset

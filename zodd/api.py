@@ -151,21 +151,22 @@ def load(path: str | os.PathLike, dataset: str | None = None, pixels: str = "aut
 
 def export(path: str | os.PathLike, format: str, out: str | os.PathLike,
            overwrite: bool = False) -> list[Path]:
-    """A zodd run directory's set written in another tool's layout (``sets.EXPORTS``: ``dc`` a file, ``mtt`` a folder), normalised with
-    the constants that tool's code uses for the run's data set; the paths written."""
-    sets.EXPORTS.check(format, "format")
+    """A zodd run directory's set written in another tool's layout (``sets.EXPORTS``: ``dc``
+    a file, ``mtt`` a folder), normalised with the constants that tool's code uses for the
+    run's data set; the paths written."""
+    sets.EXPORTS.check(format, "format")  # before the data set is read
     located = sets.locate(path)
     if located.format != "run":
         raise ZoddError(f"{path} is not a zodd run directory (config.json + synthetic.pt): "
                         "export needs the run's data set")
     out = Path(out)
-    if out.exists() and not overwrite and (out.is_file() or any(out.iterdir())):
-        raise ZoddError(f"--out {out} exists; choose another name or pass --overwrite")
-    if format == "dc" and out.is_dir():
+    if format == "mtt":  # a folder, checked as a run's output folder is
+        rundir.check_out(out, overwrite)
+    elif out.is_dir():
         raise ZoddError(f"--out {out} is a directory; the dc format is one file")
-    if format == "mtt" and out.is_file():
-        raise ZoddError(f"--out {out} is a file; the mtt format is a folder")
-    if not rundir.writable(out.parent if format == "dc" or not out.exists() else out):
+    elif out.exists() and not overwrite:
+        raise ZoddError(f"--out {out} exists; choose another name or pass --overwrite")
+    elif not rundir.writable(out.parent):
         raise ZoddError(f"--out {out} is not writable")
     cfg = DistillConfig.from_dict(rundir.load_config(located.path))
     data = datasets.for_config(check(cfg), cfg.data_dir)

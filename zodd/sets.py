@@ -222,10 +222,10 @@ def whitened(data: ImageData) -> WhitenedData:
     pixels (named ``NAME-zca``, so caches keyed by name keep it apart)."""
     train = data.denormalise(data.train_x)
     zca = Zca.fit(train)
-    ones = (1.0,) * data.channels
     return WhitenedData(f"{data.name}-zca", zca.whiten(train), data.train_y,
                         zca.whiten(data.denormalise(data.test_x)), data.test_y, data.num_classes,
-                        tuple(0.0 for _ in ones), ones, data.flip, data.classes, zca=zca)
+                        (0.0,) * data.channels, (1.0,) * data.channels, data.flip, data.classes,
+                        zca=zca)
 
 
 def neighbour_correlation(images: Tensor) -> float:
