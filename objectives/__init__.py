@@ -11,7 +11,7 @@ and command are scores with no gradient.
 from objectives.command import CommandScore
 from objectives.distribution import DistributionMatching
 from objectives.gradient import GradientMatching
-from objectives.kernel import KernelRidge
+from objectives.kernel import FeatureRegression, KernelRidge
 from objectives.prototype import PrototypeScore
 from objectives.trained import TrainedScore
 from zodd.types import Registry
@@ -21,11 +21,14 @@ OBJECTIVES = Registry("objective", [
     ("gm", GradientMatching, "gradient matching: Dataset Condensation's layer-wise distance"),
     ("krr", KernelRidge, "kernel ridge regression from S to the real batch under the "
      "network's features (KIP / RFAD family; couples the classes)"),
+    ("frepo", FeatureRegression, "FRePo's neural feature regression: krr with FRePo's ridge, "
+     "loss, label margin term and scaled targets"),
     ("prototype", PrototypeScore,
      "error of a nearest-synthetic-prototype classifier (no gradient)"),
     ("trained", TrainedScore, "error of a small network trained on the set (no gradient)"),
     ("command", CommandScore, "a program's score of the set, through --command (no gradient)"),
 ])
 
-__all__ = ["OBJECTIVES", "CommandScore", "DistributionMatching", "GradientMatching", "KernelRidge",
+__all__ = ["OBJECTIVES", "CommandScore", "DistributionMatching", "FeatureRegression",
+           "GradientMatching", "KernelRidge",
            "PrototypeScore", "TrainedScore"]

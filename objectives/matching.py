@@ -18,6 +18,7 @@ class Matching:
     differentiable: bool = True
     needs_held_out: bool = False  # matches the step's real batch
     uses_network: bool = True  # bound to the step's network
+    reads_labels: bool = False  # takes one label vector a candidate image (--labels learn)
     # --one-pass: the bound objective embeds the real batch with the network's penultimate
     # layer and can keep the embeddings of StepContext.trained_rows with their graph
     shares_real_pass: bool = False
@@ -52,15 +53,17 @@ class BoundMatching:
     def _augment(self, x: Tensor) -> Tensor:
         return x if self.transform is None else self.transform(x)
 
-    def _blocks(self, candidates: Tensor) -> Tensor:
+    def _blocks(self, candidates: Tensor, labels: Tensor | None = None) -> Tensor:
         raise NotImplementedError
 
-    def blocks(self, candidates: Tensor) -> Tensor:
-        """Per-class losses [K, classes]; they sum to ``self(candidates)``."""
+    def blocks(self, candidates: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Per-class losses [K, classes]; they sum to ``self(candidates)``. ``labels``: the
+        candidates' label vectors ``[K, N, classes]`` (objectives that ``reads_labels``)."""
         k, n = candidates.shape[:2]
         per_chunk = max(1, self.max_images // n)
-        return torch.cat([self._blocks(candidates[i:i + per_chunk])
+        return torch.cat([self._blocks(candidates[i:i + per_chunk]) if labels is None else
+                          self._blocks(candidates[i:i + per_chunk], labels[i:i + per_chunk])
                           for i in range(0, k, per_chunk)])
 
-    def __call__(self, candidates: Tensor) -> Tensor:
-        return self.blocks(candidates).sum(1)
+    def __call__(self, candidates: Tensor, labels: Tensor | None = None) -> Tensor:
+        return self.blocks(candidates, labels).sum(1)

@@ -10,6 +10,7 @@ class Score:
     differentiable: bool = False
     needs_held_out: bool = True  # scored on real images never used to initialise S
     uses_network: bool = False  # scores S alone: the loop trains no network for it
+    reads_labels: bool = False  # takes one label vector a candidate image (--labels learn)
     shares_real_pass: bool = False  # no network pass over real images for --one-pass to share
     # a piecewise-constant score needs a radius that crosses decision boundaries
     # (benchmarks/blackbox.py: 0.01 barely moves it, 1.0 diverges)

@@ -23,7 +23,7 @@ LAYERS = [
     {"zodd", "zodd.types", "zodd.files"},
     {"zodd.folder", "zodd.config", "zodd.augment", "zodd.nearest", "zodd.models", "zodd.guard",
      "zodd.compiled",
-     "zodd.representation", "zodd.recipes", "zodd.options"},
+     "zodd.representation", "zodd.recipes", "zodd.options", "zodd.labels"},
     {"zodd.data", "zodd.robust", "zodd.estimators", "zodd.steppers", "zodd.rundir",
      "zodd.parallel", "objectives.matching", "objectives.score"},
     {"zodd.prior", "zodd.networks", "zodd.binding", "objectives.distribution", "objectives.gradient", "objectives.kernel", "objectives.prototype",
@@ -40,7 +40,7 @@ LAYERS = [
     {"zodd.cli"},
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
-OBJECTIVE_HELPERS = {"zodd.types", "zodd.augment", "zodd.nearest", "zodd.compiled",
+OBJECTIVE_HELPERS = {"zodd.types", "zodd.augment", "zodd.nearest", "zodd.compiled", "zodd.labels",
                      "objectives.matching",
                      "objectives.score", "objectives.distribution", "objectives.gradient",
                      "objectives.kernel",

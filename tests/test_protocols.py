@@ -30,6 +30,9 @@ PUBLISHED = {  # (protocol, data set): epochs, lr, batch, schedule, augmentation
     ("dsa", "cifar10"): (1000, 0.01, 256, "evaluate_synset", "dsa"),
     ("dsa", "fashion-mnist"): (1000, 0.01, 256, "evaluate_synset", "dsa"),
     ("dsa", "mnist"): (1000, 0.01, 256, "evaluate_synset", "dsa"),
+    # FRePo's script/eval.py: Adam learning_rate 0.0003, batch min(N, 500), its augmentation;
+    # steps by set size, not epochs (tests/test_labels.py pins the steps and the schedule)
+    ("frepo", "fashion-mnist"): (0, 3e-4, 500, "frepo", "frepo"),
 }
 
 

@@ -196,7 +196,7 @@ def test_dsa_is_differentiable_and_every_augment_is_registered():
     (g,) = torch.autograd.grad(out.sum(), x)
     assert torch.isfinite(g).all()
     assert draw("none", 3, torch.Generator(), True) is None
-    assert set(AUGMENTS) == {"affine", "dsa", "none"}
+    assert set(AUGMENTS) == {"affine", "dsa", "frepo", "none"}
 
 
 def test_old_configs_with_a_boolean_augment_still_read():

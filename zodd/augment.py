@@ -206,11 +206,96 @@ def translate(x: Tensor, shift: Tensor) -> Tensor:
     return out.gather(-1, cols)
 
 
+# FRePo's training augmentation (yongchao97/FRePo, lib/dataset/augmax/export.py
+# get_aug_by_name): its strategy "color_crop_rotate_translate_cutout" for one-channel data, and
+# with "flip" first for colour data; one operation a call, each image its own parameters
+FREPO_OPS = ("flip", "colour", "crop", "rotate", "translate", "cutout")
+FREPO_BRIGHTNESS = FREPO_CONTRAST = FREPO_SATURATION = 0.25  # NormalizedColorJitter(..., p=1)
+FREPO_ZOOM = (0.8, 1.25)  # RandomSizedCrop(zoom_range): log-uniform, at least the image
+FREPO_ROTATE_DEG = 15.0  # Rotate(angle_range=(-15, 15))
+FREPO_TRANSLATE = 0.125  # RandomTranslate(ratio): up to 1/8 of the side either way
+FREPO_CUTOUT = 4  # Cutout(num_holes=1, max_h_size=res // 4): a hole of side // 4, zeros
+
+
+@dataclass(frozen=True)
+class FRePo:
+    """FRePo's augmentation (the constants above): ``op[g]`` indexes ``FREPO_OPS`` (flip only
+    where the data may be mirrored); ``u [groups, 5]`` uniforms give each group's parameters:
+    colour: brightness shift ``U(-0.25, 0.25)``, contrast factor log-uniform in
+    ``[e^-0.25, e^0.25]`` about the image's mean, saturation likewise about each pixel's channel
+    mean (a no-op on one channel); crop: zoom log-uniform in [0.8, 1.25] (zoom below 1 is
+    raised to 1, as ``prevent_underzoom`` does), the window's centre shifted uniformly within
+    the slack; rotate: uniform in +-15 degrees; translate: uniform shifts of up to 1/8 of the
+    side; cutout: one square of side // 4 at a uniform place, zeroed; flip: mirrored with
+    probability 1/2. Geometric ones resample bilinearly, zeros outside."""
+
+    op: Tensor  # [groups] long
+    u: Tensor  # [groups, 5] uniforms
+
+    @classmethod
+    def draw(cls, groups: int, gen: torch.Generator, flip: bool, one_op: bool = False) -> "FRePo":
+        ops = torch.tensor([i for i, name in enumerate(FREPO_OPS) if flip or name != "flip"])
+        op = ops[torch.randint(len(ops), (1 if one_op else groups,), generator=gen)]
+        return cls(op.expand(groups) if one_op else op, torch.rand(groups, 5, generator=gen))
+
+    def is_op(self, name: str) -> Tensor:
+        return self.op == FREPO_OPS.index(name)
+
+    def theta(self) -> Tensor:
+        """[groups, 2, 3]: the crop's, rotation's or translation's sampling matrix (identity
+        for the other groups), in affine_grid's [-1, 1] coordinates."""
+        u, g = self.u, len(self.op)
+        low, high = math.log(max(FREPO_ZOOM[0], 1.0)), math.log(FREPO_ZOOM[1])
+        zoom = torch.exp(low + (high - low) * u[:, 0])
+        slack = 1 - 1 / zoom  # the window's centre may move this far (in [-1, 1] units)
+        a = (u[:, 0] * 2 - 1) * math.radians(FREPO_ROTATE_DEG)
+        shift = (u[:, 1:3] * 2 - 1) * 2 * FREPO_TRANSLATE
+        eye = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]).repeat(g, 1, 1)
+        crop = eye.clone()
+        crop[:, 0, 0] = crop[:, 1, 1] = 1 / zoom
+        crop[:, :, 2] = (u[:, 1:3] * 2 - 1) * slack[:, None]
+        rot = torch.stack([torch.stack([a.cos(), -a.sin(), torch.zeros(g)], 1),
+                           torch.stack([a.sin(), a.cos(), torch.zeros(g)], 1)], 1)
+        moved = eye.clone()
+        moved[:, :, 2] = -shift
+        out = torch.where(self.is_op("crop")[:, None, None], crop, eye)
+        out = torch.where(self.is_op("rotate")[:, None, None], rot, out)
+        return torch.where(self.is_op("translate")[:, None, None], moved, out)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        """``x [..., groups, n, ch, h, w]``, group g transformed by its operation."""
+        h, w = x.shape[-2:]
+
+        def where(hit: Tensor, changed: Tensor, same: Tensor) -> Tensor:
+            return torch.where(hit.to(x.device).view(-1, 1, 1, 1, 1), changed, same)
+
+        u = self.u.to(x.device, x.dtype).view(-1, 5, 1, 1, 1, 1).unbind(1)
+        coloured = x + (u[0] * 2 - 1) * FREPO_BRIGHTNESS
+        mean = coloured.mean((-3, -2, -1), keepdim=True)
+        coloured = (coloured - mean) * torch.exp((u[1] * 2 - 1) * FREPO_CONTRAST) + mean
+        grey = coloured.mean(-3, keepdim=True)
+        coloured = (coloured - grey) * torch.exp((u[2] * 2 - 1) * FREPO_SATURATION) + grey
+        out = where(self.is_op("colour"), coloured, x)
+        out = where(self.is_op("flip") & (self.u[:, 0] < 0.5), out.flip(-1), out)
+        warp = self.is_op("crop") | self.is_op("rotate") | self.is_op("translate")
+        out = where(warp, apply_per_class(out, self.theta()), out)
+        side = (h // FREPO_CUTOUT, w // FREPO_CUTOUT)
+        top = (self.u[:, 3] * (h - side[0] + 1)).floor().long()
+        left = (self.u[:, 4] * (w - side[1] + 1)).floor().long()
+        rows = torch.arange(h)[None, :] - top[:, None]
+        cols = torch.arange(w)[None, :] - left[:, None]
+        hole = (((rows >= 0) & (rows < side[0]))[:, :, None] & ((cols >= 0) & (cols < side[1]))
+                [:, None, :] & self.is_op("cutout")[:, None, None])
+        return out * (~hole).to(x.device, x.dtype)[:, None, None]
+
+
 AUGMENTS = Registry("augment", [
     ("affine", Affine, "one random scale/rotation/shift (and flip where allowed) per class "
      "and step"),
     ("dsa", DSA, "Differentiable Siamese Augmentation: one of colour, crop, cutout, flip, "
      "scale, rotation per class and step"),
+    ("frepo", FRePo, "FRePo's: one of colour, crop, rotation, translation, cutout (and flip "
+     "where allowed) per class and step"),
     ("none", None, "no augmentation"),
 ])
 

@@ -14,6 +14,7 @@ from torch import Tensor
 from zodd.data import draw_per_class
 from zodd.estimators import Autograd
 from zodd.guard import Guarded
+from zodd.labels import Labelled
 from zodd.representation import decoded
 from zodd.types import StepContext
 
@@ -40,6 +41,7 @@ class Binding:
     held_out: list[Tensor]
     pixels: Tensor
     pool: object = None
+    labelled: tuple | None = None  # --labels learn: the stored image's shape (packed boxes)
 
     def __call__(self, net, real: Tensor, x: Tensor, gen: torch.Generator, ce_weight: float,
                  share: Callable | None = None):
@@ -59,7 +61,8 @@ class Binding:
             bound, terms = share(lambda k: self.objective.bind(replace(ctx, trained_rows=k)))
         else:
             bound = self.objective.bind(ctx)
-        box = decoded(bound, self.rep)
+        box = (decoded(bound, self.rep) if self.labelled is None else
+               Labelled(bound, self.rep, self.labelled, self.num_classes))
         guide = {} if self.surrogate is None else {
             "guide": Autograd().estimate(decoded(self.surrogate.bind(ctx), self.rep), x,
                                          gen).grad}

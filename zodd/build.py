@@ -18,8 +18,8 @@ from objectives import OBJECTIVES
 from zodd.binding import Binding
 from zodd.data import ImageData, data_root
 from zodd.estimators import ESTIMATORS
-from zodd.models import build_model
-from zodd.networks import NetworkQueue, StepNetwork
+from zodd.models import build_network
+from zodd.networks import ModelPool, NetworkQueue, StepNetwork
 from zodd.plan import Plan
 from zodd.prior import load_or_train
 from zodd.representation import make as make_representation
@@ -58,9 +58,12 @@ def estimator(plan: Plan):
                                       guided=plan.cfg.surrogate is not None)
 
 
-def stepper(plan: Plan, x: torch.Tensor, chosen_estimator, gen: torch.Generator):
-    return make_stepper(plan.optimizer, x, chosen_estimator, gen, lr=plan.lr, sigma=plan.sigma,
-                        directions=plan.directions, lowres=plan.lowres)
+def stepper(plan: Plan, leaves: list[torch.Tensor], point: torch.Tensor, chosen_estimator,
+            gen: torch.Generator):
+    """How S's ``leaves`` (images, and learned labels) move; ``point``: them packed."""
+    return make_stepper(plan.optimizer, leaves, point, chosen_estimator, gen, lr=plan.lr,
+                        sigma=plan.sigma, directions=plan.directions, lowres=plan.lowres,
+                        label_lr=plan.cfg.label_lr)
 
 
 def updater(plan: Plan) -> RobustUpdater:
@@ -72,33 +75,38 @@ def updater(plan: Plan) -> RobustUpdater:
 
 
 def network(plan: Plan, data: ImageData, seed: int) -> torch.nn.Module:
-    """A fresh network of the plan's shape, on its device."""
-    return build_model(data.channels, data.num_classes, data.image_size, plan.width, plan.depth,
-                       seed=seed).to(plan.device)
+    """A fresh network of the plan's kind (``--network``) and shape, on its device."""
+    return build_network(plan.cfg.network, data.channels, data.num_classes, data.image_size,
+                         plan.width, plan.depth, seed=seed).to(plan.device)
 
 
 def step_network(plan: Plan, data: ImageData, gen: torch.Generator) -> StepNetwork:
-    """The network a step is bound to and its training: IDM's queue when the plan has one
-    (its first networks drawn from ``gen`` here), else one network on the plan's schedule."""
+    """The network a step is bound to and its training: IDM's queue or FRePo's pool when the
+    plan has one (its first networks drawn from ``gen`` here), else one network on the plan's
+    schedule."""
     def make(seed: int) -> torch.nn.Module:
         return network(plan, data, seed)
 
     queue = None if not plan.queue_size else NetworkQueue(
         make, plan.queue_size, plan.queue_every, plan.cfg.queue_train, plan.model_steps,
         plan.cfg.model_lr, gen)
+    pool = ModelPool(make, plan.pool_size, plan.pool_steps, gen) if plan.pool_size else None
     return StepNetwork(make, updater(plan),
                        uses_network=plan.uses_network, reinit_every=plan.reinit_every,
                        n_update=plan.n_update, on_synthetic=plan.train_on_synthetic,
-                       ce_weight=plan.ce_weight, queue=queue)
+                       ce_weight=plan.ce_weight, queue=queue, pool=pool)
 
 
 def binding(plan: Plan, data: ImageData, rep, labels: torch.Tensor, pixels: torch.Tensor,
             source: torch.Tensor | None, pool=None) -> Binding:
     """How each step binds the plan's objective (and surrogate); the real images S started
-    from (``source``) stay out of the scores' held-out draws."""
+    from (``source``) stay out of the scores' held-out draws. With learned labels the box
+    takes the packed pair (zodd.labels.Labelled)."""
     cfg = plan.cfg
     used = source if source is not None else torch.empty(0, dtype=torch.long)
+    stored = rep.stored_shape(tuple(data.train_x.shape[1:])) if cfg.labels == "learn" else None
     return Binding(objective(plan), objective(plan, cfg.surrogate) if cfg.surrogate else None,
                    rep, labels, data.num_classes, data.mean, data.std, cfg.augment, cfg.compile,
                    plan.n_real, plan.estimator == "autograd", cfg.retries,
-                   [i[~torch.isin(i, used)] for i in data.class_indices()], pixels, pool)
+                   [i[~torch.isin(i, used)] for i in data.class_indices()], pixels, pool,
+                   stored)

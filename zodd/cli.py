@@ -142,8 +142,9 @@ def distill(config_file, no_robust, resume_dir, out, overwrite, quiet, **flags) 
 @click.option("--protocol", type=click.Choice(list(PROTOCOLS)), default="zodd",
               show_default=True, help="How the networks are trained: " + PROTOCOLS.help()
               + ". Each setting below overrides it.")
-@click.option("--models", default="convnet", show_default=True,
-              help="Comma-separated networks, one row each: " + MODELS.help() + ".")
+@click.option("--models", default=None,
+              help="Comma-separated networks, one row each: " + MODELS.help()
+              + ". [default: the protocol's network, convnet unless it names one]")
 @click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True,
               help="Networks trained (one per seed).")
 @click.option("--epochs", type=click.IntRange(min=1), help="[default: the protocol's]")

@@ -35,6 +35,8 @@ class DistillConfig:
     representation: str = "pixel"  # how S is stored: pixel, or multi (F x F images per image)
     factor: int = 2  # --representation multi: each stored image holds factor^2 images
     latent: int = 32  # --representation latent: numbers a code (the prior's width)
+    labels: str = "onehot"  # zodd.labels.LABELS: onehot (fixed) or learn (a vector an image)
+    label_lr: float | None = None  # --labels learn: the labels' step size; None: --lr's
     recipe: str | None = None  # the named preset the settings started from (zodd.recipes)
     seed: int = 0
     device: str = "auto"  # auto: the first CUDA GPU when torch sees one, else the CPU
@@ -80,6 +82,10 @@ class DistillConfig:
     queue_train: int = 2  # networks the updater trains each iteration (IDM's fetch_net_num)
     ce_weight: float | None = None  # dm: the synthetic images' CE under the drawn queue network,
     # times its training accuracy in percent (IDM's syn_ce); None: zodd.plan (0 without a queue)
+    # FRePo's model pool (zodd.networks.ModelPool): None: no pool
+    pool_size: int | None = None  # networks kept (FRePo's num_nn_state)
+    pool_steps: int | None = None  # a network's training steps before it is reset; None: zodd.plan
+    network: str = "convnet"  # the step's network: a zodd.models name or ConvNet variant
     width: int | None = None  # None: 128 for 28-32 px, 64 for 8 px
     depth: int | None = None  # None: 3 for 28-32 px, 2 for 8 px
 
@@ -102,7 +108,7 @@ class DistillConfig:
                 raise bad(name, "must be at least 1")
         for name in ("width", "depth", "max_queries", "checkpoint_every", "directions", "lowres",
                      "update_batch", "model_steps", "reinit_every", "warm_iterations",
-                     "queue_size", "queue_every"):
+                     "queue_size", "queue_every", "pool_size", "pool_steps"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise bad(name, "must be at least 1")
@@ -131,7 +137,7 @@ class DistillConfig:
             raise bad("surrogate", "a surrogate's guide is full-resolution: use --lowres 1")
         if not (0.0 < self.alpha <= 1.0):
             raise bad("alpha", "must be in (0, 1]")
-        for name in ("sigma", "model_lr", "lr", "max_seconds", "command_timeout"):
+        for name in ("sigma", "model_lr", "lr", "label_lr", "max_seconds", "command_timeout"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise bad(name, "must be a finite number above 0")

@@ -62,7 +62,8 @@ def distill(cfg: DistillConfig, data: ImageData, out: Path | None = None,
             log.close()
         try:
             if result is not None:  # the run began: its set is saved whatever ended it
-                loop.x.requires_grad_(False)
+                for leaf in loop.leaves:
+                    leaf.requires_grad_(False)
                 result.synthetic = loop.decoded_set()
                 if out is not None:
                     _save_set(loop, out, result.synthetic)

@@ -9,7 +9,20 @@ family's ``evaluate_synset``: ``epochs + 1`` epochs, the rate divided after epoc
 named protocol (``PROTOCOLS``, ``zodd evaluate --protocol``) fixes the epochs, the
 learning rate, the mini-batch and the augmentation drawn per image and batch (zodd.augment), each
 overridable; the network is ``model`` (zodd.models.MODELS; ConvNet of the distillation's shape by
-default). Soft labels (``[N, classes]`` probabilities) train with the soft cross-entropy.
+default). Label vectors (``[N, classes]``: soft labels, or labels a set learned) train with the
+soft cross-entropy against their softmax where they are not probabilities already (FRePo's
+``soft_cross_entropy_loss``; zodd.labels.soft_targets).
+
+``frepo`` is FRePo's published evaluation (yongchao97/FRePo ``script/eval.py`` with its
+defaults, and ``proto_evaluate``): its Conv without normalisation (``model frepo``), Adam at
+3e-4 (optax's ``adam``: its ``weight_decay`` argument is not used by that optimiser), the rate
+rising linearly from 0 over ``FREPO_WARMUP`` 500 steps then falling by a cosine to 1 % of it
+(``alpha=0.01``) over the remaining steps, ``FREPO_STEPS`` steps by the set's size (its
+``step_per_prototpyes``), batches of ``min(N, 500)`` taken in order from the repeated set
+(``cache().repeat().batch()``, no shuffle), FRePo's augmentation (zodd.augment.FRePo) on each
+batch, and the mean squared error ``sum_c 0.5 (f(x) - y)^2`` to the stored label vectors (hard
+labels: the centred one-hot, ``1 - 1/C`` and ``-1/C``, as its ``y_transform``); the prediction
+is the output's argmax. Its 5 networks (``num_eval``) are zodd's ``--seeds``.
 Metrics, each the mean and std (ddof 0) over seeds:
 
 * ``acc``: accuracy on the test set;
@@ -32,6 +45,7 @@ from torch import Tensor
 
 from zodd.augment import augment_batch
 from zodd.data import ImageData, default_data_dir
+from zodd.labels import centred, soft_targets
 from zodd.models import build_network, check_model
 from zodd.rundir import atomic_write, metrics_name
 from zodd.synthetic import SyntheticSet
@@ -46,6 +60,12 @@ NOISE_STD = 0.1
 BLUR_KERNEL = 3
 BLUR_SIGMA = 1.0
 KMEANS_K = 10
+FREPO_WARMUP = 500  # script/eval.py: warmup_steps
+FREPO_FLOOR = 0.01  # optax.cosine_decay_schedule(alpha=0.01)
+FREPO_BATCH = 500  # ds_proto.batch(min(N, 500))
+# step_per_prototpyes: set size -> training steps (a size between two rows takes the lower)
+FREPO_STEPS = ((10, 1000), (100, 2000), (200, 20000), (400, 5000), (500, 5000), (1000, 10000),
+               (2000, 40000), (5000, 40000))
 
 
 @dataclass(frozen=True)
@@ -62,6 +82,8 @@ class Protocol:
 
 SCHEDULES = Registry("schedule", [
     ("half", "half", "epochs epochs, lr / 10 after epochs // 2, the optimiser kept (zodd's)"),
+    ("frepo", "frepo", "FRePo's: Adam, MSE to the labels, steps by set size, 500 warm-up steps "
+     "then a cosine to 1 % (the epochs are not used)"),
     ("evaluate_synset", "evaluate_synset", "epochs + 1 epochs, lr / 10 after epoch "
      "epochs // 2 + 1 with a fresh optimiser (DC, DSA, DM, IDM)"),
 ])
@@ -80,6 +102,10 @@ PROTOCOLS = Registry("protocol", [
     ("plain", Protocol({"epochs": 300, "lr": 0.01, "batch_size": 256, "augment": "none",
                         "schedule": "half"}),
      "no augmentation, 300 epochs (what a weak set cannot hide behind)"),
+    ("frepo", Protocol({"epochs": 0, "lr": 3e-4, "batch_size": FREPO_BATCH, "augment": "frepo",
+                        "schedule": "frepo", "model": "frepo"}),
+     "FRePo's eval.py: its Conv without norm, Adam 3e-4, MSE to the stored label vectors, "
+     "1,000-40,000 steps by set size, FRePo's augmentation"),
 ])
 
 
@@ -111,6 +137,11 @@ def protocol_config(name: str, dataset: str, **overrides) -> EvalConfig:
     if "model" in values:
         check_model(values["model"])
     return EvalConfig(**values, protocol=name + ("+custom" if changed else ""))
+
+
+def protocol_model(name: str) -> str:
+    """The network protocol ``name`` trains when none is named (``convnet`` unless it says)."""
+    return PROTOCOLS[PROTOCOLS.check(name, "protocol")].settings.get("model", "convnet")
 
 
 def protocol_record(cfg: EvalConfig) -> dict:
@@ -187,6 +218,9 @@ def metrics_file(augment: str = "affine", baseline: str | None = None,
 
 
 def optimizer_description(cfg: EvalConfig) -> str:
+    if cfg.schedule == "frepo":
+        return (f"Adam, MSE to the label vectors, {FREPO_WARMUP} warm-up steps then a cosine "
+                f"to {FREPO_FLOOR:g} of lr, FRePo's steps by set size, batches in order")
     if cfg.schedule == "half":
         return "SGD momentum 0.9, weight decay 5e-4, lr / 10 at half the epochs"
     return ("SGD momentum 0.9, weight decay 5e-4, epochs + 1 epochs, lr / 10 after epoch "
@@ -223,11 +257,58 @@ def shift_description() -> str:
             f"cluster-min: worst of {KMEANS_K} KMeans clusters of test pixels")
 
 
+def frepo_steps(n: int) -> int:
+    """FRePo's training steps for a set of ``n`` images (``FREPO_STEPS``)."""
+    return [steps for size, steps in FREPO_STEPS if n >= size][-1] if n >= FREPO_STEPS[0][0] \
+        else FREPO_STEPS[0][1]
+
+
+def frepo_rate(step: int, steps: int) -> float:
+    """FRePo's rate at ``step`` (from 0), as a fraction of the peak: linear warm-up over
+    ``FREPO_WARMUP`` steps, then a cosine to ``FREPO_FLOOR`` over the rest."""
+    if step < FREPO_WARMUP:
+        return step / FREPO_WARMUP
+    span = max(steps - FREPO_WARMUP, 1)
+    t = min(step - FREPO_WARMUP, span) / span
+    return (1 - FREPO_FLOOR) * 0.5 * (1 + np.cos(np.pi * t)) + FREPO_FLOOR
+
+
+def train_frepo(images: Tensor, labels: Tensor, data: ImageData, cfg: EvalConfig, seed: int,
+                flip: bool) -> torch.nn.Module:
+    """One network as FRePo's evaluation trains it (module docstring)."""
+    gen = torch.Generator().manual_seed(seed)
+    device = resolve_device(cfg.device)
+    targets = labels.float() if labels.ndim == 2 else centred(labels, data.num_classes)
+    images, targets = images.to(device), targets.to(device)
+    net = build_network(cfg.model, data.channels, data.num_classes, data.image_size, cfg.width,
+                        cfg.depth, seed=seed).to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    steps, n = frepo_steps(len(images)), len(images)
+    batch = min(n, cfg.batch_size)
+    net.train()
+    for step in range(steps):
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr * frepo_rate(step, steps)
+        rows = torch.arange(step * batch, (step + 1) * batch, device=device) % n
+        x = images[rows]
+        if cfg.augment != "none":
+            x = augment_batch(x, gen, flip, cfg.augment)
+        loss = 0.5 * ((net(x) - targets[rows]) ** 2).sum(1).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return net.eval()
+
+
 def train_network(images: Tensor, labels: Tensor, data: ImageData, cfg: EvalConfig, seed: int,
                   flip: bool) -> torch.nn.Module:
+    if cfg.schedule == "frepo":
+        return train_frepo(images, labels, data, cfg, seed, flip)
     gen = torch.Generator().manual_seed(seed)  # on the CPU: the same draws on every device
     device = resolve_device(cfg.device)
     images, labels = images.to(device), labels.to(device)
+    if labels.ndim == 2:
+        labels = soft_targets(labels.float())
     net = build_network(cfg.model, data.channels, data.num_classes, data.image_size, cfg.width,
                         cfg.depth, seed=seed).to(device)
     schedule = Schedule(cfg, net.parameters())

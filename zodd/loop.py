@@ -20,9 +20,11 @@ import torch
 
 from zodd import build
 from zodd.config import DistillConfig
+from zodd import labels as label_sets
 from zodd.data import ImageData, draw_per_class
 from zodd.plan import Plan, resolve
 from zodd.sets import start
+from zodd.steppers import split
 from zodd.synthetic import INITS, SyntheticSet, class_major, initialise, save
 from zodd.types import EvaluationError, ZoddError
 
@@ -42,12 +44,16 @@ class Loop:
         self.x = self.syn.images.requires_grad_(True)
         self.labels = class_major(data.num_classes, cfg.ipc * self.rep.per_image).to(
             plan.device)  # of the decoded images
+        # --labels learn: one label vector a stored image, moved with the images (zodd.labels)
+        self.y = (label_sets.initial(data.num_classes, cfg.ipc).to(plan.device)
+                  .requires_grad_(True) if cfg.labels == "learn" else None)
+        self.leaves = [self.x] if self.y is None else [self.x, self.y]
         self.estimator = build.estimator(plan)
-        self.stepper = build.stepper(plan, self.x, self.estimator, self.gen)
+        self.stepper = build.stepper(plan, self.leaves, self.point(), self.estimator, self.gen)
         self.network = build.step_network(plan, data, self.gen)
         self.per_class = data.class_indices()
         self.train_x = data.train_x.to(plan.device)  # moved once; indices are drawn on the CPU
-        self.good = self.x.detach().clone()  # the last set known to be finite
+        self.good = self.point().clone()  # the last set known to be finite
         self.binding = build.binding(plan, data, self.rep, self.labels, self.train_x,
                                      self.syn.source, pool)
         self.step, self.queries, self.seconds, self.failures = 0, 0, warm_seconds, 0
@@ -62,12 +68,12 @@ class Loop:
         box, guard, guide, shared_terms = self._bind(real, one_pass)
         row: dict = {}
         try:
-            estimate = self.stepper.propose(box, self.x, self.gen, guide)
+            estimate = self.stepper.propose(box, self.point(), self.gen, guide)
         except EvaluationError as exc:  # f(S) failed: the step is skipped
             estimate, row = None, {"skipped": str(exc)}
-        self.stepper.apply(self.x, estimate)
+        self.stepper.apply(estimate)
         terms = self.network.after_step(one_pass, lambda: self._real_batch(self.plan.n_update),
-                                        self._by_class, self.labels, self.gen
+                                        self._by_class, self.labels, self.gen, self.targets
                                         ) or terms or shared_terms
         self.step += 1
         self.queries += estimate.queries if estimate else self.stepper.queries()
@@ -77,6 +83,20 @@ class Loop:
                        fault=guard.messages[-1][:200])
         loss = estimate.loss if estimate else None  # None: a skipped step (JSON has no NaN)
         return {"step": self.step, "queries": self.queries, "loss": loss, **terms, **row}
+
+    def point(self) -> torch.Tensor:
+        """S as the estimators see it, detached: the stored images, packed with their labels
+        when they are learned (zodd.labels.pack)."""
+        x = self.x.detach()
+        return x if self.y is None else label_sets.pack(x, self.y.detach())
+
+    def targets(self) -> torch.Tensor:
+        """The decoded images' label vectors ``[N, classes]``, detached: the learned ones, or
+        FRePo's centred one-hot (what a pool network regresses S's images on)."""
+        if self.y is None:
+            return label_sets.initial(self.data.num_classes, self.cfg.ipc * self.rep.per_image
+                                      ).to(self.x.device)
+        return self.y.detach().repeat_interleave(self.rep.per_image, 0)
 
     def _real_batch(self, n: int) -> torch.Tensor:
         """``n`` real images of every class, drawn from the run's generator."""
@@ -100,13 +120,18 @@ class Loop:
             return self.rep.decode(self.x.detach())
 
     def decoded_set(self) -> SyntheticSet:
-        return SyntheticSet(self.images(), self.labels, self.data.num_classes)
+        """The decoded set; learned labels are its ``labels`` ``[N, classes]`` (float)."""
+        labels = self.labels if self.y is None else self.targets().clone()
+        return SyntheticSet(self.images(), labels, self.data.num_classes)
 
     def save(self, out: Path, decoded: SyntheticSet) -> None:
         """synthetic.pt (``decoded``, the decoded set), grid.png, and what the representation
         stores beside them (zodd.representation: ``record``)."""
         record = self.rep.record()
-        save(decoded, out, self.data, stored=None if record is None else self.syn,
+        stored = None if record is None else SyntheticSet(
+            self.x.detach(), self.syn.labels if self.y is None else self.y.detach(),
+            self.data.num_classes)
+        save(decoded, out, self.data, stored=stored,
              representation=record, grid_of_stored=self.rep.shows_stored)
 
     def state_dict(self) -> dict:
@@ -115,7 +140,9 @@ class Loop:
         return {
             "config": json.dumps(self.cfg.to_dict()), "step": self.step,
             "queries": self.queries, "seconds": self.seconds, "failures": self.failures,
-            "images": self.x.detach().cpu().clone(), **self.stepper.state_dict(),
+            "images": self.x.detach().cpu().clone(),
+            "labels": None if self.y is None else self.y.detach().cpu().clone(),
+            **self.stepper.state_dict(),
             "generator": self.gen.get_state(), **self.network.state_dict(),
         }
 
@@ -126,7 +153,9 @@ class Loop:
                             "is not in the checkpoint); its set is in synthetic.pt")
         with torch.no_grad():
             self.x.copy_(state["images"])
-        self.good = self.x.detach().clone()
+            if self.y is not None:
+                self.y.copy_(state["labels"])
+        self.good = self.point().clone()
         self.stepper.load_state_dict(state)
         self.gen.set_state(state["generator"])
         self.step, self.queries, self.seconds = state["step"], state["queries"], state["seconds"]
@@ -136,11 +165,12 @@ class Loop:
     def check_finite(self, since: int) -> None:
         """S is finite (then it is the new last good set), or it is put back to the last good
         one and the run ends (one check per group of log rows: no host sync per step)."""
-        if bool(torch.isfinite(self.x).all()):
-            self.good = self.x.detach().clone()
+        if all(bool(torch.isfinite(leaf).all()) for leaf in self.leaves):
+            self.good = self.point().clone()
             return
         with torch.no_grad():
-            self.x.copy_(self.good)
+            for leaf, good in zip(self.leaves, split(self.good, self.leaves)):
+                leaf.copy_(good)
         raise ZoddError(f"the objective gave a non-finite gradient at step {since} or after; "
                         "lower --lr or --sigma")
 

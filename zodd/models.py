@@ -16,7 +16,13 @@ Dataset Condensation family (the paper's Table 4a): ``resnet18`` (torchvision's,
 stride-1 stem and no max pool, batch norm), ``vgg11`` (instance norm; 28 px images padded to 32
 by the first convolution), ``alexnet`` (five convolutions, three max pools), ``mlp`` (two hidden
 layers of 128), ``vit`` (torchvision's VisionTransformer: patches of 4 px, 6 layers, 8 heads,
-width 256). A network that the image is too small for is refused in one line.
+width 256), ``frepo`` (FRePo's ``Conv``, yongchao97/FRePo ``lib/models/networks.py``, as its
+distillation and evaluation use it: three blocks of [3x3 conv of 128, 256, 512 channels ->
+ReLU -> 2x2 average pooling], no normalisation (``normalization='identity'``), the first
+convolution padding one-channel images by 3 (its ``kernel_size // 2 + 2``), a linear
+classifier on the flattened features; weights drawn as flax draws them, LeCun normal truncated
+at two standard deviations, biases zero). A network that the image is too small for is refused
+in one line.
 """
 from __future__ import annotations
 
@@ -143,6 +149,43 @@ def _vit(channels: int, num_classes: int, image_size: int) -> nn.Module:
     return net
 
 
+LECUN_TRUNCATION = 0.87962566103423978  # the std of a unit normal truncated to [-2, 2]
+
+
+class FRePoConv(nn.Module):
+    """FRePo's Conv (module docstring); ``embed`` gives the flattened features (its
+    ``feat_fc``)."""
+
+    def __init__(self, channels: int, num_classes: int, image_size: int, width: int = 128,
+                 depth: int = 3):
+        super().__init__()
+        pad = 3 if channels == 1 else 1
+        side = image_size + 2 * (pad - 1)
+        if side >> depth < 1:
+            raise ZoddError(f"model frepo pools a {image_size} px image below 1 px")
+        blocks: list[nn.Module] = []
+        c = channels
+        for d in range(depth):
+            blocks += [nn.Conv2d(c, width * 2 ** d, 3, padding=pad if d == 0 else 1),
+                       nn.ReLU(inplace=True), nn.AvgPool2d(2)]
+            c = width * 2 ** d
+        self.features = nn.Sequential(*blocks, nn.Flatten())
+        self.feature_dim = c * (side >> depth) ** 2
+        self.classifier = nn.Linear(self.feature_dim, num_classes)
+        for layer in self.modules():
+            if isinstance(layer, (nn.Conv2d, nn.Linear)):
+                fan_in = layer.weight[0].numel()
+                std = (1.0 / fan_in) ** 0.5 / LECUN_TRUNCATION
+                nn.init.trunc_normal_(layer.weight, std=std, a=-2 * std, b=2 * std)
+                nn.init.zeros_(layer.bias)
+
+    def embed(self, x: Tensor) -> Tensor:
+        return self.features(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.features(x))
+
+
 MODELS = Registry("model", [
     ("convnet", None, "ConvNet-D, the distillation network (width and depth of the run; "
      "variants convnet-dN, -wN, -bn, -nn)"),
@@ -151,6 +194,7 @@ MODELS = Registry("model", [
     ("alexnet", _alexnet, "AlexNet, five convolutions"),
     ("mlp", _mlp, "two hidden layers of 128"),
     ("vit", _vit, "a small vision transformer (torchvision), 4 px patches"),
+    ("frepo", FRePoConv, "FRePo's Conv: 128, 256, 512 channels, no norm, LeCun-normal weights"),
 ])
 CONVNET = re.compile(r"convnet((?:-(?:d\d+|w\d+|bn|nn|in))*)")
 

@@ -46,6 +46,8 @@ from torch import Tensor, nn
 from zodd.robust import RobustUpdater, train_on_synthetic
 
 START = 3  # networks in the queue before the first iteration (IDM's code)
+POOL_LR = 3e-4  # FRePo's pool networks: Adam at config.online.learning_rate
+POOL_BATCH = 500  # FRePo's get_sample_proto: at most 500 images of S a pool step
 METER_EVERY = 100  # iterations between resets of the accuracy counts (IDM's eval_interval)
 MOMENTUM, WEIGHT_DECAY = 0.9, 5e-4  # the queue networks' SGD (IDM's --net_decay)
 
@@ -135,6 +137,76 @@ class NetworkQueue:
             self.members.append(m)
 
 
+class ModelPool:
+    """FRePo's model pool (Zhou et al., NeurIPS 2022; yongchao97/FRePo,
+    ``proto_train_and_evaluate``): ``size`` networks (``num_nn_state``, 10), the i-th starting
+    with its step count at ``(max_steps // size) * i`` so that their resets are staggered; each
+    iteration one is drawn uniformly and S is regressed under its features; after S's step
+    that network is reset (a fresh one, count 0) if its count passed ``max_steps``
+    (``max_online_updates``, 100), else trained one step, which adds one to its count. Each
+    network keeps its own Adam at ``POOL_LR`` (FRePo's ``config.online``: adam, 3e-4).
+
+    **That one step is the model update.** FRePo's own (``--updater native``): mean squared
+    error ``sum_c 0.5 (f(x) - y)^2`` of the network's outputs against S's labels on at most
+    ``POOL_BATCH`` (500) images of S (FRePo's ``get_sample_proto``; all of them when S is
+    smaller), no augmentation. ``--updater ce`` / ``robust``: one ``RobustUpdater`` step on the
+    step's real batch (cross-entropy, or the paper's robust loss with clusters around S) with
+    the same Adam, as IDM's queue is trained on real data. Where zodd differs: every draw comes
+    from the run's generator (FRePo: numpy's global state and jax keys)."""
+
+    def __init__(self, build: Callable[[int], nn.Module], size: int, max_steps: int,
+                 gen: torch.Generator):
+        self.build, self.max_steps = build, max_steps
+        self.members = [self._member(gen, (max_steps // size) * i) for i in range(size)]
+        self.drawn: Member | None = None
+
+    def _member(self, gen: torch.Generator, count: int = 0) -> Member:
+        net = self.build(int(torch.randint(2**31 - 1, (1,), generator=gen))).requires_grad_(False)
+        return Member(net, torch.optim.Adam(net.parameters(), lr=POOL_LR), seen=count)
+
+    def draw(self, gen: torch.Generator) -> Member:
+        self.drawn = self.members[int(torch.randint(len(self.members), (1,), generator=gen))]
+        return self.drawn
+
+    def train(self, updater: RobustUpdater, real: Callable[[], Tensor], synthetic: Tensor,
+              targets: Tensor, gen: torch.Generator) -> dict:
+        """After S's step: the drawn network reset or trained one step (class docstring);
+        ``synthetic`` the decoded images ``[classes, k, ...]``, ``targets`` their label vectors
+        ``[N, classes]``; the step's loss terms."""
+        m = self.drawn
+        if m.seen > self.max_steps:
+            self.members[self.members.index(m)] = self._member(gen)
+            return {}
+        m.net.requires_grad_(True)
+        if updater.mode == "native":
+            images = synthetic.flatten(0, 1)
+            if len(images) > POOL_BATCH:
+                pick = torch.randperm(len(images), generator=gen)[:POOL_BATCH].to(images.device)
+                images, targets = images[pick], targets[pick]
+            loss = 0.5 * ((m.net(images) - targets) ** 2).sum(1).mean()
+            m.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            m.opt.step()
+            terms = {"pool_mse": loss.detach()}
+        else:
+            terms = replace(updater, steps=1).step(m.net, m.opt, real(), synthetic, gen)
+        m.net.requires_grad_(False)
+        m.seen += 1
+        return terms
+
+    def state_dict(self) -> dict:
+        return {"members": [{"net": m.net.state_dict(), "opt": m.opt.state_dict(),
+                             "count": m.seen} for m in self.members],
+                "drawn": None if self.drawn is None else self.members.index(self.drawn)}
+
+    def load_state_dict(self, state: dict) -> None:
+        for m, saved in zip(self.members, state["members"]):
+            m.net.load_state_dict(saved["net"])
+            m.opt.load_state_dict(saved["opt"])
+            m.seen = int(saved["count"])
+        self.drawn = None if state["drawn"] is None else self.members[state["drawn"]]
+
+
 class StepNetwork:
     """The network a step's objective is bound to, and its training, whichever schedule the
     plan chose: none (objectives that score S alone); a fresh network every ``reinit_every``
@@ -146,8 +218,8 @@ class StepNetwork:
 
     def __init__(self, build: Callable[[int], nn.Module], updater: RobustUpdater, *,
                  uses_network: bool, reinit_every: int, n_update: int, on_synthetic: int,
-                 ce_weight: float, queue: NetworkQueue | None):
-        self.build, self.updater, self.queue = build, updater, queue
+                 ce_weight: float, queue: NetworkQueue | None, pool: ModelPool | None = None):
+        self.build, self.updater, self.queue, self.pool = build, updater, queue, pool
         self.uses_network, self.reinit_every, self.n_update = uses_network, reinit_every, n_update
         self.on_synthetic, self.ce_weight = on_synthetic, ce_weight
         self.net: nn.Module | None = None
@@ -165,6 +237,9 @@ class StepNetwork:
             self.queue.refresh(step, gen)
             self.drawn = self.queue.draw(gen)
             self.net, self.opt = self.drawn.net, self.drawn.opt
+        elif self.pool:
+            member = self.pool.draw(gen)
+            self.net, self.opt = member.net, member.opt
         elif self.uses_network and (self.net is None or step % self.reinit_every == 0):
             self._new(gen)
 
@@ -174,7 +249,7 @@ class StepNetwork:
 
     def update(self, real: Tensor, synthetic: Callable[[], Tensor], gen: torch.Generator) -> dict:
         """The updater's steps on the step's real batch, before S's step (none for native)."""
-        if self.net is None or self.queue:
+        if self.net is None or self.queue or self.pool:
             return {}
         self.net.requires_grad_(True)
         terms = self.updater.step(self.net, self.opt, real[:, :self.n_update], synthetic(), gen)
@@ -195,26 +270,32 @@ class StepNetwork:
 
     def after_step(self, one_pass: bool, batch: Callable[[], Tensor],
                    synthetic: Callable[[], Tensor], labels: Tensor,
-                   gen: torch.Generator) -> dict:
+                   gen: torch.Generator, targets: Callable[[], Tensor] | None = None) -> dict:
         """After S's step: the one-pass update lands, the queue trains (its last loss terms are
-        returned), DC's network trains on S."""
+        returned), the pool's drawn network trains (on S towards ``targets()``, its label
+        vectors, or on ``batch()``), DC's network trains on S."""
         if one_pass:
             self.opt.step()
         terms = self.queue.train(self.updater, batch, synthetic(), gen) if self.queue else {}
+        if self.pool:
+            terms = self.pool.train(self.updater, batch, synthetic(), targets(), gen)
         if self.on_synthetic:
             train_on_synthetic(self.net, self.opt, synthetic().flatten(0, 1), labels,
                                self.on_synthetic)
         return terms
 
     def state_dict(self) -> dict:
-        own = self.net is not None and not self.queue
+        own = self.net is not None and not self.queue and not self.pool
         return {"net": self.net.state_dict() if own else None,
                 "net_optimizer": self.opt.state_dict() if own else None,
-                "queue": None if self.queue is None else self.queue.state_dict()}
+                "queue": None if self.queue is None else self.queue.state_dict(),
+                "pool": None if self.pool is None else self.pool.state_dict()}
 
     def load_state_dict(self, state: dict, gen: torch.Generator) -> None:
         if state.get("queue") is not None:  # the step's network is drawn from it each iteration
             self.queue.load_state_dict(state["queue"])
+        if state.get("pool") is not None:
+            self.pool.load_state_dict(state["pool"])
         if state["net"] is not None:
             saved = gen.get_state()
             self._new(gen)  # the architecture; its weights are replaced just below

@@ -44,6 +44,10 @@ OPTIONS = {
                      "--representation multi"),
     "latent": Option("The set", "Numbers a code (the learned prior's width).",
                      "--representation latent"),
+    "labels": Option("The set", "onehot: one class an image, fixed; learn: one label vector "
+                     "an image, learned with the images (needs an objective that reads labels: "
+                     "krr, frepo, command)."),
+    "label_lr": Option("The set", "The labels' step size (default: --lr's).", "--labels learn"),
     "seed": Option("The set", "The run's one root random generator: the same seed, the same "
                    "set on one machine."),
     "recipe": Option("Objective", "Start from a named method's settings; flags given here "
@@ -108,6 +112,15 @@ OPTIONS = {
     "ce_weight": Option("Network and robust updater", "dm: the synthetic images' cross-entropy "
                         "under the drawn network, times its training accuracy in percent "
                         "(default, by IPC: {CE_WEIGHT}; IDM's).", QUEUE),
+    "pool_size": Option("Network and robust updater", "FRePo's model pool: networks kept, one "
+                        "drawn each iteration and then trained one step (on S with --updater "
+                        "native, FRePo's way; on real data with ce or robust), reset after "
+                        "--pool-steps (default: none; --recipe frepo: {POOL_SIZE})."),
+    "pool_steps": Option("Network and robust updater", "A pool network's training steps before "
+                         "it is reset (default {POOL_STEPS}, FRePo's).", "--pool-size"),
+    "network": Option("Network and robust updater", "The step's network: convnet (its "
+                      "variants convnet-nn, ...) or another zodd.models name with features, "
+                      "e.g. frepo (FRePo's Conv: widths 128, 256, 512, no norm)."),
     "width": Option("Network and robust updater", "ConvNet width (default: by image size: "
                     "{large[0]} for 28-32 px, {small[0]} for 8 px)."),
     "depth": Option("Network and robust updater", "ConvNet depth (default: by image size: "

@@ -62,6 +62,18 @@ Why each default is what it is (the figures are in BENCHMARKS.md):
   costs a compile at the start of each run, so it is asked for, not assumed.
 * **the queue** (``--queue-size N``, ``--recipe idm``): IDM's published defaults, their sources in
   zodd.networks' docstring (``QUEUE_EVERY``, ``QUEUE_MODEL_STEPS``, ``QUEUE_BATCH``, ``CE_WEIGHT``).
+* **labels** ``onehot``: every method but the kernel family's keeps one class an image.
+  ``learn`` (zodd.labels): the labels start as FRePo's centred one-hot; ``label_lr`` None: the
+  images' lr (FRePo moves both with one LAMB, whose trust ratio scales each tensor's step by
+  its own norm). Directions then cover the packed images and labels, so ``lowres`` is 1.
+* **the pool** (``--pool-size N``, ``--recipe frepo``): FRePo's model pool (zodd.networks.
+  ModelPool): ``POOL_STEPS`` (FRePo's ``max_online_updates`` 100) steps before a network is
+  reset; ``--recipe frepo`` sets FRePo's ``num_nn_state`` 10 networks, its Conv (``--network
+  frepo``), its regression (``--objective frepo``: ridge 1e-6, the label margin term), LAMB at
+  its 3e-4 (constant: FRePo decays it by a cosine to a tenth over its fixed step count, which a
+  run stopped by ``--max-seconds`` does not know), learned labels, no augmentation in the
+  regression, and ``batch_size`` 102 (FRePo regresses 1,024 real images a step, drawn from
+  the whole set: about 102 of each of 10 classes).
 * **checkpoint_seconds**: a checkpoint about once a minute when ``checkpoint_every`` is None.
 * **log_every**: 1 on the CPU; on a GPU ``LOG_EVERY_GPU``: reading a loss back to the host waits
   for the GPU, which costs a small step its overlap of Python and GPU work, so rows are fetched
@@ -78,7 +90,8 @@ from objectives import OBJECTIVES
 from zodd.config import DistillConfig
 from zodd.data import DATASETS, ImageData, canonical
 from zodd.estimators import ESTIMATORS
-from zodd.models import default_shape
+from zodd.labels import LABELS
+from zodd.models import check_model, default_shape
 from zodd.robust import CLUSTER_SPACES, CVAR_TAILS, CVAR_TERMS, UPDATERS
 from zodd.steppers import NEVERGRAD_PREFIX, STEPPERS, check_optimizer
 from zodd.augment import AUGMENTS
@@ -100,6 +113,8 @@ QUEUE_EVERY = ((1, 5), (2, 30))  # (ipc from, interval): IDM's --net_generate_in
 QUEUE_MODEL_STEPS = 10  # IDM's --model_train_steps
 QUEUE_BATCH = 256  # IDM's --trained_bs: real images per training step, shared by the classes
 CE_WEIGHT = ((1, 0.5), (11, 0.1))  # (ipc from, weight): IDM's --ce_weight
+POOL_STEPS = 100  # FRePo's max_online_updates
+POOL_SIZE = 10  # FRePo's num_nn_state (--recipe frepo)
 MAX_VALUES = 2**30  # directions x set size above which a zero-order estimate will not fit
 
 # every DistillConfig field whose value is a name, and the registry it comes from ("auto" and
@@ -108,7 +123,7 @@ REGISTRIES = {"dataset": DATASETS, "init": INITS, "representation": REPRESENTATI
               "augment": AUGMENTS, "objective": OBJECTIVES,
               "estimator": ESTIMATORS, "optimizer": STEPPERS, "updater": UPDATERS,
               "cvar_tail": CVAR_TAILS, "cvar_terms": CVAR_TERMS, "cluster_space": CLUSTER_SPACES,
-              "recipe": RECIPES}
+              "recipe": RECIPES, "labels": LABELS}
 
 
 @dataclass(frozen=True)
@@ -140,6 +155,8 @@ class Plan:
     log_every: int  # log rows fetched from the device in groups of this many
     queue_size: int = 0  # IDM's queue of networks (zodd.networks); 0: none
     queue_every: int = 0  # a new queue network every N iterations
+    pool_size: int = 0  # FRePo's model pool (zodd.networks.ModelPool); 0: none
+    pool_steps: int = 0  # a pool network's training steps before its reset
     ce_weight: float = 0.0  # dm's class-aware term (times the drawn network's accuracy, %)
 
     def to_dict(self) -> dict:
@@ -186,7 +203,41 @@ def check(cfg: DistillConfig) -> DistillConfig:
         _check_queue(cfg, objective)
     if cfg.one_pass:
         _check_one_pass(cfg, objective)
+    if cfg.labels == "learn":
+        _check_labels(cfg, objective)
+    elif cfg.label_lr is not None:
+        raise _bad(cfg, "label_lr", "it is the step size of learned labels: give --labels learn")
+    if cfg.pool_size is not None:
+        _check_pool(cfg, objective)
+    elif cfg.pool_steps is not None:
+        raise _bad(cfg, "pool_steps", "it belongs to the model pool: give --pool-size (or "
+                   "--recipe frepo)")
+    check_model(cfg.network)
     return cfg
+
+
+def _check_labels(cfg: DistillConfig, objective) -> None:
+    """``--labels learn``: an objective that reads labels; directions over the packed pair."""
+    readers = [n for n, o in OBJECTIVES.items() if o.reads_labels]
+    if not objective.reads_labels:
+        raise _bad(cfg, "labels", f"objective {cfg.objective} reads no labels (it matches "
+                   "per-class statistics); choose " + ", ".join(readers))
+    if cfg.surrogate is not None:
+        raise _bad(cfg, "surrogate", "a surrogate's guide covers images only, not learned labels")
+    if (cfg.lowres or 1) > 1:
+        raise _bad(cfg, "lowres", "directions cover images and labels packed together; drop "
+                   "--lowres with --labels learn")
+
+
+def _check_pool(cfg: DistillConfig, objective) -> None:
+    """FRePo's pool: its networks are drawn by the objective, and it replaces the queue."""
+    if not objective.uses_network:
+        raise _bad(cfg, "pool_size", f"objective {cfg.objective} uses no network")
+    for name, why in (("queue_size", "choose one: IDM's queue or FRePo's pool"),
+                      ("one_pass", "the pool trains its networks after S's step"),
+                      ("reinit_every", "the pool resets its networks after --pool-steps")):
+        if getattr(cfg, name):
+            raise _bad(cfg, name, why)
 
 
 def _check_queue(cfg: DistillConfig, objective) -> None:
@@ -245,6 +296,8 @@ def resolve(cfg: DistillConfig, data: ImageData) -> Plan:
     width, depth = default_shape(data.image_size)
     width, depth = cfg.width or width, cfg.depth or depth
     item = cfg.latent if cfg.representation == "latent" else data.channels * data.image_size ** 2
+    if cfg.labels == "learn":
+        item += data.num_classes  # the packed row: an image's values and its label vector
     set_size = cfg.ipc * data.num_classes * item  # values of the stored set
     lowres = _lowres(cfg, estimator, set_size // (data.num_classes if cfg.blockwise else 1),
                      data.image_size)
@@ -269,6 +322,8 @@ def resolve(cfg: DistillConfig, data: ImageData) -> Plan:
         checkpoint_seconds=CHECKPOINT_SECONDS, log_every=1 if device == "cpu" else LOG_EVERY_GPU,
         queue_size=cfg.queue_size or 0,
         queue_every=(cfg.queue_every or _from_ipc(QUEUE_EVERY, cfg.ipc)) if queue else 0,
+        pool_size=cfg.pool_size or 0,
+        pool_steps=(cfg.pool_steps or POOL_STEPS) if cfg.pool_size else 0,
         ce_weight=(cfg.ce_weight if cfg.ce_weight is not None else
                    _from_ipc(CE_WEIGHT, cfg.ipc) if queue and cfg.objective == "dm" else 0.0))
     _check_sizes(plan, data, set_size)
@@ -281,6 +336,8 @@ def _schedule(cfg: DistillConfig, objective) -> tuple[int, int, int]:
     reinit, on_synthetic = REINIT_EVERY, 0
     if cfg.queue_size is not None:  # the queue's own schedule (zodd.networks)
         return 0, cfg.model_steps or QUEUE_MODEL_STEPS, 0
+    if cfg.pool_size is not None:  # the pool's own schedule: one step a drawn network
+        return 0, 1, 0
     if cfg.updater == "native" and objective.native == "reinit":
         reinit = 1
     elif cfg.updater == "native" and objective.native == "train":
@@ -311,6 +368,8 @@ def _estimator(name: str, differentiable: bool, surrogate: str | None = None) ->
 
 
 def _lowres(cfg: DistillConfig, estimator: str, block: int, image_size: int) -> int:
+    if cfg.labels == "learn":  # directions cover the packed images and labels
+        return 1
     if cfg.representation == "latent":  # codes have no pixels to coarsen
         if (cfg.lowres or 1) > 1:
             raise ZoddError("invalid lowres: --representation latent stores codes, not images; "

@@ -15,6 +15,10 @@ as defaults the user's own flags override. The recipe's name is recorded in conf
   ``--updater robust`` there is the paper's IDM + RDD, its Table 5) and the class-aware
   cross-entropy term; S steps by SGD at IDM's 0.2. The queue's other defaults by IPC are in
   zodd.plan.
+* ``frepo``: FRePo (Zhou et al., NeurIPS 2022): kernel regression on the features of FRePo's
+  Conv drawn from a pool of 10 networks trained between uses (on S, FRePo's way, with
+  ``--updater native``; on real data with ``ce`` or ``robust``, RDD on this base), learned
+  labels, LAMB; each default's source in zodd.plan and zodd.networks.
 """
 from __future__ import annotations
 
@@ -35,6 +39,10 @@ RECIPES = Registry("recipe", [
              "updater": "ce", "queue_size": 100, "lr": 0.2},
      "multi-formation (factor 2), distribution matching with DSA under a queue of networks "
      "trained on real data, and IDM's class-aware CE term (use --updater robust for IDM + RDD)"),
+    ("frepo", {"objective": "frepo", "labels": "learn", "network": "frepo", "pool_size": 10,
+               "updater": "native", "augment": "none", "batch_size": 102},
+     "FRePo: feature regression under a pool of 10 networks trained on S between uses, "
+     "learned labels, LAMB (use --updater ce or robust to train the pool on real data)"),
 ])
 
 

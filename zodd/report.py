@@ -19,7 +19,8 @@ from zodd import data as datasets
 from zodd import rundir, sets, synthetic
 from zodd.config import DistillConfig
 from zodd.evaluation import (METRICS, EvalConfig, TestSets, evaluate as evaluate_set,
-                             metrics_file, protocol_config, protocol_record, shift_description)
+                             metrics_file, protocol_config, protocol_model, protocol_record,
+                             shift_description)
 from zodd.models import build_network, check_model
 from zodd.plan import check
 from zodd.synthetic import Run, SyntheticSet
@@ -134,7 +135,7 @@ def _foreign(tgt: Target, data: datasets.ImageData, pixels: str,
         raise ZoddError(f"{tgt.located.path if tgt.located else 'the set'} does not fit "
                         f"{data.name}: images {tuple(syn.images.shape[1:])}, "
                         f"{syn.num_classes} classes")
-    return sets.ForeignSet(syn, tgt.format, "hard")
+    return sets.ForeignSet(syn, tgt.format, "learned" if syn.labels.ndim == 2 else "hard")
 
 
 def _models(models: str | Sequence[str]) -> list[str]:
@@ -148,7 +149,7 @@ def _models(models: str | Sequence[str]) -> list[str]:
 
 
 def evaluate(what, dataset: str | None = None, *, protocol: str = "zodd",
-             models: str | Sequence[str] = ("convnet",), seeds: int = 3,
+             models: str | Sequence[str] | None = None, seeds: int = 3,
              epochs: int | None = None, lr: float | None = None, batch_size: int | None = None,
              augment: str | None = None, baseline: str | None = None, vs_random: bool = True,
              ablate_augment: bool = False, scores: bool = False,
@@ -167,7 +168,7 @@ def evaluate(what, dataset: str | None = None, *, protocol: str = "zodd",
     ``full_epochs``: their epochs, default zodd.scores.full_epochs)."""
     progress = progress or Progress()
     resolve_device(device)  # a bad or missing device is reported before any work
-    names = _models(models)
+    names = _models(models or protocol_model(protocol))
     tgt = target(what, dataset, image_size, baseline)
     cfg = tgt.cfg
     if tgt.format in ("run", "zodd") and pixels not in ("auto", "standardised"):

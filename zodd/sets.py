@@ -34,6 +34,7 @@ from torch import Tensor
 
 from zodd.data import ImageData
 from zodd.files import atomic_write, quiet_load
+from zodd.labels import soft_targets
 from zodd.rundir import load_config
 from zodd.synthetic import (STORED_FILE, SyntheticSet, class_major, from_payload,
                             load as load_run)
@@ -280,9 +281,9 @@ def _checked(images, labels, data: ImageData, path: Path) -> tuple[Tensor, Tenso
     labels = labels.float()
     if not torch.isfinite(labels).all():
         raise ZoddError(f"{path} holds non-finite labels")
-    if (labels >= 0).all() and torch.allclose(labels.sum(1), torch.ones(len(labels)), atol=1e-3):
-        return images, labels, "soft (probabilities)"
-    return images, labels.softmax(1), "soft (logits, softmaxed)"
+    targets = soft_targets(labels)
+    return images, targets, ("soft (probabilities)" if targets is labels else
+                             "soft (logits, softmaxed)")
 
 
 EXPORTS = Registry("format", [
@@ -294,18 +295,20 @@ EXPORTS = Registry("format", [
 
 
 def write(s: SyntheticSet, data: ImageData, format: str, out: Path) -> list[Path]:
-    """``s`` (standardised like ``data``, hard labels) in another tool's layout, its images
-    normalised as that tool's code normalises ``data.name`` (``TOOL_NORMS``; the data set's own
-    mean and std for any other), so that tool evaluates it as it evaluates its own sets. ``dc``:
-    the file ``out``; ``mtt``: the folder ``out``. Each file is written whole or not at all."""
+    """``s`` (standardised like ``data``) in another tool's layout, its images normalised as
+    that tool's code normalises ``data.name`` (``TOOL_NORMS``; the data set's own mean and std
+    for any other), so that tool evaluates it as it evaluates its own sets. ``dc``: the file
+    ``out``; ``mtt``: the folder ``out``. Each file is written whole or not at all. Learned
+    label vectors are written as the probabilities the soft cross-entropy trains on (their
+    softmax, as FRePo's ``soft_cross_entropy_loss``): those tools train with a cross-entropy,
+    which reads float labels as probabilities."""
     EXPORTS.check(format, "format")
-    if s.labels.ndim != 1:
-        raise ZoddError("only sets with hard labels can be written for other tools")
     images = s.images.detach().cpu().float()
     norms = TOOL_NORMS[format].get(data.name)
     if norms is not None:
         images = replace(data, mean=norms[0], std=norms[1]).standardise(data.denormalise(images))
-    labels = s.labels.detach().cpu().long()
+    labels = s.labels.detach().cpu()
+    labels = soft_targets(labels.float()) if labels.ndim == 2 else labels.long()
     if format == "dc":
         files = {out: {"data": [[images, labels]], "accs_all_exps": {}}}
     else:

@@ -1,7 +1,9 @@
 """The synthetic set S: initialisation, and saving/loading it with its run files.
 
 On disk a run directory holds ``synthetic.pt`` (a dict of plain tensors ``images`` [N, ch, h, w]
-standardised like the data set, and ``labels`` [N]; loadable with ``weights_only=True``),
+standardised like the data set, and ``labels``: [N] int64 class indices, or with ``--labels
+learn`` [N, classes] float32 label vectors, one an image, the images class-major as ever;
+loadable with ``weights_only=True``),
 ``config.json``, ``grid.png`` (one row per class) and ``log.jsonl``. Images are ordered by class,
 the same number per class. A run whose representation is not ``pixel`` also writes
 ``representation.pt`` (the stored tensor and how to decode it; zodd.representation), and its
@@ -27,7 +29,7 @@ from zodd.types import Registry, ZoddError
 @dataclass
 class SyntheticSet:
     images: Tensor  # [N, ch, h, w], N = classes * ipc, class-major
-    labels: Tensor  # [N]
+    labels: Tensor  # [N] class indices, or [N, classes] label vectors (learned or soft)
     num_classes: int
     source: Tensor | None = None  # training indices the set was initialised from, if any
 
@@ -185,10 +187,17 @@ def from_payload(payload, path: Path) -> SyntheticSet:
         raise ZoddError(f"{path} is not a zodd set (needs tensors 'images' and 'labels')")
     images, labels = payload["images"], payload["labels"]
     if not (isinstance(images, Tensor) and isinstance(labels, Tensor)) or images.ndim != 4 \
-            or labels.ndim != 1 or len(images) != len(labels) or len(labels) == 0:
-        raise ZoddError(f"{path} has the wrong shape: images [N, ch, h, w] and labels [N] expected")
+            or labels.ndim not in (1, 2) or len(images) != len(labels) or len(labels) == 0:
+        raise ZoddError(f"{path} has the wrong shape: images [N, ch, h, w] and labels [N] (or "
+                        "[N, classes]) expected")
     if not torch.isfinite(images).all():
         raise ZoddError(f"{path} holds non-finite pixels")
+    if labels.ndim == 2:  # label vectors: the images class-major, N a multiple of the classes
+        num_classes = labels.shape[1]
+        if num_classes < 2 or len(labels) % num_classes or not torch.isfinite(labels).all():
+            raise ZoddError(f"{path}: label vectors must be finite, [N, classes] with N a "
+                            "multiple of the classes (class-major images)")
+        return SyntheticSet(images.float(), labels.float(), num_classes)
     labels = labels.long()
     num_classes = int(labels.max()) + 1
     counts = torch.bincount(labels, minlength=num_classes)
