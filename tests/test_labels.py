@@ -229,3 +229,36 @@ def test_default_run_keeps_hard_labels():
     run = zodd.distill(dataset="digits", ipc=1, iterations=2)
     assert run.labels.dtype == torch.int64 and run.labels.ndim == 1
     assert replace(DistillConfig()).labels == "onehot"
+
+
+def test_label_solve_recovers_the_labels_of_its_own_support():
+    from zodd.baselines import solve_labels
+
+    gen = torch.Generator().manual_seed(0)
+    net = build_network("convnet-w16-d2-nn", 1, 3, 8, seed=0)
+    support = torch.randn(6, 1, 8, 8, generator=gen)
+    hard = torch.tensor([0, 0, 1, 1, 2, 2])
+    # the support predicting itself: A = K (K + lambda I)^-1 ~ I, so Y_s ~ its centred one-hot
+    y = solve_labels(support, support, hard, net, 3, ridge=1e-9)
+    assert torch.allclose(y, labels.centred(hard, 3), atol=1e-3)
+    # more targets than support images: the least-squares solution, A^+ Y_t, checked by its
+    # normal equations A^T (A Y_s - Y_t) = 0
+    targets = torch.randn(30, 1, 8, 8, generator=gen)
+    target_labels = torch.arange(3).repeat_interleave(10)
+    y = solve_labels(support, targets, target_labels, net, 3).double()
+    with torch.no_grad():
+        fs, ft = net.embed(support).double(), net.embed(targets).double()
+    kss = fs @ fs.T
+    a = ft @ fs.T @ torch.linalg.inv(kss + 1e-6 * kss.diagonal().mean() * torch.eye(6,
+                                                                                   dtype=kss.dtype))
+    residual = a.T @ (a @ y - labels.centred(target_labels, 3).double())
+    assert residual.abs().max() < 1e-3 * (a.T @ a).abs().max()
+
+
+def test_baselines_of_a_learned_label_run(tmp_path):
+    run = zodd.distill(dataset="digits", ipc=1, iterations=2, recipe="frepo", out=tmp_path / "r")
+    onehot = zodd.evaluate(tmp_path / "r", seeds=1, epochs=2, baseline="onehot")
+    assert onehot.record["labels"] == "hard"
+    solved = zodd.evaluate(tmp_path / "r", seeds=1, epochs=2, baseline="label-solve")
+    assert solved.record["labels"] == "learned" and 0 <= solved.record["acc"]["mean"] <= 100
+    assert run.labels.ndim == 2

@@ -15,7 +15,8 @@ from zodd.console import Bar, StopOnSignal, number
 from zodd.augment import AUGMENTS
 from zodd.config import DistillConfig
 from zodd.data import for_config
-from zodd.evaluation import BASELINES, PROTOCOLS
+from zodd.baselines import BASELINES
+from zodd.evaluation import PROTOCOLS
 from zodd.report import format_table
 from zodd.models import MODELS, default_shape
 from zodd.options import EXTRA, GROUPS, OPTIONS, PATTERNS, group_of, help_text

@@ -52,10 +52,6 @@ from zodd.synthetic import SyntheticSet
 from zodd.types import Registry, ZoddError, resolve_device
 
 METRICS = ("acc", "cluster_min", "noise", "blur", "invert")
-BASELINES = Registry("baseline", [
-    ("random", "real", "a random real subset drawn with the run's data set, IPC and seed (the "
-     "distillation's initialisation)"),
-])
 NOISE_STD = 0.1
 BLUR_KERNEL = 3
 BLUR_SIGMA = 1.0

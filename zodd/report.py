@@ -16,7 +16,7 @@ from typing import Sequence
 import torch
 
 from zodd import data as datasets
-from zodd import rundir, sets, synthetic
+from zodd import baselines, rundir, sets, synthetic
 from zodd.config import DistillConfig
 from zodd.evaluation import (METRICS, EvalConfig, TestSets, evaluate as evaluate_set,
                              metrics_file, protocol_config, protocol_model, protocol_record,
@@ -196,7 +196,9 @@ def evaluate(what, dataset: str | None = None, *, protocol: str = "zodd",
         raise ZoddError("--scores are defined on hard labels; this set's are "
                         + foreign.labels)
     if baseline is not None:
-        foreign, vs_random = sets.ForeignSet(random_set, "random", "hard"), False
+        made = baselines.make(baseline, foreign.set, random_set, data, cfg)
+        foreign = sets.ForeignSet(made, baseline, "hard" if made.labels.ndim == 1 else "learned")
+        vs_random = False
     chosen = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "augment": augment}
     configs = {name: protocol_config(protocol, cfg.dataset, seeds=seeds, device=device,
                                      model=name, **chosen,
