@@ -262,3 +262,13 @@ def test_baselines_of_a_learned_label_run(tmp_path):
     solved = zodd.evaluate(tmp_path / "r", seeds=1, epochs=2, baseline="label-solve")
     assert solved.record["labels"] == "learned" and 0 <= solved.record["acc"]["mean"] <= 100
     assert run.labels.ndim == 2
+
+
+def test_scores_of_learned_labels_take_hlr_from_the_one_hot_images():
+    from zodd.scores import scores
+
+    s = scores(acc=80.0, random_acc=50.0, full_acc=90.0, acc_plain=80.0, random_plain=50.0,
+               hard_acc=60.0)
+    assert s["ior"] == 30.0 and s["hlr"] == 30.0  # 90 - 60, not 90 - 80
+    e = math.e
+    assert s["lrs"] == pytest.approx(100 * (math.exp(0.5 * 0.3 - 0.5 * 0.3) - 1 / e) / (e - 1 / e))

@@ -192,9 +192,9 @@ def evaluate(what, dataset: str | None = None, *, protocol: str = "zodd",
                         + ("--baseline" if baseline is not None else "--no-vs-random"))
     if full_epochs is not None and not scores:
         raise ZoddError("--full-epochs sets the full-data networks of --scores: add --scores")
-    if scores and foreign.labels != "hard":
-        raise ZoddError("--scores are defined on hard labels; this set's are "
-                        + foreign.labels)
+    if scores and foreign.labels not in ("hard", "learned"):
+        raise ZoddError("--scores need hard labels or a zodd run's learned ones; this set's "
+                        "are " + foreign.labels)
     if baseline is not None:
         made = baselines.make(baseline, foreign.set, random_set, data, cfg)
         foreign = sets.ForeignSet(made, baseline, "hard" if made.labels.ndim == 1 else "learned")
@@ -208,9 +208,14 @@ def evaluate(what, dataset: str | None = None, *, protocol: str = "zodd",
     rows, record = _train_all(foreign.set, random_set if vs_random else None, data, configs,
                               label, ablate_augment or scores, tgt.run_dir, progress)
     if scores:
+        hard = None
+        if foreign.labels == "learned":  # HLR: the set's images with one-hot labels
+            hard = baselines.make("onehot", foreign.set, random_set, data, cfg)
         for name, ecfg in configs.items():
+            hard_acc = None if hard is None else evaluate_set(
+                hard, data, ecfg, on_seed=_seed_note(progress, ecfg.seeds))["acc"]["mean"]
             record[name]["scores"] = _scores(record, name, data, ecfg, len(foreign.set.labels),
-                                             full_epochs, progress)
+                                             full_epochs, progress, hard_acc)
     head = record[names[0]]
     report = {**head["set"], "set": label, "format": foreign.format, "labels": foreign.labels,
               "source": str(tgt.located.path) if tgt.located else "in-memory",
@@ -263,8 +268,9 @@ def _train_all(syn: SyntheticSet, random_set: SyntheticSet | None, data,
 
 
 def _scores(record: dict, name: str, data, ecfg: EvalConfig, set_size: int,
-            full_epochs: int | None, progress: Progress) -> dict:
-    """DD-Ranking's scores of model ``name`` from its rows (zodd.scores)."""
+            full_epochs: int | None, progress: Progress, hard_acc: float | None = None) -> dict:
+    """DD-Ranking's scores of model ``name`` from its rows (zodd.scores); ``hard_acc``: the
+    set's accuracy with one-hot labels, for a set whose labels are learned."""
     from zodd import scores
 
     entry = record[name]
@@ -273,7 +279,8 @@ def _scores(record: dict, name: str, data, ecfg: EvalConfig, set_size: int,
     full = scores.full_data_accuracy(data, ecfg, epochs, progress=progress)
     return {**scores.scores(entry["set"]["acc"]["mean"], entry["random"]["acc"]["mean"],
                             full["acc"]["mean"], plain["set"]["acc"]["mean"],
-                            plain["random"]["acc"]["mean"]), "full_data_epochs": epochs}
+                            plain["random"]["acc"]["mean"], hard_acc=hard_acc),
+            "full_data_epochs": epochs}
 
 
 def _score_line(s: dict) -> str:

@@ -1,8 +1,14 @@
 """The field's fairness scores for a distilled set (DD-Ranking's definitions), from accuracies
 measured under one protocol, beside a random real subset of the same size:
 
-* ``ior``, improvement over random: acc(set) - acc(random), both with hard labels;
-* ``hlr``, hard-label recovery: acc(full data) - acc(set), the gap left to the whole training
+* ``ior``, improvement over random: acc(set) - acc(random), the set with its own labels (one-hot,
+  or those it learned), random: the random real subset of the same size with one-hot labels,
+  under the same protocol (DD-Ranking trains its random subset with the method's label
+  strategy, a teacher's soft labels; a learned-label set has no teacher, so zodd keeps random's
+  one-hot labels and reports Label Solve, random images with labels solved for them, beside:
+  ``zodd evaluate --baseline label-solve``);
+* ``hlr``, hard-label recovery: acc(full data) - acc(set with one-hot labels: for a set that
+  learned its labels, its images with one-hot labels), the gap left to the whole training
   set (networks trained on every training image with the protocol's optimiser and augmentation
   for ``full_epochs``: at least ``FULL_EPOCHS``, or the set's own number of optimiser steps;
   ``full_data_accuracy``, cached once per data set, protocol, architecture and epochs);
@@ -11,7 +17,9 @@ measured under one protocol, beside a random real subset of the same size:
   b = w (acc(set) - acc(random))_augmented + (1 - w) (acc(set) - acc(random))_not augmented;
 
 with the accuracies as fractions in [0, 1] inside the exponentials and w = ``WEIGHT`` (0.5, as
-DD-Ranking's default); each score is reported in percent. Under a protocol without augmentation
+DD-Ranking's default); each score is reported in percent. (DD-Ranking's README defines the
+exponentials on fractions; its code passes percentage points, where any gap of a few points
+saturates the map, so an LRS of 0 or 100 would say nothing: zodd follows the README.) Under a protocol without augmentation
 both gaps of ``ars`` are the same one.
 """
 from __future__ import annotations
@@ -48,10 +56,12 @@ def augmentation_robust(gap_augmented: float, gap_plain: float, weight: float = 
 
 
 def scores(acc: float, random_acc: float, full_acc: float, acc_plain: float,
-           random_plain: float, weight: float = WEIGHT) -> dict[str, float]:
+           random_plain: float, weight: float = WEIGHT,
+           hard_acc: float | None = None) -> dict[str, float]:
     """The four scores (percent) from mean accuracies in percent: the set's and random's under
-    the protocol, the full data's, and the set's and random's without augmentation."""
-    ior, hlr = acc - random_acc, full_acc - acc
+    the protocol, the full data's, and the set's and random's without augmentation;
+    ``hard_acc``: the set's with one-hot labels where its own are learned (None: ``acc``)."""
+    ior, hlr = acc - random_acc, full_acc - (acc if hard_acc is None else hard_acc)
     return {"ior": ior, "hlr": hlr, "lrs": label_robust(ior, hlr, weight),
             "ars": augmentation_robust(acc - random_acc, acc_plain - random_plain, weight),
             "full_data_acc": full_acc, "weight": weight}
