@@ -1,7 +1,10 @@
 """Any external program as the objective.
 
 For each batch of candidates zodd writes ``candidates.npz`` to a temporary directory:
-``images`` float32 [K, N, ch, h, w] in [0, 1] pixels and ``labels`` int64 [N] (class-major).
+``images`` float32 [K, N, ch, h, w] in [0, 1] pixels and ``labels`` int64 [N] (class-major);
+with ``--labels learn``, ``labels`` is float32 [K, N, classes] instead, each candidate's label
+vectors (zodd.labels: they start as FRePo's centred one-hot, 1 - 1/C for the class and -1/C
+elsewhere).
 It runs the program without a shell, with ``{input}`` in its arguments replaced by the file's
 path (or the path appended when no argument holds ``{input}``), and reads from its standard
 output a JSON list of K numbers, lower is better (a bare number is accepted when K = 1, and
@@ -31,6 +34,7 @@ class CommandScore(Score):
     timeout: float = 60.0
     name: str = "command"
     needs_held_out: bool = False  # the program brings its own data
+    reads_labels: bool = True  # --labels learn: the candidates' label vectors go in the file
 
     def bind(self, ctx: StepContext) -> "BoundCommand":
         return BoundCommand(self, ctx)
@@ -48,13 +52,15 @@ class BoundCommand:
         argv = [a.replace("{input}", str(path)) for a in self.spec.argv]
         return argv if any("{input}" in a for a in self.spec.argv) else [*argv, str(path)]
 
-    def __call__(self, candidates: Tensor) -> Tensor:
+    def __call__(self, candidates: Tensor, labels: Tensor | None = None) -> Tensor:
         k = candidates.shape[0]
+        written = (self.labels if labels is None else
+                   labels.detach().cpu().numpy().astype(np.float32))
         pixels = to_pixels(candidates.detach(), self.pixel_mean, self.pixel_std)
         pixels = pixels.cpu().numpy().astype(np.float32)
         with tempfile.TemporaryDirectory(prefix="zodd-") as tmp:
             path = Path(tmp) / "candidates.npz"
-            np.savez(path, images=pixels, labels=self.labels)
+            np.savez(path, images=pixels, labels=written)
             argv = self._argv(path)
             try:
                 done = subprocess.run(argv, capture_output=True, text=True,

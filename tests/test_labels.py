@@ -272,3 +272,21 @@ def test_scores_of_learned_labels_take_hlr_from_the_one_hot_images():
     assert s["ior"] == 30.0 and s["hlr"] == 30.0  # 90 - 60, not 90 - 80
     e = math.e
     assert s["lrs"] == pytest.approx(100 * (math.exp(0.5 * 0.3 - 0.5 * 0.3) - 1 / e) / (e - 1 / e))
+
+
+def test_a_command_box_receives_the_candidates_label_vectors(tmp_path):
+    script = tmp_path / "score.py"
+    script.write_text(
+        "import json, sys, numpy as np\n"
+        "d = np.load(sys.argv[1])\n"
+        "y = d['labels']\n"
+        "assert y.dtype == np.float32 and y.shape == d['images'].shape[:2] + (10,), y.shape\n"
+        "print(json.dumps([float(-(v.argmax(1) == np.repeat(np.arange(10), 1)).mean() "
+        "- 0.01 * v.max(1).mean()) for v in y]))\n")
+    import sys
+    run = zodd.distill(dataset="digits", ipc=1, iterations=2, objective="command",
+                       command=f"{sys.executable} {script}", labels="learn", directions=2,
+                       init="real")
+    assert run.labels.shape == (10, 10) and run.log[-1]["queries"] > 0
+    assert not any("skipped" in row for row in run.log)
+    assert not torch.equal(run.labels, labels.initial(10, 1))  # moved by the program's score

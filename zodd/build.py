@@ -90,7 +90,8 @@ def step_network(plan: Plan, data: ImageData, gen: torch.Generator) -> StepNetwo
     queue = None if not plan.queue_size else NetworkQueue(
         make, plan.queue_size, plan.queue_every, plan.cfg.queue_train, plan.model_steps,
         plan.cfg.model_lr, gen)
-    pool = ModelPool(make, plan.pool_size, plan.pool_steps, gen) if plan.pool_size else None
+    pool = (ModelPool(make, plan.pool_size, plan.pool_steps, gen, plan.pool_lr)
+            if plan.pool_size else None)
     return StepNetwork(make, updater(plan),
                        uses_network=plan.uses_network, reinit_every=plan.reinit_every,
                        n_update=plan.n_update, on_synthetic=plan.train_on_synthetic,

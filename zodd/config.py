@@ -85,6 +85,7 @@ class DistillConfig:
     # FRePo's model pool (zodd.networks.ModelPool): None: no pool
     pool_size: int | None = None  # networks kept (FRePo's num_nn_state)
     pool_steps: int | None = None  # a network's training steps before it is reset; None: zodd.plan
+    pool_lr: float | None = None  # the pool networks' Adam step; None: zodd.networks.POOL_LR
     network: str = "convnet"  # the step's network: a zodd.models name or ConvNet variant
     width: int | None = None  # None: 128 for 28-32 px, 64 for 8 px
     depth: int | None = None  # None: 3 for 28-32 px, 2 for 8 px
@@ -137,7 +138,8 @@ class DistillConfig:
             raise bad("surrogate", "a surrogate's guide is full-resolution: use --lowres 1")
         if not (0.0 < self.alpha <= 1.0):
             raise bad("alpha", "must be in (0, 1]")
-        for name in ("sigma", "model_lr", "lr", "label_lr", "max_seconds", "command_timeout"):
+        for name in ("sigma", "model_lr", "lr", "label_lr", "pool_lr", "max_seconds",
+                     "command_timeout"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise bad(name, "must be a finite number above 0")

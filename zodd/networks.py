@@ -144,7 +144,8 @@ class ModelPool:
     iteration one is drawn uniformly and S is regressed under its features; after S's step
     that network is reset (a fresh one, count 0) if its count passed ``max_steps``
     (``max_online_updates``, 100), else trained one step, which adds one to its count. Each
-    network keeps its own Adam at ``POOL_LR`` (FRePo's ``config.online``: adam, 3e-4).
+    network keeps its own Adam at ``lr`` (``--pool-lr``; default ``POOL_LR``, FRePo's
+    ``config.online``: adam, 3e-4).
 
     **That one step is the model update.** FRePo's own (``--updater native``): mean squared
     error ``sum_c 0.5 (f(x) - y)^2`` of the network's outputs against S's labels on at most
@@ -155,14 +156,14 @@ class ModelPool:
     from the run's generator (FRePo: numpy's global state and jax keys)."""
 
     def __init__(self, build: Callable[[int], nn.Module], size: int, max_steps: int,
-                 gen: torch.Generator):
-        self.build, self.max_steps = build, max_steps
+                 gen: torch.Generator, lr: float = POOL_LR):
+        self.build, self.max_steps, self.lr = build, max_steps, lr
         self.members = [self._member(gen, (max_steps // size) * i) for i in range(size)]
         self.drawn: Member | None = None
 
     def _member(self, gen: torch.Generator, count: int = 0) -> Member:
         net = self.build(int(torch.randint(2**31 - 1, (1,), generator=gen))).requires_grad_(False)
-        return Member(net, torch.optim.Adam(net.parameters(), lr=POOL_LR), seen=count)
+        return Member(net, torch.optim.Adam(net.parameters(), lr=self.lr), seen=count)
 
     def draw(self, gen: torch.Generator) -> Member:
         self.drawn = self.members[int(torch.randint(len(self.members), (1,), generator=gen))]

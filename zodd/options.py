@@ -118,6 +118,8 @@ OPTIONS = {
                         "--pool-steps (default: none; --recipe frepo: {POOL_SIZE})."),
     "pool_steps": Option("Network and robust updater", "A pool network's training steps before "
                          "it is reset (default {POOL_STEPS}, FRePo's).", "--pool-size"),
+    "pool_lr": Option("Network and robust updater", "The pool networks' Adam step size (default "
+                      "{POOL_LR}, FRePo's), whichever --updater trains them.", "--pool-size"),
     "network": Option("Network and robust updater", "The step's network: convnet (its "
                       "variants convnet-nn, ...) or another zodd.models name with features, "
                       "e.g. frepo (FRePo's Conv: widths 128, 256, 512, no norm)."),

@@ -68,7 +68,7 @@ Why each default is what it is (the figures are in BENCHMARKS.md):
   its own norm). Directions then cover the packed images and labels, so ``lowres`` is 1.
 * **the pool** (``--pool-size N``, ``--recipe frepo``): FRePo's model pool (zodd.networks.
   ModelPool): ``POOL_STEPS`` (FRePo's ``max_online_updates`` 100) steps before a network is
-  reset; ``--recipe frepo`` sets FRePo's ``num_nn_state`` 10 networks, its Conv (``--network
+  reset, each trained by Adam at ``POOL_LR`` (FRePo's 3e-4); ``--recipe frepo`` sets FRePo's ``num_nn_state`` 10 networks, its Conv (``--network
   frepo``), its regression (``--objective frepo``: ridge 1e-6, the label margin term), LAMB at
   its 3e-4 (constant: FRePo decays it by a cosine to a tenth over its fixed step count, which a
   run stopped by ``--max-seconds`` does not know), learned labels, no augmentation in the
@@ -92,6 +92,7 @@ from zodd.data import DATASETS, ImageData, canonical
 from zodd.estimators import ESTIMATORS
 from zodd.labels import LABELS
 from zodd.models import check_model, default_shape
+from zodd.networks import POOL_LR
 from zodd.robust import CLUSTER_SPACES, CVAR_TAILS, CVAR_TERMS, UPDATERS
 from zodd.steppers import NEVERGRAD_PREFIX, STEPPERS, check_optimizer
 from zodd.augment import AUGMENTS
@@ -157,6 +158,7 @@ class Plan:
     queue_every: int = 0  # a new queue network every N iterations
     pool_size: int = 0  # FRePo's model pool (zodd.networks.ModelPool); 0: none
     pool_steps: int = 0  # a pool network's training steps before its reset
+    pool_lr: float = 0.0  # the pool networks' Adam step
     ce_weight: float = 0.0  # dm's class-aware term (times the drawn network's accuracy, %)
 
     def to_dict(self) -> dict:
@@ -209,9 +211,11 @@ def check(cfg: DistillConfig) -> DistillConfig:
         raise _bad(cfg, "label_lr", "it is the step size of learned labels: give --labels learn")
     if cfg.pool_size is not None:
         _check_pool(cfg, objective)
-    elif cfg.pool_steps is not None:
-        raise _bad(cfg, "pool_steps", "it belongs to the model pool: give --pool-size (or "
-                   "--recipe frepo)")
+    else:
+        for name in ("pool_steps", "pool_lr"):
+            if getattr(cfg, name) is not None:
+                raise _bad(cfg, name, "it belongs to the model pool: give --pool-size (or "
+                           "--recipe frepo)")
     check_model(cfg.network)
     return cfg
 
@@ -324,6 +328,7 @@ def resolve(cfg: DistillConfig, data: ImageData) -> Plan:
         queue_every=(cfg.queue_every or _from_ipc(QUEUE_EVERY, cfg.ipc)) if queue else 0,
         pool_size=cfg.pool_size or 0,
         pool_steps=(cfg.pool_steps or POOL_STEPS) if cfg.pool_size else 0,
+        pool_lr=(cfg.pool_lr or POOL_LR) if cfg.pool_size else 0.0,
         ce_weight=(cfg.ce_weight if cfg.ce_weight is not None else
                    _from_ipc(CE_WEIGHT, cfg.ipc) if queue and cfg.objective == "dm" else 0.0))
     _check_sizes(plan, data, set_size)
