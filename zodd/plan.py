@@ -68,9 +68,11 @@ Why each default is what it is (the figures are in BENCHMARKS.md):
   its own norm). Directions then cover the packed images and labels, so ``lowres`` is 1.
 * **the pool** (``--pool-size N``, ``--recipe frepo``): FRePo's model pool (zodd.networks.
   ModelPool): ``POOL_STEPS`` (FRePo's ``max_online_updates`` 100) steps before a network is
-  reset, each trained by Adam at ``POOL_LR`` (FRePo's 3e-4); ``--recipe frepo`` sets FRePo's ``num_nn_state`` 10 networks, its Conv (``--network
-  frepo``), its regression (``--objective frepo``: ridge 1e-6, the label margin term), LAMB at
-  its 3e-4 (constant: FRePo decays it by a cosine to a tenth over its fixed step count, which a
+  reset, each trained by Adam at ``POOL_LR`` (FRePo's 3e-4), with ``--updater ce`` or
+  ``robust`` on ``n_update`` real images a class a step, ``QUEUE_BATCH`` shared out as for
+  IDM's queue (a real-data step of the same size as IDM's); ``--recipe frepo`` sets FRePo's ``num_nn_state`` 10 networks, its Conv (``--network
+  frepo``), its regression (``--objective frepo``: ridge 1e-6, the label margin term), LAMB
+  at 0.01, not FRePo's 3e-4 (zodd.recipes says why; constant: FRePo decays it by a cosine to a tenth over its fixed step count, which a
   run stopped by ``--max-seconds`` does not know), learned labels, no augmentation in the
   regression, and ``batch_size`` 102 (FRePo regresses 1,024 real images a step, drawn from
   the whole set: about 102 of each of 10 classes).
@@ -307,8 +309,8 @@ def resolve(cfg: DistillConfig, data: ImageData) -> Plan:
                      data.image_size)
     reinit_every, model_steps, on_synthetic = _schedule(cfg, objective)
     queue = cfg.queue_size is not None
-    n_update = cfg.update_batch or (max(1, round(QUEUE_BATCH / data.num_classes)) if queue
-                                    else None)
+    n_update = cfg.update_batch or (max(1, round(QUEUE_BATCH / data.num_classes))
+                                    if queue or cfg.pool_size else None)
     device = str(resolve_device(cfg.device if cfg.workers == 0 else "cpu"))
     n_real = min(cfg.batch_size, min(int((data.train_y == c).sum())
                                      for c in range(data.num_classes)))
