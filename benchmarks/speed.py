@@ -54,6 +54,8 @@ def instrumented(cfg: DistillConfig, data) -> tuple[Loop, dict]:
     network.update = _timed(record, "network update", network.update)
     if network.queue is not None:  # IDM: the update is the queue's training after S's step
         network.queue.train = _timed(record, "network update", network.queue.train)
+    if network.pool is not None:  # FRePo: the drawn pool network's step after S's
+        network.pool.train = _timed(record, "network update", network.pool.train)
     loop._bind = _timed(record, "bind objective", loop._bind)
     loop.stepper.propose = _timed(record, "estimate", loop.stepper.propose)
     loop.advance = _timed(record, "iteration", loop.advance)
