@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 from zodd import build
-from zodd.config import DistillConfig
 from zodd import labels as label_sets
+from zodd.config import DistillConfig
 from zodd.data import ImageData, draw_per_class
 from zodd.plan import Plan, resolve
 from zodd.sets import start
