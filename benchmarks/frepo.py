@@ -21,7 +21,6 @@ with one-hot labels) and the seconds per iteration of each arm.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import statistics
 from pathlib import Path
@@ -74,12 +73,6 @@ def ensure(args, ipc: int, arm: str, seed: int) -> None:
                             "--out", metrics_path(run, baseline), "--quiet"])
 
 
-def per_iteration(run: Path) -> float | None:
-    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-    seconds = [r["seconds"] for r in rows]
-    steps = [b - a for a, b in zip(seconds, seconds[1:])]
-    return statistics.median(steps) if steps else None
-
 
 def interval(diffs: list[float]) -> tuple[float, float]:
     """The 95 % interval of the mean paired difference (Student's t, n - 1 degrees)."""
@@ -104,7 +97,7 @@ def report(args) -> str:
                 break
             for a, r in runs.items():
                 found[a].append(harness.read_metrics(metrics_path(r)))
-                cost[a].append(per_iteration(r))
+                cost[a].append(harness.per_iteration(r))
         n = len(found["frepo"])
         if not n:
             continue

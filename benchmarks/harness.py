@@ -200,6 +200,15 @@ def distill_seconds(run: Path) -> float | None:
     return json.loads(lines[-1]).get("seconds") if lines else None
 
 
+def per_iteration(run: Path) -> float | None:
+    """Median seconds of one iteration of a run (the differences of its log's cumulative
+    seconds)."""
+    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    seconds = [r["seconds"] for r in rows]
+    steps = [b - a for a, b in zip(seconds, seconds[1:])]
+    return statistics.median(steps) if steps else None
+
+
 def mean_std(values: list[float]) -> tuple[float, float]:
     """Mean and population std (ddof 0) over distillation seeds."""
     return statistics.mean(values), statistics.pstdev(values)

@@ -20,7 +20,6 @@ with fewer epochs, named dsa+custom).
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import statistics
 from pathlib import Path
@@ -67,13 +66,6 @@ def ensure(args, ipc: int, updater: str, seed: int) -> None:
                     "--no-vs-random", "--out", metrics_path(args, run), "--quiet"])
 
 
-def per_iteration(run: Path) -> float | None:
-    """Median seconds of one iteration (the differences of the log's cumulative seconds)."""
-    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-    seconds = [r["seconds"] for r in rows]
-    steps = [b - a for a, b in zip(seconds, seconds[1:])]
-    return statistics.median(steps) if steps else None
-
 
 def report(args) -> str:
     name = args.recipe.upper()
@@ -90,7 +82,7 @@ def report(args) -> str:
                 break
             for u, r in runs.items():
                 found[u].append(harness.read_metrics(metrics_path(args, r)))
-                cost[u].append(per_iteration(r))
+                cost[u].append(harness.per_iteration(r))
         n = len(found["ce"])
         if not n:
             continue
