@@ -137,7 +137,7 @@ def test_frepo_conv_is_frepos():
     assert net.embed(torch.zeros(2, 1, 28, 28)).shape == (2, 512 * 4 * 4)
     assert all(float(c.bias.detach().abs().max()) == 0 for c in convs)
     fan_in = 128 * 9  # LeCun normal truncated at 2 std: the std of the draw is 1/sqrt(fan_in)
-    assert float(convs[1].weight.std()) == pytest.approx(fan_in ** -0.5, rel=0.05)
+    assert float(convs[1].weight.detach().std()) == pytest.approx(fan_in ** -0.5, rel=0.05)
 
 
 def test_frepo_protocol_constants():
