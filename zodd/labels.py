@@ -14,9 +14,9 @@ reaches both blocks through the split, a zero-order direction is one Gaussian ve
 packed row, and a nevergrad optimiser searches the packed array. **How directions are split**:
 they are not: each direction perturbs images and labels together with the same radius sigma, so
 every finite difference measures both blocks at once, and the label block (C values an image
-against ch*h*w) is estimated from the same queries as the images. The step then splits the
-estimate back (``unpack``) and moves the two blocks as two parameters of the optimiser, each with
-its own step size (``--label-lr``; by default the images' lr: with LAMB, FRePo's optimiser, the
+against ch*h*w) is estimated from the same queries as the images. The step then splits
+the estimate back (``zodd.steppers.split``) and moves the two blocks as two parameters of the
+optimiser, each with its own step size (``--label-lr``; by default the images' lr: with LAMB, FRePo's optimiser, the
 two are scaled by their own trust ratios, which is how FRePo gives its labels their own step).
 
 Only objectives that read labels (``reads_labels``: krr, frepo, command) can learn them; the
@@ -42,8 +42,8 @@ LABELS = Registry("labels", [
 def initial(classes: int, per_class: int) -> Tensor:
     """FRePo's starting labels of a class-major set: the centred one-hot vectors divided by
     ``sqrt(classes / 10)``, ``[classes * per_class, classes]``."""
-    hot = F.one_hot(torch.arange(classes).repeat_interleave(per_class), classes).float()
-    return (hot - 1.0 / classes) / math.sqrt(classes / 10)
+    return centred(torch.arange(classes).repeat_interleave(per_class), classes) / math.sqrt(
+        classes / 10)
 
 
 def centred(labels: Tensor, classes: int) -> Tensor:
@@ -55,7 +55,8 @@ def soft_targets(labels: Tensor) -> Tensor:
     """Label vectors ``[N, C]`` as the probabilities a cross-entropy trains on: kept where they
     are probabilities already, else their softmax (FRePo's ``soft_cross_entropy_loss``, at
     temperature 1)."""
-    if (labels >= 0).all() and torch.allclose(labels.sum(1), torch.ones(len(labels)), atol=1e-3):
+    sums = labels.sum(1)
+    if (labels >= 0).all() and torch.allclose(sums, torch.ones_like(sums), atol=1e-3):
         return labels
     return labels.softmax(1)
 
