@@ -16,8 +16,9 @@ they are not: each direction perturbs images and labels together with the same r
 every finite difference measures both blocks at once, and the label block (C values an image
 against ch*h*w) is estimated from the same queries as the images. The step then splits
 the estimate back (``zodd.steppers.split``) and moves the two blocks as two parameters of the
-optimiser, each with its own step size (``--label-lr``; by default the images' lr: with LAMB, FRePo's optimiser, the
-two are scaled by their own trust ratios, which is how FRePo gives its labels their own step).
+optimiser, each with its own step size (``--label-lr``; by default the images' lr: with LAMB,
+FRePo's optimiser, the two are scaled by their own trust ratios, which is how FRePo gives its
+labels their own step).
 
 Only objectives that read labels (``reads_labels``: krr, frepo, command) can learn them; the
 others match per-class statistics in which a label vector has no part, and are refused.
@@ -67,7 +68,8 @@ def pack(x: Tensor, y: Tensor) -> Tensor:
 
 
 def unpack(packed: Tensor, stored_shape: tuple[int, ...], classes: int) -> tuple[Tensor, Tensor]:
-    """``[..., N, D + C]`` -> (stored images ``[..., N, *stored_shape]``, labels ``[..., N, C]``)."""
+    """``[..., N, D + C]`` -> (stored images ``[..., N, *stored_shape]``, labels
+    ``[..., N, C]``)."""
     x, y = packed.split([packed.shape[-1] - classes, classes], -1)
     return x.unflatten(-1, stored_shape), y
 

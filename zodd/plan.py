@@ -70,10 +70,12 @@ Why each default is what it is (the figures are in BENCHMARKS.md):
   ModelPool): ``POOL_STEPS`` (FRePo's ``max_online_updates`` 100) steps before a network is
   reset, each trained by Adam at ``POOL_LR`` (FRePo's 3e-4), with ``--updater ce`` or
   ``robust`` on ``n_update`` real images a class a step, ``QUEUE_BATCH`` shared out as for
-  IDM's queue (a real-data step of the same size as IDM's); ``--recipe frepo`` sets FRePo's ``num_nn_state`` 10 networks, its Conv (``--network
-  frepo``), its regression (``--objective frepo``: ridge 1e-6, the label margin term), LAMB
-  at 0.01, not FRePo's 3e-4 (zodd.recipes says why; constant: FRePo decays it by a cosine to a tenth over its fixed step count, which a
-  run stopped by ``--max-seconds`` does not know), learned labels, no augmentation in the
+  IDM's queue (a real-data step of the same size as IDM's); ``--recipe frepo`` sets FRePo's
+  ``num_nn_state`` 10 networks, its Conv (``--network frepo``), its regression
+  (``--objective frepo``: ridge 1e-6, the label margin term), LAMB at 0.01, not FRePo's 3e-4
+  (zodd.recipes says why; constant: FRePo decays it by a cosine to a tenth over its fixed
+  step count, which a run stopped by ``--max-seconds`` does not know), learned labels, no
+  augmentation in the
   regression, and ``batch_size`` 102 (FRePo regresses 1,024 real images a step, drawn from
   the whole set: about 102 of each of 10 classes).
 * **checkpoint_seconds**: a checkpoint about once a minute when ``checkpoint_every`` is None.

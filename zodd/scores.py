@@ -19,8 +19,8 @@ measured under one protocol, beside a random real subset of the same size:
 with the accuracies as fractions in [0, 1] inside the exponentials and w = ``WEIGHT`` (0.5, as
 DD-Ranking's default); each score is reported in percent. (DD-Ranking's README defines the
 exponentials on fractions; its code passes percentage points, where any gap of a few points
-saturates the map, so an LRS of 0 or 100 would say nothing: zodd follows the README.) Under a protocol without augmentation
-both gaps of ``ars`` are the same one.
+saturates the map, so an LRS of 0 or 100 would say nothing: zodd follows the README.) Under a
+protocol without augmentation both gaps of ``ars`` are the same one.
 """
 from __future__ import annotations
 
