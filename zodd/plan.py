@@ -75,8 +75,7 @@ Why each default is what it is (the figures are in BENCHMARKS.md):
   (``--objective frepo``: ridge 1e-6, the label margin term), LAMB at 0.01, not FRePo's 3e-4
   (zodd.recipes says why; constant: FRePo decays it by a cosine to a tenth over its fixed
   step count, which a run stopped by ``--max-seconds`` does not know), learned labels, no
-  augmentation in the
-  regression, and ``batch_size`` 102 (FRePo regresses 1,024 real images a step, drawn from
+  augmentation in the regression, and ``batch_size`` 102 (FRePo regresses 1,024 real images a step, drawn from
   the whole set: about 102 of each of 10 classes).
 * **checkpoint_seconds**: a checkpoint about once a minute when ``checkpoint_every`` is None.
 * **log_every**: 1 on the CPU; on a GPU ``LOG_EVERY_GPU``: reading a loss back to the host waits
