@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from fnmatch import fnmatch
 from pathlib import Path
 
@@ -292,12 +292,12 @@ def config_from_flags(flags: str, base: DistillConfig) -> DistillConfig:
     """``base`` with ``zodd distill`` flags applied (a string, read by the command line's own
     parser, so a benchmark speaks the flags a user types)."""
     from zodd.cli import distill as command
-    from zodd.plan import check
+    from zodd.plan import settings
     from zodd.recipes import with_recipe
 
     ctx = command.make_context("distill", shlex.split(flags))
     given = {k: v for k, v in ctx.params.items() if v is not None and k in CONFIG_FIELDS}
-    return check(replace(base, **with_recipe(given, given.pop("recipe", None))))
+    return settings({**base.to_dict(), **with_recipe(given, given.pop("recipe", None))})
 
 
 def labelled(spec: str) -> tuple[str, str]:

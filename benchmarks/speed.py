@@ -130,7 +130,7 @@ def grid(args) -> None:
                 plan = resolve(cfg, data)
                 loop = Loop(plan, data)
                 bare = BareLoop(data.train_x, data.train_y, data.num_classes, args.ipc,
-                                objective, updater, estimator, plan.n_real, plan.directions,
+                                objective, updater, estimator, plan.batch_size, plan.directions,
                                 plan.sigma, plan.lr, plan.width, plan.depth, plan.reinit_every,
                                 args.device)
                 times: dict[str, list[float]] = {"floor": [], "zodd": []}

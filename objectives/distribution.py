@@ -30,16 +30,16 @@ class DistributionMatching(Matching):
 class BoundDM(BoundMatching):
     def __init__(self, ctx: StepContext, flip: bool):
         super().__init__(ctx, flip)
-        k, net = ctx.trained_rows, compiled.maybe(self.net, ctx.compile)
+        k, net = ctx.one_pass, compiled.maybe(self.net, ctx.compile)
         with torch.no_grad():
             real = self._augment(ctx.real)
             classes, n = real.shape[:2]
             parts = [net.embed(real[:, k:].flatten(0, 1)).unflatten(0, (classes, n - k))
                      ] if k < n else []
-        self.trained = None  # --one-pass: the first k rows' embeddings, with their graph
+        self.one_pass = None  # --one-pass: the first k rows' embeddings, with their graph
         if k:
-            self.trained = net.embed(real[:, :k].flatten(0, 1)).unflatten(0, (classes, k))
-            parts.insert(0, self.trained.detach())
+            self.one_pass = net.embed(real[:, :k].flatten(0, 1)).unflatten(0, (classes, k))
+            parts.insert(0, self.one_pass.detach())
         self.real_mean = (parts[0] if len(parts) == 1 else torch.cat(parts, 1)).mean(1)
         self.ce_weight = ctx.ce_weight
 
@@ -56,7 +56,7 @@ class BoundDM(BoundMatching):
             loss = loss + self.ce_weight * ce.view(k, self.num_classes, -1).mean(2)
         return loss
 
-    def take_trained(self) -> Tensor:
-        """zodd.types.SharesRealPass: the trained rows' embeddings, given once."""
-        trained, self.trained = self.trained, None
-        return trained
+    def take_one_pass(self) -> Tensor:
+        """zodd.types.SharesRealPass: the first k rows' embeddings, given once."""
+        features, self.one_pass = self.one_pass, None
+        return features

@@ -20,7 +20,7 @@ class Matching:
     uses_network: bool = True  # bound to the step's network
     reads_labels: bool = False  # takes one label vector a candidate image (--labels learn)
     # --one-pass: the bound objective embeds the real batch with the network's penultimate
-    # layer and can keep the embeddings of StepContext.trained_rows with their graph
+    # layer and can keep the embeddings of StepContext.one_pass with their graph
     shares_real_pass: bool = False
     # zero-order defaults: a smooth loss wants a small radius; a candidate costs one pass of S,
     # cheap next to the real batch, so many directions (BENCHMARKS.md, "Zero-order against

@@ -12,7 +12,7 @@ from zodd.config import DistillConfig
 from zodd.driver import distill
 from zodd.loop import Loop
 from zodd.evaluation import EvalConfig, Schedule, protocol_config
-from zodd.plan import resolve
+from zodd.plan import check, resolve
 from zodd.types import StepContext, ZoddError
 
 # --- DSA: each operation's range from the definition --------------------------------------------
@@ -231,7 +231,7 @@ def test_the_ce_weight_follows_the_drawn_networks_accuracy(digits):
 ])
 def test_idm_settings_that_cannot_go_together_are_refused(digits, change, words):
     with pytest.raises(ZoddError, match=words):
-        resolve(_idm(**change), digits)
+        check(_idm(**change))
 
 
 def test_convnet3_on_one_channel_28px_images_is_the_reference_network():

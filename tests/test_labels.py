@@ -177,7 +177,7 @@ def test_the_pool_staggers_draws_trains_and_resets():
     member = pool.draw(gen)
     member.seen = 9  # past max_online_updates: reset, not trained
     synthetic = torch.randn(2, 1, 1, 8, 8)
-    updater = zodd.robust.RobustUpdater(mode="native")
+    updater = None  # --updater native: FRePo's own step on S
     pool.train(updater, lambda: None, synthetic, labels.initial(2, 1), gen)
     assert member not in pool.members and sum(m.seen == 0 for m in pool.members) == 2
     other = pool.draw(gen)

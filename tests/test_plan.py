@@ -26,11 +26,11 @@ LAYERS = [
      "zodd.representation", "zodd.recipes", "zodd.options", "zodd.labels"},
     {"zodd.data", "zodd.robust", "zodd.estimators", "zodd.steppers", "zodd.rundir",
      "zodd.parallel", "objectives.matching", "objectives.score"},
-    {"zodd.prior", "zodd.networks", "zodd.binding", "objectives.distribution", "objectives.gradient", "objectives.kernel", "objectives.prototype",
+    {"zodd.prior", "zodd.networks", "zodd.binding", "zodd.zca", "objectives.distribution", "objectives.gradient", "objectives.kernel", "objectives.prototype",
      "objectives.trained", "objectives.command"},
     {"objectives", "zodd.synthetic"},
     {"zodd.plan", "zodd.evaluation", "zodd.sets", "zodd.baselines"},
-    {"zodd.build"},
+    {"zodd.build", "zodd.export"},
     {"zodd.loop"},
     {"zodd.scores"},
     {"zodd.driver", "zodd.report"},
@@ -117,7 +117,7 @@ def test_resolve_fills_every_auto_setting(digits):
     assert (plan.estimator, plan.optimizer, plan.lr) == ("autograd", "sgd", 1.0)
     assert (plan.sigma, plan.directions, plan.lowres, plan.device) == (0.01, 128, 1, "cpu")
     assert (plan.width, plan.depth, plan.flip, plan.reinit_every) == (64, 2, False, 10)
-    assert plan.n_real == min(256, min(len(i) for i in digits.class_indices()))
+    assert plan.batch_size == min(256, min(len(i) for i in digits.class_indices()))
     score = resolve(DistillConfig(objective="prototype"), digits)
     assert (score.estimator, score.optimizer, score.lr, score.sigma, score.directions) == (
         "es", "adam", 0.01, 0.3, 32)

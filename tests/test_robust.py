@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 from zodd.nearest import assign_clusters
-from zodd.robust import RobustUpdater, cvar, grouped_cvar, robust_loss
+from zodd.robust import (UPDATERS, RobustUpdater, cvar, grouped_cvar, network_optimizer,
+                         robust_loss, updates_on_real)
 
 losses_st = st.lists(st.floats(-100, 100, allow_nan=False, width=32), min_size=1, max_size=40)
 
@@ -112,9 +113,9 @@ def test_updater_modes_train_the_network_differently():
     for mode in ("robust", "ce"):
         torch.manual_seed(0)
         net = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
-        updater = RobustUpdater(mode=mode, alpha=0.3, lr=0.5)
+        updater = RobustUpdater(alpha=0.3) if mode == "robust" else UPDATERS[mode]()
         before = [p.clone() for p in net.parameters()]
-        terms = updater.step(net, updater.optimizer(net), real, synthetic,
+        terms = updater.step(net, network_optimizer(net, 0.5), real, synthetic,
                              torch.Generator().manual_seed(1))
         assert any(not torch.equal(a, b) for a, b in zip(before, net.parameters()))
         assert ("max_cvar" in terms) == (mode == "robust")
@@ -176,8 +177,8 @@ def test_cvar_terms_train_the_network_differently():
     for terms in ("mean+max", "mean", "max"):
         torch.manual_seed(0)
         net = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
-        updater = RobustUpdater(alpha=0.3, lr=0.5, terms=terms)
-        updater.step(net, updater.optimizer(net), real, real[:, :2].clone(),
+        updater = RobustUpdater(alpha=0.3, terms=terms)
+        updater.step(net, network_optimizer(net, 0.5), real, real[:, :2].clone(),
                      torch.Generator().manual_seed(1))
         weights[terms] = net[1].weight.detach().clone()
     assert not torch.allclose(weights["mean"], weights["max"])
@@ -193,10 +194,16 @@ def test_native_updater_leaves_the_network_untouched():
     gen = torch.Generator().manual_seed(0)
     real = torch.randn(3, 20, 1, 4, 4, generator=gen)
     net = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
-    updater = RobustUpdater(mode="native", lr=0.5)
+    assert UPDATERS["native"] is None and not updates_on_real("native")
+    assert updates_on_real("ce") and updates_on_real("robust")
+    from zodd.networks import StepNetwork
+
+    step = StepNetwork(lambda seed: net, None, lr=0.5, uses_network=True, reinit_every=1,
+                       n_update=20, on_synthetic=0, ce_weight=0.0, queue=None)
+    step.refresh(0, gen)
     before = [p.clone() for p in net.parameters()]
     state = gen.get_state()
-    assert updater.step(net, updater.optimizer(net), real, real[:, :2], gen) == {}
+    assert step.update(real, lambda: real[:, :2], gen) == {}
     assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))
     assert torch.equal(gen.get_state(), state)  # and draws nothing
 
@@ -240,17 +247,17 @@ def test_one_pass_gradient_is_the_update_on_the_objectives_augmented_batch(digit
     syn = digits.train_x[picks[:, 12 - 2:]]  # two "synthetic" samples a class
     ctx = StepContext(net, real, torch.arange(10).repeat_interleave(2), 10, seed=7)
     dm = OBJECTIVES["dm"]()
-    updater = RobustUpdater(mode)
+    updater = UPDATERS[mode]()
     net.requires_grad_(True)
-    shared = dm.bind(dataclasses.replace(ctx, trained_rows=k))
+    shared = dm.bind(dataclasses.replace(ctx, one_pass=k))
     assert isinstance(shared, SharesRealPass)
-    updater.gradient(net, updater.optimizer(net), shared.take_trained(), real[:, :k], syn,
+    updater.gradient(net, network_optimizer(net, 0.01), shared.take_one_pass(), real[:, :k], syn,
                      torch.Generator().manual_seed(0))
-    assert shared.take_trained() is None  # handed over once
+    assert shared.take_one_pass() is None  # handed over once
     got = [p.grad.clone() for p in net.parameters()]
 
-    separate = dm.bind(ctx)  # trained_rows 0: the whole batch without a graph
-    assert separate.take_trained() is None
+    separate = dm.bind(ctx)  # one_pass 0: the whole batch without a graph
+    assert separate.take_one_pass() is None
     assert torch.allclose(shared.real_mean, separate.real_mean, atol=1e-5)
     augmented = separate._augment(real)[:, :k].flatten(0, 1)
     y, ids, num = updater.targets(net, real[:, :k], syn, torch.Generator().manual_seed(0))

@@ -269,8 +269,11 @@ def test_protocols_state_what_they_reproduce():
     assert protocol_config("dsa", "fashion-mnist").augment == "dsa"
     assert protocol_config("dc", "fashion-mnist").augment == "none"
     assert protocol_config("dc", "mnist").epochs == 1000  # DC augments MNIST, for longer
-    assert protocol_config("plain", "digits", epochs=300).protocol == "plain"  # unchanged
-    assert protocol_config("plain", "digits", epochs=30).protocol == "plain+custom"
+    same = protocol_config("plain", "digits", epochs=300)  # unchanged
+    assert (same.protocol, same.custom, same.label) == ("plain", (), "plain")
+    changed = protocol_config("plain", "digits", epochs=30, lr=0.01)
+    assert (changed.protocol, changed.custom, changed.label) == ("plain", ("epochs",),
+                                                                  "plain+custom")
     assert set(PROTOCOLS) >= {"zodd", "dc", "dsa", "plain"}
     a, b = protocol_record(protocol_config("zodd", "digits")), protocol_record(
         protocol_config("plain", "digits"))
@@ -403,6 +406,7 @@ def _zca_by_hand(train_pixels: torch.Tensor, eps: float = 0.1):
 def test_a_zca_whitened_mtt_set_is_refused_as_pixels_and_evaluated_whitened(
         tmp_path, monkeypatch, capsys, digits, digits_set):
     from zodd import sets
+    from zodd.zca import whitened
 
     images, labels = digits_set
     pixels = digits.denormalise(images)
@@ -421,7 +425,7 @@ def test_a_zca_whitened_mtt_set_is_refused_as_pixels_and_evaluated_whitened(
     torch.save(labels, plain / "labels_best.pt")
     assert torch.allclose(sets.read(sets.locate(plain), digits).set.images, images, atol=1e-5)
     # evaluation: the test set whitened as MTT whitens it, the set taken as it is
-    white = sets.whitened(digits)
+    white = whitened(digits)
     assert torch.allclose(white.test_x, whiten(digits.denormalise(digits.test_x)), atol=1e-4)
     assert torch.allclose(white.train_x, whiten(digits.denormalise(digits.train_x)), atol=1e-4)
     read = sets.read(located, white, pixels="zca")
@@ -451,6 +455,7 @@ def test_a_set_written_for_another_tool_carries_that_tool_s_constants(tmp_path, 
                                                                      std):
     from zodd import sets
     from zodd.data import ImageData
+    from zodd.export import write
     from zodd.synthetic import SyntheticSet
 
     channels, classes = len(mean), 100 if name == "cifar100" else 10
@@ -461,7 +466,7 @@ def test_a_set_written_for_another_tool_carries_that_tool_s_constants(tmp_path, 
     pixels = torch.rand(classes, channels, 8, 8, generator=torch.Generator().manual_seed(1))
     mine = SyntheticSet((pixels - 0.4) / 0.3, torch.arange(classes), classes)
     out = tmp_path / ("set.pt" if fmt == "dc" else "mtt")
-    sets.write(mine, data, fmt, out)
+    write(mine, data, fmt, out)
     if fmt == "dc":
         images, labels = torch.load(out, weights_only=True)["data"][0]
     else:

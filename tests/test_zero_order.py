@@ -22,7 +22,7 @@ CLI = [sys.executable, "-m", "zodd.cli", "distill"]
 def _bound_box(loop):
     """The black box of the loop's next step, bound the way advance() binds it."""
     loop.network.refresh(loop.step, loop.gen)
-    picks = torch.stack([i[:loop.plan.n_real] for i in loop.per_class])
+    picks = torch.stack([i[:loop.plan.batch_size] for i in loop.per_class])
     loop.network.update(loop.data.train_x[picks], loop._by_class, loop.gen)
     box, *_ = loop._bind(loop.data.train_x[picks])
     return box

@@ -15,11 +15,11 @@ the space (``to_ray``).
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from typing import Any
 
 from zodd.config import DistillConfig
-from zodd.plan import check
+from zodd.plan import settings
 from zodd.types import ZoddError
 
 # the paper's hand-tuned settings: Fig. 2 (alpha), Table 9 (clusters), Table 10 (batch size)
@@ -103,10 +103,9 @@ def parse(text: str) -> Param:
     else:
         values = tuple(dict.fromkeys(_convert(name, v, kind) for v in spec.split(",")))
         param, probes = Param(name, values=values, integer=kind == "int"), values
-    base = DistillConfig()
     for value in probes:
         try:
-            check(replace(base, **{name: value}))
+            settings(**{name: value})
         except ZoddError as exc:
             raise ZoddError(f"--param {name}={value}: {exc}") from None
     return param

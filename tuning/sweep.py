@@ -27,7 +27,8 @@ from tuning import space as spaces
 from tuning.results import COLUMNS, fmt, best_row, plot_alpha, summary, write_csv
 from tuning.trial import METRIC_NAMES, Scoring, coerce, run_trial, trial_config, validation_split
 from zodd.config import DistillConfig
-from zodd.plan import check
+from zodd.evaluation import PROTOCOLS
+from zodd.plan import settings
 from zodd.rundir import save_json
 from zodd.steppers import nevergrad_optimizer
 from zodd.types import Registry, ZoddError
@@ -71,7 +72,8 @@ class Sweep:
     trial_retries: int = 2  # a failed trial started again from its last checkpoint, this often
 
     def validate(self) -> "Sweep":
-        check(DistillConfig.from_dict(self.base))
+        settings(self.base)
+        PROTOCOLS.check(self.scoring.protocol, "protocol")
         if not (self.search in SEARCHES or self.search.startswith("ng:")):
             raise ZoddError(f"invalid search {self.search!r}: choose random, grid, nevergrad or "
                             "ng:OPTIMISER")
@@ -319,13 +321,13 @@ def final_test(cfg: DistillConfig, sweep: Sweep, out: Path, data, say: Say = _si
     """The best config distilled on the whole training set (what ``zodd distill --config
     best.json`` does) and evaluated on the test set: the sweep's one look at it."""
     from zodd.driver import distill
-    from zodd.evaluation import EvalConfig, evaluate
+    from zodd.evaluation import evaluate, protocol_config
     from zodd.report import format_table
 
     say(f"distilling the best config on the whole training set into {out} ...", err=True)
     result = distill(cfg, data, out)
-    ecfg = EvalConfig(seeds=sweep.final_seeds, epochs=sweep.final_epochs, width=cfg.width,
-                      depth=cfg.depth)
+    ecfg = protocol_config(sweep.scoring.protocol, data.name, seeds=sweep.final_seeds,
+                           epochs=sweep.final_epochs, width=cfg.width, depth=cfg.depth)
     report = evaluate(result.synthetic, data, ecfg)
     save_json({**report, "set": "synthetic", "run": str(out)}, out / "metrics.json")
     say(format_table({f"best on test ({cfg.dataset} ipc{cfg.ipc})": report}))

@@ -16,6 +16,7 @@ import torch
 
 from zodd.config import DistillConfig
 from zodd.data import ImageData
+from zodd.evaluation import DEFAULT_PROTOCOL
 from zodd.types import Registry, ZoddError
 
 SPLIT_SEED = 0
@@ -35,7 +36,8 @@ class Scoring:
     metric: str = "acc"  # acc, cluster_min, or mix: (1 - mix) * acc + mix * cluster_min
     mix: float = 0.5
     seeds: int = 1
-    epochs: int = 300
+    epochs: int = 300  # the protocol's epochs for a trial's score (a cheaper custom protocol)
+    protocol: str = DEFAULT_PROTOCOL  # the zodd.evaluation.PROTOCOLS preset of the scores
     reports: int = 4  # scores reported along each trial (the rungs of early stopping)
 
     def score(self, report: dict) -> float:
@@ -78,9 +80,10 @@ def coerce(values: dict) -> dict:
 
 
 def trial_config(base: dict, values: dict) -> DistillConfig:
-    from zodd.plan import check
+    """The trial's config: the sweep's base settings with the trial's values over them."""
+    from zodd.plan import settings
 
-    return check(DistillConfig.from_dict({**base, **coerce(values)}))
+    return settings({**base, **coerce(values)})
 
 
 def report_points(iterations: int, reports: int) -> list[int]:
@@ -99,7 +102,7 @@ def run_trial(values: dict, *, base: dict, data: ImageData, scoring: Scoring,
     from ray import tune
 
     from zodd.driver import distill
-    from zodd.evaluation import EvalConfig, TestSets, evaluate
+    from zodd.evaluation import TestSets, evaluate, protocol_config
     from zodd.rundir import save_json
 
     torch.set_num_threads(threads)
@@ -112,8 +115,8 @@ def run_trial(values: dict, *, base: dict, data: ImageData, scoring: Scoring,
         with checkpoint.as_directory() as saved:
             shutil.copytree(saved, work, dirs_exist_ok=True)
         done = _read_progress(work)
-    ecfg = EvalConfig(seeds=scoring.seeds, epochs=scoring.epochs, width=cfg.width,
-                      depth=cfg.depth)
+    ecfg = protocol_config(scoring.protocol, data.name, seeds=scoring.seeds,
+                           epochs=scoring.epochs, width=cfg.width, depth=cfg.depth)
     tests = TestSets.build(data)
     try:
         for n, upto in enumerate(report_points(cfg.iterations, scoring.reports)):

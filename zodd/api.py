@@ -14,16 +14,17 @@ settings by the option's name (``zodd distill --batch-size 64`` is
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from pathlib import Path
 from typing import Callable, Sequence
 
 from zodd import data as datasets
-from zodd import recipes, rundir, sets
+from zodd import export as export_sets
+from zodd import rundir, sets
 from zodd.config import DistillConfig
-from zodd.plan import check
+from zodd.plan import Config, check, settings
+from zodd.representation import REPRESENTATIONS
 from zodd.report import Report, difference, differences, evaluate
 from zodd.synthetic import Run, SyntheticSet
 from zodd.types import Progress, ZoddError
@@ -31,47 +32,9 @@ from zodd.types import Progress, ZoddError
 __all__ = ["Report", "Run", "compare", "default_out", "distill", "evaluate", "export",
            "load", "settings", "train_prior", "tune"]
 
-FIELDS = {f.name for f in dataclasses.fields(DistillConfig)}
-Config = DistillConfig | dict | str | os.PathLike | None
 
 
 # --- distill -------------------------------------------------------------------------------
-def settings(config: Config = None, **given) -> DistillConfig:
-    """The checked config of ``zodd.distill(config, **given)``: ``config`` (a DistillConfig, a
-    dict, or a JSON file such as a run's config.json), then ``recipe``'s settings under the
-    ones given, then the ones given (``None`` values are left out)."""
-    given = {k: v for k, v in given.items() if v is not None}
-    unknown = sorted(set(given) - FIELDS)
-    if unknown:
-        raise ZoddError(f"unknown setting: {unknown[0]!r} (zodd distill --help lists them)")
-    values = _config_values(config)
-    recipe = given.pop("recipe", None)
-    if recipe == "list":
-        raise ZoddError("recipe 'list' is the command line's listing: see zodd.recipes.RECIPES")
-    if recipe is not None and isinstance(config, (str, os.PathLike)):
-        raise ZoddError("--recipe and --config: the config file holds every setting already; "
-                        "give one of them")
-    values = recipes.with_recipe(values, recipe)
-    values.update(given)
-    return check(DistillConfig(**{k: v for k, v in values.items() if k in FIELDS}))
-
-
-def _config_values(config: Config) -> dict:
-    if config is None:
-        return {}
-    if isinstance(config, DistillConfig):
-        return config.to_dict()
-    if isinstance(config, dict):
-        return check(DistillConfig.from_dict(config)).to_dict()
-    try:
-        raw = json.loads(Path(config).read_text())
-    except FileNotFoundError:
-        raise ZoddError(f"config file {config} not found") from None
-    except (OSError, ValueError) as exc:
-        raise ZoddError(f"config file {config} is not readable JSON ({exc})") from None
-    return check(DistillConfig.from_dict(raw)).to_dict()
-
-
 def default_out(cfg: DistillConfig) -> Path:
     """Where ``zodd distill`` writes a run given no ``--out``."""
     return Path("runs") / rundir.run_name(datasets.short_name(cfg.dataset), cfg)
@@ -100,15 +63,15 @@ def distill(config: Config = None, *, out: str | os.PathLike | None = None,
     if out is not None and resume is None:
         rundir.check_out(Path(out), overwrite)
     data = datasets.for_config(cfg, progress=progress)
-    if cfg.representation == "latent":
-        train_prior(data, cfg.latent, cfg.data_dir, progress=progress)
+    prior = (train_prior(data, cfg.latent, cfg.data_dir, progress=progress)[0]
+             if REPRESENTATIONS[cfg.representation].needs_prior else None)
 
     def on_step(row: dict, images) -> None:
         progress.update("distilling", row["step"], cfg.iterations, row)
 
     return run_loop(cfg, data, None if out is None else Path(out), on_step,
                     resume=resume is not None, should_stop=should_stop or (lambda: False),
-                    note=progress.note)
+                    note=progress.note, prior=prior)
 
 
 def train_prior(data: datasets.ImageData, latent: int, data_dir: str | None = None,
@@ -151,10 +114,10 @@ def load(path: str | os.PathLike, dataset: str | None = None, pixels: str = "aut
 
 def export(path: str | os.PathLike, format: str, out: str | os.PathLike,
            overwrite: bool = False) -> list[Path]:
-    """A zodd run directory's set written in another tool's layout (``sets.EXPORTS``: ``dc``
+    """A zodd run directory's set written in another tool's layout (``zodd.export.EXPORTS``: ``dc``
     a file, ``mtt`` a folder), normalised with the constants that tool's code uses for the
     run's data set; the paths written."""
-    sets.EXPORTS.check(format, "format")  # before the data set is read
+    export_sets.EXPORTS.check(format, "format")  # before the data set is read
     located = sets.locate(path)
     if located.format != "run":
         raise ZoddError(f"{path} is not a zodd run directory (config.json + synthetic.pt): "
@@ -170,7 +133,7 @@ def export(path: str | os.PathLike, format: str, out: str | os.PathLike,
         raise ZoddError(f"--out {out} is not writable")
     cfg = DistillConfig.from_dict(rundir.load_config(located.path))
     data = datasets.for_config(check(cfg), cfg.data_dir)
-    return sets.write(sets.zodd_set(located), data, format, out)
+    return export_sets.write(sets.zodd_set(located), data, format, out)
 
 
 # --- tune ------------------------------------------------------------------------------------

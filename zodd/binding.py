@@ -6,8 +6,6 @@ as the estimator's guide."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable
-
 import torch
 from torch import Tensor
 
@@ -44,10 +42,10 @@ class Binding:
     labelled: tuple | None = None  # --labels learn: the stored image's shape (packed boxes)
 
     def __call__(self, net, real: Tensor, x: Tensor, gen: torch.Generator, ce_weight: float,
-                 share: Callable | None = None):
-        """(box, guard or None, guide, the update's terms): with ``share`` (the one-pass
-        ``StepNetwork.bind_sharing``, given the bind) the update's gradient comes from the
-        objective's own pass over the real batch."""
+                 one_pass: int = 0):
+        """(box, guard or None, guide, the one pass's features or None): with ``one_pass`` k
+        (``--one-pass``) the objective embeds the first k real rows of each class with their
+        graph, and hands those embeddings over for the updater's gradient."""
         held_out = None
         if self.objective.needs_held_out:
             n = min(self.n_real, min(len(i) for i in self.held_out))
@@ -56,9 +54,12 @@ class Binding:
                           seed=int(torch.randint(2**31 - 1, (1,), generator=gen)),
                           augment=self.augment, held_out=held_out, pixel_mean=self.pixel_mean,
                           pixel_std=self.pixel_std, compile=self.compile, ce_weight=ce_weight)
-        terms: dict = {}
-        if share is not None:
-            bound, terms = share(lambda k: self.objective.bind(replace(ctx, trained_rows=k)))
+        features = None
+        if one_pass:
+            net.requires_grad_(True)  # the embeddings' graph reaches the network's parameters
+            bound = self.objective.bind(replace(ctx, one_pass=one_pass))
+            features = bound.take_one_pass()
+            net.requires_grad_(False)
         else:
             bound = self.objective.bind(ctx)
         box = (decoded(bound, self.rep) if self.labelled is None else
@@ -67,6 +68,6 @@ class Binding:
             "guide": Autograd().estimate(decoded(self.surrogate.bind(ctx), self.rep), x,
                                          gen).grad}
         if self.exact:
-            return box, None, guide, terms
+            return box, None, guide, features
         guard = Guarded(self.pool.wrap(box) if self.pool else box, self.retries)
-        return guard, guard, guide, terms
+        return guard, guard, guide, features

@@ -1,13 +1,15 @@
 """The one builder: a :class:`zodd.plan.Plan`'s parts, each made from keyword arguments of plain
-values, so that no module below this one sees a Plan.
+values, so that no module below this one sees a Plan; the one place where a setting's name
+becomes the object it names.
 
 A setting can be followed in one direction: its option (zodd.cli, zodd.options) -> the config
-field (zodd.config) -> the plan, which fills in what the config leaves open (zodd.plan) -> one
-function here -> the part that uses it. The loop (zodd.loop) calls these and reads the plan's
-schedule (budgets, iterations, batches) itself.
+field (zodd.config) -> the plan, the same field filled in where the config left it open
+(zodd.plan) -> one function here -> the part that uses it. The loop (zodd.loop) calls these and
+reads the plan's schedule (budgets, iterations, batches) itself.
 """
 from __future__ import annotations
 
+import dataclasses
 import shlex
 import shutil
 from pathlib import Path
@@ -22,29 +24,29 @@ from zodd.models import build_network
 from zodd.networks import ModelPool, NetworkQueue, StepNetwork
 from zodd.plan import Plan
 from zodd.prior import load_or_train
-from zodd.representation import make as make_representation
-from zodd.robust import RobustUpdater
+from zodd.representation import REPRESENTATIONS
+from zodd.robust import UPDATERS, CEUpdater
 from zodd.steppers import make_stepper
 from zodd.types import ZoddError
 
 
-def representation(plan: Plan, data: ImageData):
-    """How S is stored and decoded; the latent representation's prior is loaded (or trained)
-    here and kept on the CPU until the loop moves it."""
-    cfg = plan.cfg
-    prior = (load_or_train(data, cfg.latent, root=data_root(cfg.data_dir))
-             if cfg.representation == "latent" else None)
-    return make_representation(cfg.representation, cfg.factor, prior), prior
+def representation(plan: Plan, data: ImageData, prior: torch.nn.Module | None = None):
+    """How S is stored and decoded, and its prior where it needs one: ``prior`` when the caller
+    holds it (zodd.api trains it with progress), else loaded from its cache (or trained) here;
+    kept on the CPU until the loop moves it."""
+    if REPRESENTATIONS[plan.representation].needs_prior and prior is None:
+        prior = load_or_train(data, plan.latent, root=data_root(plan.data_dir))
+    return REPRESENTATIONS[plan.representation].of(plan.factor, prior), prior
 
 
 def objective(plan: Plan, name: str | None = None):
     """The objective ``name`` (default: the run's ``--objective``), built for the plan's data."""
-    name = name or plan.cfg.objective
+    name = name or plan.objective
     if name == "command":
-        argv = tuple(shlex.split(plan.cfg.command or ""))
+        argv = tuple(shlex.split(plan.command or ""))
         if not argv or not (shutil.which(argv[0]) or Path(argv[0]).is_file()):
             raise ZoddError(f"--command: program {argv[0] if argv else ''!r} not found")
-        return OBJECTIVES["command"](argv=argv, timeout=plan.cfg.command_timeout, flip=plan.flip)
+        return OBJECTIVES["command"](argv=argv, timeout=plan.command_timeout, flip=plan.flip)
     return OBJECTIVES[name](flip=plan.flip)
 
 
@@ -54,8 +56,8 @@ def estimator(plan: Plan):
     if plan.estimator not in ESTIMATORS:
         return None
     return ESTIMATORS[plan.estimator](directions=plan.directions, sigma=plan.sigma,
-                                      lowres=plan.lowres, blockwise=plan.cfg.blockwise,
-                                      guided=plan.cfg.surrogate is not None)
+                                      lowres=plan.lowres, blockwise=plan.blockwise,
+                                      guided=plan.surrogate is not None)
 
 
 def stepper(plan: Plan, leaves: list[torch.Tensor], point: torch.Tensor, chosen_estimator,
@@ -63,20 +65,24 @@ def stepper(plan: Plan, leaves: list[torch.Tensor], point: torch.Tensor, chosen_
     """How S's ``leaves`` (images, and learned labels) move; ``point``: them packed."""
     return make_stepper(plan.optimizer, leaves, point, chosen_estimator, gen, lr=plan.lr,
                         sigma=plan.sigma, directions=plan.directions, lowres=plan.lowres,
-                        label_lr=plan.cfg.label_lr)
+                        label_lr=plan.label_lr)
 
 
-def updater(plan: Plan) -> RobustUpdater:
-    cfg = plan.cfg
-    return RobustUpdater(mode=cfg.updater, alpha=cfg.alpha, tail=cfg.cvar_tail,
-                         terms=cfg.cvar_terms, clusters=cfg.clusters,
-                         cluster_space=cfg.cluster_space, lr=cfg.model_lr,
-                         steps=plan.model_steps, compile=cfg.compile)
+def updater(plan: Plan) -> CEUpdater | None:
+    """The plan's updater (None for ``native``: no update on real data), given the settings
+    its class has fields for."""
+    kind = UPDATERS[plan.updater]
+    if kind is None:
+        return None
+    given = dict(steps=plan.model_steps, compile=plan.compile, alpha=plan.alpha,
+                 tail=plan.cvar_tail, terms=plan.cvar_terms, clusters=plan.clusters,
+                 cluster_space=plan.cluster_space)
+    return kind(**{f.name: given[f.name] for f in dataclasses.fields(kind)})
 
 
 def network(plan: Plan, data: ImageData, seed: int) -> torch.nn.Module:
     """A fresh network of the plan's kind (``--network``) and shape, on its device."""
-    return build_network(plan.cfg.network, data.channels, data.num_classes, data.image_size,
+    return build_network(plan.network, data.channels, data.num_classes, data.image_size,
                          plan.width, plan.depth, seed=seed).to(plan.device)
 
 
@@ -88,13 +94,13 @@ def step_network(plan: Plan, data: ImageData, gen: torch.Generator) -> StepNetwo
         return network(plan, data, seed)
 
     queue = None if not plan.queue_size else NetworkQueue(
-        make, plan.queue_size, plan.queue_every, plan.cfg.queue_train, plan.model_steps,
-        plan.cfg.model_lr, gen)
+        make, plan.queue_size, plan.queue_every, plan.queue_train, plan.model_steps,
+        plan.model_lr, gen)
     pool = (ModelPool(make, plan.pool_size, plan.pool_steps, gen, plan.pool_lr)
             if plan.pool_size else None)
-    return StepNetwork(make, updater(plan),
+    return StepNetwork(make, updater(plan), lr=plan.model_lr,
                        uses_network=plan.uses_network, reinit_every=plan.reinit_every,
-                       n_update=plan.n_update, on_synthetic=plan.train_on_synthetic,
+                       n_update=plan.update_batch, on_synthetic=plan.train_on_synthetic,
                        ce_weight=plan.ce_weight, queue=queue, pool=pool)
 
 
@@ -103,11 +109,10 @@ def binding(plan: Plan, data: ImageData, rep, labels: torch.Tensor, pixels: torc
     """How each step binds the plan's objective (and surrogate); the real images S started
     from (``source``) stay out of the scores' held-out draws. With learned labels the box
     takes the packed pair (zodd.labels.Labelled)."""
-    cfg = plan.cfg
     used = source if source is not None else torch.empty(0, dtype=torch.long)
-    stored = rep.stored_shape(tuple(data.train_x.shape[1:])) if cfg.labels == "learn" else None
-    return Binding(objective(plan), objective(plan, cfg.surrogate) if cfg.surrogate else None,
-                   rep, labels, data.num_classes, data.mean, data.std, cfg.augment, cfg.compile,
-                   plan.n_real, plan.estimator == "autograd", cfg.retries,
+    stored = rep.stored_shape(tuple(data.train_x.shape[1:])) if plan.labels == "learn" else None
+    return Binding(objective(plan), objective(plan, plan.surrogate) if plan.surrogate else None,
+                   rep, labels, data.num_classes, data.mean, data.std, plan.augment,
+                   plan.compile, plan.batch_size, plan.estimator == "autograd", plan.retries,
                    [i[~torch.isin(i, used)] for i in data.class_indices()], pixels, pool,
                    stored)

@@ -16,11 +16,12 @@ from zodd.augment import AUGMENTS
 from zodd.config import DistillConfig
 from zodd.data import for_config
 from zodd.baselines import BASELINES
-from zodd.evaluation import PROTOCOLS
+from zodd.evaluation import DEFAULT_PROTOCOL, PROTOCOLS
 from zodd.report import format_table
 from zodd.models import MODELS, default_shape
 from zodd.options import EXTRA, GROUPS, OPTIONS, PATTERNS, group_of, help_text
-from zodd.sets import EXPORTS, PIXELS
+from zodd.export import EXPORTS
+from zodd.sets import PIXELS
 from zodd.types import ZoddError
 from tuning.sweep import SCHEDULERS, SEARCHES, Interrupted
 from tuning.trial import METRIC_NAMES
@@ -140,7 +141,7 @@ def distill(config_file, no_robust, resume_dir, out, overwrite, quiet, **flags) 
               + PIXELS.help() + ".")
 @click.option("--experiment", type=click.IntRange(min=0), default=0, show_default=True,
               help="A Dataset Condensation file holding several experiments' sets: which one.")
-@click.option("--protocol", type=click.Choice(list(PROTOCOLS)), default="zodd",
+@click.option("--protocol", type=click.Choice(list(PROTOCOLS)), default=DEFAULT_PROTOCOL,
               show_default=True, help="How the networks are trained: " + PROTOCOLS.help()
               + ". Each setting below overrides it.")
 @click.option("--models", default=None,

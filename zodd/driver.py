@@ -23,7 +23,8 @@ from zodd.types import ClusterError, ZoddError
 def distill(cfg: DistillConfig, data: ImageData, out: Path | None = None,
             on_step: Callable[[dict, torch.Tensor], None] | None = None, resume: bool = False,
             should_stop: Callable[[], bool] = lambda: False,
-            note: Callable[[str], None] = lambda text: None) -> Run:
+            note: Callable[[str], None] = lambda text: None,
+            prior: torch.nn.Module | None = None) -> Run:
     """Run one distillation. With ``out`` the run's files are written there (zodd.rundir):
     config.json at the start, one log.jsonl row per iteration, a checkpoint every
     ``cfg.checkpoint_every`` iterations (default about once a minute), synthetic.pt and grid.png
@@ -32,8 +33,9 @@ def distill(cfg: DistillConfig, data: ImageData, out: Path | None = None,
     which saves a checkpoint first. ``on_step(row, images)`` sees each log row and the set after
     that step; its time is not counted in the run's seconds; ``note(text)`` hears what the run
     does before its first step (a warm start). With ``cfg.workers`` above 0 candidates are
-    evaluated on Ray actors started and shut down here."""
-    plan = resolve(cfg, data)
+    evaluated on Ray actors started and shut down here. ``prior``: the representation's learned
+    prior when the caller holds it (else it is loaded from its cache)."""
+    plan = resolve(cfg, data)  # cfg stays the config as asked (config.json, checkpoints)
     if plan.init == "dm" and not resume:
         note(f"warm start: {plan.warm_iterations} DM steps with exact gradients before the "
              "first query (--init dm)")
@@ -41,11 +43,11 @@ def distill(cfg: DistillConfig, data: ImageData, out: Path | None = None,
     try:
         if out is not None:
             lock = rundir.Lock(out)  # before anything there is read or written
-        if cfg.workers > 0:  # resolve() refused workers for autograd
+        if plan.workers > 0:  # check() refused workers for autograd
             from zodd.parallel import RayPool
 
-            pool = RayPool(cfg.workers, cfg.seed, cfg.ray_address, cfg.worker_retries)
-        loop = Loop(plan, data, pool, resuming=resume)
+            pool = RayPool(plan.workers, plan.seed, plan.ray_address, plan.worker_retries)
+        loop = Loop(plan, data, pool, resuming=resume, prior=prior)
         if out is not None:
             if resume:
                 state = rundir.read_checkpoint(out)
@@ -54,7 +56,7 @@ def distill(cfg: DistillConfig, data: ImageData, out: Path | None = None,
             rundir.write_config(out, cfg.to_dict(), plan.to_dict())
         log = rundir.Log(out, loop.step if resume else None)
         result = Run(loop.syn, log.rows, plan=plan.to_dict(), config=cfg, path=out)
-        _run(loop, result, out, log, on_step, should_stop)
+        _run(loop, cfg, result, out, log, on_step, should_stop)
     finally:
         if pool is not None:
             pool.close()
@@ -81,7 +83,14 @@ def _save_set(loop: Loop, out: Path, final) -> None:
                         "checkpoint is kept") from None
 
 
-def _advance(loop: Loop, out: Path | None) -> dict:
+def _checkpoint(loop: Loop, cfg: DistillConfig, out: Path, state: dict | None = None) -> None:
+    """The loop's state (or ``state``, one taken before) and the config as asked, which a
+    resume checks its own against."""
+    rundir.save_checkpoint({**(state or loop.state_dict()),
+                            "config": json.dumps(cfg.to_dict())}, out)
+
+
+def _advance(loop: Loop, cfg: DistillConfig, out: Path | None) -> dict:
     """One step. With Ray workers the state before it is kept: when the cluster fails mid-step
     (zodd.parallel) the loop goes back to it, its checkpoint is written and the run ends; a
     resume then makes the step as a run without the fault would have."""
@@ -94,15 +103,15 @@ def _advance(loop: Loop, out: Path | None) -> dict:
         loop.load_state_dict(before)
         where = ""
         if out is not None:
-            rundir.save_checkpoint(before, out)
+            _checkpoint(loop, cfg, out, before)
             where = (f"; the set and checkpoint of step {loop.step} are saved: continue with "
                      f"zodd distill --resume {out}")
         raise ClusterError(f"{exc}{where}") from None
 
 
-def _run(loop: Loop, result: Run, out: Path | None, log: rundir.Log, on_step,
-         should_stop) -> None:
-    cfg = loop.plan.cfg
+def _run(loop: Loop, cfg: DistillConfig, result: Run, out: Path | None, log: rundir.Log,
+         on_step, should_stop) -> None:
+    plan = loop.plan  # its budgets; cfg, the config as asked, goes into the checkpoints
     last_checkpoint = time.perf_counter()
 
     def flush() -> None:  # S checked, the rows' values fetched in one transfer and written
@@ -114,38 +123,38 @@ def _run(loop: Loop, result: Run, out: Path | None, log: rundir.Log, on_step,
                 on_step(row, images)
         loop.seconds += time.perf_counter() - started
 
-    while loop.step < cfg.iterations:
+    while loop.step < plan.iterations:
         started = time.perf_counter()
         try:
-            log.add(_advance(loop, out))
+            log.add(_advance(loop, cfg, out))
         except ClusterError:
             if log.pending:
                 flush()  # the rows up to the checkpoint just written
             raise
         loop.seconds += time.perf_counter() - started
         log.pending[-1]["seconds"] = round(loop.seconds, 4)
-        if loop.failures > cfg.max_failures:
+        if loop.failures > plan.max_failures:
             flush()
             last = log.rows[-1]
             raise ZoddError(
                 f"the black box failed {loop.failures} times, more than --max-failures "
-                f"{cfg.max_failures} (last: {last.get('fault', last.get('skipped'))})"
+                f"{plan.max_failures} (last: {last.get('fault', last.get('skipped'))})"
                 + (f"; the last good set is saved in {out}" if out else ""))
-        if cfg.max_seconds is not None and loop.seconds >= cfg.max_seconds:
+        if plan.max_seconds is not None and loop.seconds >= plan.max_seconds:
             result.stopped_by = "max_seconds"
-        elif cfg.max_queries is not None and loop.queries >= cfg.max_queries:
+        elif plan.max_queries is not None and loop.queries >= plan.max_queries:
             result.stopped_by = "max_queries"
         elif should_stop():
             result.stopped_by = "interrupted"
-        due = (loop.step % cfg.checkpoint_every == 0 if cfg.checkpoint_every
-               else time.perf_counter() - last_checkpoint >= loop.plan.checkpoint_seconds)
+        due = (loop.step % plan.checkpoint_every == 0 if plan.checkpoint_every
+               else time.perf_counter() - last_checkpoint >= plan.checkpoint_seconds)
         # a checkpoint also at the end, so a finished run can be extended with --resume
-        end = result.stopped_by != "iterations" or loop.step >= cfg.iterations
-        if due or end or len(log.pending) >= loop.plan.log_every:
+        end = result.stopped_by != "iterations" or loop.step >= plan.iterations
+        if due or end or len(log.pending) >= plan.log_every:
             flush()
         if out is not None and (due or end):
             started = time.perf_counter()
-            rundir.save_checkpoint(loop.state_dict(), out)
+            _checkpoint(loop, cfg, out)
             last_checkpoint = time.perf_counter()
             loop.seconds += last_checkpoint - started
         if result.stopped_by != "iterations":

@@ -116,23 +116,32 @@ class EvalConfig:
     depth: int | None = None
     model: str = "convnet"  # a zodd.models.MODELS name or ConvNet variant
     schedule: str = "half"  # a SCHEDULES name: when the learning rate drops (module docstring)
-    protocol: str = "zodd"  # the PROTOCOLS preset the settings came from ("custom": changed)
+    protocol: str = "zodd"  # DEFAULT_PROTOCOL: the PROTOCOLS preset the settings came from
+    custom: tuple[str, ...] = ()  # the preset's settings changed (zodd evaluate --epochs ...)
     device: str = "auto"  # where the networks train and are tested (see zodd.types.resolve_device)
     # the seeds' networks trained at once (vmap); off: one at a time was faster on an H100
     # (3.64 s against 4.10 s for 3 networks x 300 epochs, BENCHMARKS.md), and is so on a CPU
     together: bool = False
 
+    @property
+    def label(self) -> str:
+        """The protocol as a metrics file records it: its name, ``+custom`` when changed."""
+        return self.protocol + ("+custom" if self.custom else "")
+
+
+DEFAULT_PROTOCOL = EvalConfig.protocol  # zodd evaluate's, and the one whose files carry no tag
+
 
 def protocol_config(name: str, dataset: str, **overrides) -> EvalConfig:
     """The EvalConfig of protocol ``name`` on ``dataset``; an override of a protocol setting
-    (epochs, lr, batch_size, augment) that changes it names the protocol NAME+custom."""
+    (epochs, lr, batch_size, augment) that changes it is listed in ``custom``."""
     preset = PROTOCOLS[PROTOCOLS.check(name, "protocol")].for_dataset(dataset)
-    changed = {k for k, v in overrides.items() if v is not None and k in preset
-               and preset[k] != v}
+    changed = tuple(sorted(k for k, v in overrides.items() if v is not None and k in preset
+                           and preset[k] != v))
     values = {**preset, **{k: v for k, v in overrides.items() if v is not None}}
     if "model" in values:
         check_model(values["model"])
-    return EvalConfig(**values, protocol=name + ("+custom" if changed else ""))
+    return EvalConfig(**values, protocol=name, custom=changed)
 
 
 def protocol_model(name: str) -> str:
@@ -146,7 +155,7 @@ def protocol_record(cfg: EvalConfig) -> dict:
 
     from zodd import __version__
 
-    return {"name": cfg.protocol, "model": cfg.model, "seeds": cfg.seeds, "epochs": cfg.epochs,
+    return {"name": cfg.label, "model": cfg.model, "seeds": cfg.seeds, "epochs": cfg.epochs,
             "lr": cfg.lr, "batch_size": cfg.batch_size, "augment": cfg.augment,
             "width": cfg.width, "depth": cfg.depth, "optimizer": optimizer_description(cfg),
             "shifts": shift_description(),
@@ -206,11 +215,12 @@ def test_clusters(pixels: Tensor, cache: Path | None = None) -> np.ndarray:
 
 
 def metrics_file(augment: str = "affine", baseline: str | None = None,
-                 protocol: str = "zodd") -> str:
+                 protocol: str = DEFAULT_PROTOCOL) -> str:
     """The name of the file ``zodd evaluate`` writes (zodd.rundir.metrics_name), given the
-    protocol's own augmentation."""
-    own = PROTOCOLS[protocol].settings["augment"] if protocol in PROTOCOLS else "affine"
-    return metrics_name(augment, own, baseline, protocol)
+    protocol's own augmentation; the default protocol's files carry no protocol tag."""
+    own = PROTOCOLS[protocol].settings["augment"]
+    return metrics_name(augment, own, baseline,
+                        None if protocol == DEFAULT_PROTOCOL else protocol)
 
 
 def optimizer_description(cfg: EvalConfig) -> str:

@@ -4,7 +4,8 @@ gradient -> estimate -> step S -> step theta; with IDM's queue of networks: draw
 from the queue -> bind -> estimate -> step S -> the updater trains queue networks,
 zodd.networks).
 
-The loop runs a :class:`zodd.plan.Plan` (every default already filled in) and looks nothing up.
+The loop runs a :class:`zodd.plan.Plan` (every default already filled in) and looks nothing
+up.
 One seed makes one root generator; network initialisations, real subsamples, augmentation seeds
 and estimator directions are all drawn from it, so a run is reproducible on one machine. A
 checkpoint holds the whole loop state (S, the stepper, the network, the generator, the
@@ -12,7 +13,7 @@ counters), so a resumed run continues bit for bit as if never interrupted.
 """
 from __future__ import annotations
 
-import json
+import dataclasses
 import time
 from pathlib import Path
 
@@ -20,7 +21,6 @@ import torch
 
 from zodd import build
 from zodd import labels as label_sets
-from zodd.config import DistillConfig
 from zodd.data import ImageData, draw_per_class
 from zodd.plan import Plan, resolve
 from zodd.sets import start
@@ -33,20 +33,20 @@ class Loop:
     step's batches live on the plan's device; the data set and the generator stay on the CPU
     (zodd.types.resolve_device)."""
 
-    def __init__(self, plan: Plan, data: ImageData, pool=None, resuming: bool = False):
-        self.plan, self.cfg, self.data = plan, plan.cfg, data  # pool: a RayPool, or None
-        cfg = plan.cfg
-        self.gen = torch.Generator().manual_seed(cfg.seed)
-        self.rep, prior = build.representation(plan, data)
+    def __init__(self, plan: Plan, data: ImageData, pool=None, resuming: bool = False,
+                 prior: torch.nn.Module | None = None):
+        self.plan, self.data = plan, data  # pool: a RayPool, or None; prior: the trained one
+        self.gen = torch.Generator().manual_seed(plan.seed)
+        self.rep, prior = build.representation(plan, data, prior)
         self.syn, warm_seconds = initial_set(plan, data, self.rep, self.gen, resuming)
         if prior is not None:
             prior.to(plan.device)
         self.x = self.syn.images.requires_grad_(True)
-        self.labels = class_major(data.num_classes, cfg.ipc * self.rep.per_image).to(
+        self.labels = class_major(data.num_classes, plan.ipc * self.rep.per_image).to(
             plan.device)  # of the decoded images
         # --labels learn: one label vector a stored image, moved with the images (zodd.labels)
-        self.y = (label_sets.initial(data.num_classes, cfg.ipc).to(plan.device)
-                  .requires_grad_(True) if cfg.labels == "learn" else None)
+        self.y = (label_sets.initial(data.num_classes, plan.ipc).to(plan.device)
+                  .requires_grad_(True) if plan.labels == "learn" else None)
         self.leaves = [self.x] if self.y is None else [self.x, self.y]
         self.estimator = build.estimator(plan)
         self.stepper = build.stepper(plan, self.leaves, self.point(), self.estimator, self.gen)
@@ -62,19 +62,21 @@ class Loop:
         """One iteration: update theta on a real subsample, bind the objective, estimate, step S.
         Returns its log row (without the time)."""
         self.network.refresh(self.step, self.gen)  # before the real batch: the order of draws
-        real = self._real_batch(self.plan.n_real)  # [classes, n, ch, h, w]
-        one_pass = self.cfg.one_pass and self.network.net is not None
+        real = self._real_batch(self.plan.batch_size)  # [classes, n, ch, h, w]
+        one_pass = self.plan.one_pass and self.network.net is not None
         terms = {} if one_pass else self.network.update(real, self._by_class, self.gen)
-        box, guard, guide, shared_terms = self._bind(real, one_pass)
+        box, guard, guide, features = self._bind(real, one_pass)
+        if one_pass:  # the updater's gradient from the objective's pass, applied after S's step
+            terms = self.network.update(real, self._by_class, self.gen, one_pass=features)
         row: dict = {}
         try:
             estimate = self.stepper.propose(box, self.point(), self.gen, guide)
         except EvaluationError as exc:  # f(S) failed: the step is skipped
             estimate, row = None, {"skipped": str(exc)}
         self.stepper.apply(estimate)
-        terms = self.network.after_step(one_pass, lambda: self._real_batch(self.plan.n_update),
+        terms = self.network.after_step(one_pass, lambda: self._real_batch(self.plan.update_batch),
                                         self._by_class, self.labels, self.gen, self.targets
-                                        ) or terms or shared_terms
+                                        ) or terms
         self.step += 1
         self.queries += estimate.queries if estimate else self.stepper.queries()
         if guard is not None and (guard.failures or guard.retried):
@@ -94,7 +96,7 @@ class Loop:
         """The decoded images' label vectors ``[N, classes]``, detached: the learned ones, or
         FRePo's centred one-hot (what a pool network regresses S's images on)."""
         if self.y is None:
-            return label_sets.initial(self.data.num_classes, self.cfg.ipc * self.rep.per_image
+            return label_sets.initial(self.data.num_classes, self.plan.ipc * self.rep.per_image
                                       ).to(self.x.device)
         return self.y.detach().repeat_interleave(self.rep.per_image, 0)
 
@@ -108,11 +110,11 @@ class Loop:
         return self.images().unflatten(0, (self.data.num_classes, -1))
 
     def _bind(self, real: torch.Tensor, one_pass: bool = False):
-        """The step's black box, its guard, the guide and the one-pass terms (zodd.binding)."""
-        share = (lambda bind: self.network.bind_sharing(bind, real, self._by_class(), self.gen)
-                 ) if one_pass else None
+        """The step's black box, its guard, the guide and the one pass's features
+        (zodd.binding)."""
         return self.binding(self.network.net, real, self.x, self.gen,
-                            self.network.class_weight(), share)
+                            self.network.class_weight(),
+                            self.plan.update_batch if one_pass else 0)
 
     def images(self) -> torch.Tensor:
         """The images S stands for now (decoded from the stored tensor), detached."""
@@ -136,9 +138,10 @@ class Loop:
 
     def state_dict(self) -> dict:
         """What a checkpoint holds: everything the next step reads (S, the stepper, the network
-        and its optimiser or the queue, the generator, the counters) and the config."""
+        and its optimiser or the queue, the generator, the counters); the driver adds the
+        config as asked."""
         return {
-            "config": json.dumps(self.cfg.to_dict()), "step": self.step,
+            "step": self.step,
             "queries": self.queries, "seconds": self.seconds, "failures": self.failures,
             "images": self.x.detach().cpu().clone(),
             "labels": None if self.y is None else self.y.detach().cpu().clone(),
@@ -186,30 +189,34 @@ def initial_set(plan: Plan, data: ImageData, rep, gen: torch.Generator,
 
 def _start(plan: Plan, data: ImageData, rep, gen: torch.Generator,
            resuming: bool) -> tuple[SyntheticSet, float]:
-    ipc, seed = plan.cfg.ipc, plan.cfg.seed
     if plan.init in INITS and INITS[plan.init] is not None:
-        return initialise(data, ipc, plan.init, gen, rep), 0.0
+        return initialise(data, plan.ipc, plan.init, gen, rep), 0.0
     if resuming:  # the checkpoint holds S: the set it started from may be gone; a warm start's
         # real images (its source) are drawn again, to stay out of the held-out ones
         how = "real" if plan.init == "dm" else "noise"
-        return initialise(data, ipc, how, torch.Generator().manual_seed(seed), rep), 0.0
+        return initialise(data, plan.ipc, how, torch.Generator().manual_seed(plan.seed), rep), 0.0
     if plan.init == "dm":
         return warm_start(plan, data)
-    return start(plan.init, data, ipc, rep, rep.record() or {"name": "pixel"}), 0.0  # go on
+    return start(plan.init, data, plan.ipc, rep, rep.record() or {"name": "pixel"}), 0.0
+
+
+# what a warm start changes of the run's plan: distribution matching with exact gradients on
+# DM's own schedule (a fresh ConvNet each step, no update on real data) from real images; the
+# data, the set's size and representation, the network's shape, the real batch, the
+# augmentation, the seed and the device stay the run's
+WARM_START = dict(
+    init="real", objective="dm", estimator="autograd", optimizer="auto", lr=None, sigma=None,
+    directions=None, lowres=None, surrogate=None, command=None, workers=0, labels="onehot",
+    label_lr=None, updater="native", one_pass=False, compile=False, network="convnet",
+    reinit_every=None, model_steps=None, update_batch=None, queue_size=None, queue_every=None,
+    ce_weight=None, pool_size=None, pool_steps=None, pool_lr=None, max_seconds=None,
+    max_queries=None)
 
 
 def warm_start(plan: Plan, data: ImageData) -> tuple[SyntheticSet, float]:
     """``--init dm``: the stored set after ``plan.warm_iterations`` steps of distribution
-    matching with exact gradients (DM's own schedule: a fresh network each step) from the real
-    start, in the run's representation and with its seed, and the seconds they took."""
-    cfg = plan.cfg
-    warm = DistillConfig(
-        dataset=cfg.dataset, data_dir=cfg.data_dir, image_size=cfg.image_size,
-        test_fraction=cfg.test_fraction, ipc=cfg.ipc, representation=cfg.representation,
-        factor=cfg.factor, latent=cfg.latent, seed=cfg.seed, device=plan.device,
-        batch_size=cfg.batch_size, augment=cfg.augment, width=cfg.width, depth=cfg.depth,
-        init="real", objective="dm", estimator="autograd", updater="native",
-        iterations=plan.warm_iterations)
+    matching (``WARM_START``) from the real start, and the seconds they took."""
+    warm = dataclasses.replace(plan, **WARM_START, iterations=plan.warm_iterations)
     started = time.perf_counter()
     loop = Loop(resolve(warm, data), data)
     for _ in range(plan.warm_iterations):

@@ -9,7 +9,7 @@ at different stages of training instead:
 * each iteration one network is drawn uniformly from the queue, and S is matched under it;
 * after S's step, ``train`` distinct networks drawn uniformly are each trained for ``steps``
   steps on real data, every step on a fresh real batch. **That training is the model update**:
-  ``RobustUpdater`` in ``ce`` mode is IDM's own update (cross-entropy), in ``robust`` mode the
+  ``CEUpdater`` is IDM's own update (cross-entropy), ``RobustUpdater`` the
   paper's IDM + RDD (its Table 5). Each network keeps its own optimiser, SGD with momentum 0.9
   and weight decay 5e-4 (IDM's ``--net_decay``);
 * each network counts its training accuracy on its real batches (IDM's ``acc_meters``), and the
@@ -43,7 +43,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from zodd.robust import RobustUpdater, train_on_synthetic
+from zodd.robust import CEUpdater, network_optimizer, train_on_synthetic
 
 START = 3  # networks in the queue before the first iteration (IDM's code)
 POOL_LR = 3e-4  # FRePo's pool networks: Adam at config.online.learning_rate
@@ -103,7 +103,7 @@ class NetworkQueue:
         """The network S is matched under this iteration."""
         return self.members[int(torch.randint(len(self.members), (1,), generator=gen))]
 
-    def train(self, updater: RobustUpdater, batch: Callable[[], Tensor], synthetic: Tensor,
+    def train(self, updater: CEUpdater, batch: Callable[[], Tensor], synthetic: Tensor,
               gen: torch.Generator) -> dict:
         """``train`` distinct networks, ``steps`` updater steps each, every step on a fresh real
         batch ``batch() -> [classes, n, ch, h, w]`` (clustered around ``synthetic [classes,
@@ -150,7 +150,7 @@ class ModelPool:
     **That one step is the model update.** FRePo's own (``--updater native``): mean squared
     error ``sum_c 0.5 (f(x) - y)^2`` of the network's outputs against S's labels on at most
     ``POOL_BATCH`` (500) images of S (FRePo's ``get_sample_proto``; all of them when S is
-    smaller), no augmentation. ``--updater ce`` / ``robust``: one ``RobustUpdater`` step on the
+    smaller), no augmentation. ``--updater ce`` / ``robust``: one updater step on the
     step's real batch (cross-entropy, or the paper's robust loss with clusters around S) with
     the same Adam, as IDM's queue is trained on real data. Where zodd differs: every draw comes
     from the run's generator (FRePo: numpy's global state and jax keys)."""
@@ -169,7 +169,7 @@ class ModelPool:
         self.drawn = self.members[int(torch.randint(len(self.members), (1,), generator=gen))]
         return self.drawn
 
-    def train(self, updater: RobustUpdater, real: Callable[[], Tensor], synthetic: Tensor,
+    def train(self, updater: CEUpdater | None, real: Callable[[], Tensor], synthetic: Tensor,
               targets: Tensor, gen: torch.Generator) -> dict:
         """After S's step: the drawn network reset or trained one step (class docstring);
         ``synthetic`` the decoded images ``[classes, k, ...]``, ``targets`` their label vectors
@@ -179,7 +179,7 @@ class ModelPool:
             self.members[self.members.index(m)] = self._member(gen)
             return {}
         m.net.requires_grad_(True)
-        if updater.mode == "native":
+        if updater is None:  # FRePo's own step, on S
             images = synthetic.flatten(0, 1)
             if len(images) > POOL_BATCH:
                 pick = torch.randperm(len(images), generator=gen)[:POOL_BATCH].to(images.device)
@@ -217,10 +217,11 @@ class StepNetwork:
     ``queue`` (one network drawn a step, some trained after S's step). ``build(seed)`` makes a
     fresh network; every draw comes from the generator the loop passes in."""
 
-    def __init__(self, build: Callable[[int], nn.Module], updater: RobustUpdater, *,
-                 uses_network: bool, reinit_every: int, n_update: int, on_synthetic: int,
+    def __init__(self, build: Callable[[int], nn.Module], updater: CEUpdater | None, *,
+                 lr: float, uses_network: bool, reinit_every: int, n_update: int, on_synthetic: int,
                  ce_weight: float, queue: NetworkQueue | None, pool: ModelPool | None = None):
         self.build, self.updater, self.queue, self.pool = build, updater, queue, pool
+        self.lr = lr  # the step's network's SGD (robust.network_optimizer)
         self.uses_network, self.reinit_every, self.n_update = uses_network, reinit_every, n_update
         self.on_synthetic, self.ce_weight = on_synthetic, ce_weight
         self.net: nn.Module | None = None
@@ -229,7 +230,7 @@ class StepNetwork:
 
     def _new(self, gen: torch.Generator) -> None:
         self.net = self.build(int(torch.randint(2**31 - 1, (1,), generator=gen)))
-        self.opt = self.updater.optimizer(self.net)
+        self.opt = network_optimizer(self.net, self.lr)
 
     def refresh(self, step: int, gen: torch.Generator) -> None:
         """Before iteration ``step``'s real batch: a fresh network when due, or the step's draw
@@ -248,26 +249,23 @@ class StepNetwork:
         """The step's class-aware CE weight (IDM: times the drawn network's accuracy, %)."""
         return self.ce_weight * self.drawn.accuracy() if self.drawn and self.ce_weight else 0.0
 
-    def update(self, real: Tensor, synthetic: Callable[[], Tensor], gen: torch.Generator) -> dict:
-        """The updater's steps on the step's real batch, before S's step (none for native)."""
-        if self.net is None or self.queue or self.pool:
+    def update(self, real: Tensor, synthetic: Callable[[], Tensor], gen: torch.Generator,
+               one_pass: Tensor | None = None) -> dict:
+        """The updater's steps on the step's real batch, before S's step (none for native).
+        ``one_pass``: the embeddings ``[classes, n_update, features]`` of the real batch's first
+        rows that the objective's own pass computed (``--one-pass``, zodd.binding): the
+        update's gradient is taken from them now and applied by ``after_step``."""
+        if self.net is None or self.updater is None or self.queue or self.pool:
             return {}
         self.net.requires_grad_(True)
-        terms = self.updater.step(self.net, self.opt, real[:, :self.n_update], synthetic(), gen)
+        if one_pass is not None:
+            terms = self.updater.gradient(self.net, self.opt, one_pass,
+                                          real[:, :self.n_update], synthetic(), gen)
+        else:
+            terms = self.updater.step(self.net, self.opt, real[:, :self.n_update], synthetic(),
+                                      gen)
         self.net.requires_grad_(False)
         return terms
-
-    def bind_sharing(self, bind: Callable[[int], object], real: Tensor, synthetic: Tensor,
-                     gen: torch.Generator) -> tuple[object, dict]:
-        """``--one-pass``: the objective bound with ``bind(n_update)`` embeds the real batch
-        with its graph (zodd.types.SharesRealPass); the update's gradient is taken from it now
-        and applied by ``after_step``."""
-        self.net.requires_grad_(True)
-        bound = bind(self.n_update)
-        terms = self.updater.gradient(self.net, self.opt, bound.take_trained(),
-                                      real[:, :self.n_update], synthetic, gen)
-        self.net.requires_grad_(False)
-        return bound, terms
 
     def after_step(self, one_pass: bool, batch: Callable[[], Tensor],
                    synthetic: Callable[[], Tensor], labels: Tensor,

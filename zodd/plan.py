@@ -1,10 +1,11 @@
 """What a run will do: every setting a config leaves open ("auto" or None), filled in once.
 
 ``check(cfg)`` checks every name in a config against its registry and the rules that tie
-settings together (it needs no data, so the command line calls it before loading anything);
-``resolve(cfg, data)`` does that, then fills in the rest and returns a frozen :class:`Plan`,
-which ``distill.Loop`` runs without looking anything else up. ``config.json`` keeps the settings
-as asked and the plan under ``resolved``.
+settings together (it needs no data, so ``zodd.settings``, the one way user input becomes a
+config, runs it once before anything is loaded); ``resolve(cfg, data)`` fills in the rest and
+returns a frozen :class:`Plan`: the same config with every open setting filled in, plus what
+the data decides, which ``zodd.loop.Loop`` runs without looking anything else up.
+``config.json`` keeps the settings as asked and the plan under ``resolved``.
 
 Why each default is what it is (the figures are in BENCHMARKS.md):
 
@@ -49,9 +50,10 @@ Why each default is what it is (the figures are in BENCHMARKS.md):
   ``schedule`` table by IPC (IPC 1: outer 1 / inner 1; IPC 10: 10 / 50; IPC 50: 50 / 10): a
   fresh network every ``outer`` updates of S, trained on S for ``inner`` steps after each
   (``--model-steps`` sets the inner steps there).
-* **n_real**: ``batch_size`` real images per class, at most the smallest class; **n_update**:
-  of those, the first ``update_batch`` per class train the network (None: all of them, the
-  paper's Algorithm 1 as zodd has always read it: one batch serves the update and the matching).
+* **batch_size**: real images per class, at most the smallest class; **update_batch**: of
+  those, the first ``update_batch`` per class train the network (None: all of them, the
+  paper's Algorithm 1 as zodd has always read it: one batch serves the update and the matching;
+  with IDM's queue or FRePo's pool, ``QUEUE_BATCH`` shared out by the classes).
 * **one_pass** off: the update makes its own forward pass over the (unaugmented) real batch and
   the matching sees the updated network, the paper's order. ``--one-pass`` (dm, robust or ce)
   trains on the embeddings dm's own pass computed (the step's augmented images) and steps the
@@ -69,7 +71,7 @@ Why each default is what it is (the figures are in BENCHMARKS.md):
 * **the pool** (``--pool-size N``, ``--recipe frepo``): FRePo's model pool (zodd.networks.
   ModelPool): ``POOL_STEPS`` (FRePo's ``max_online_updates`` 100) steps before a network is
   reset, each trained by Adam at ``POOL_LR`` (FRePo's 3e-4), with ``--updater ce`` or
-  ``robust`` on ``n_update`` real images a class a step, ``QUEUE_BATCH`` shared out as for
+  ``robust`` on ``update_batch`` real images a class a step, ``QUEUE_BATCH`` shared out as for
   IDM's queue (a real-data step of the same size as IDM's); ``--recipe frepo`` sets FRePo's
   ``num_nn_state`` 10 networks, its Conv (``--network frepo``), its regression
   (``--objective frepo``: ridge 1e-6, the label margin term), LAMB at 0.01, not FRePo's 3e-4
@@ -85,6 +87,7 @@ Why each default is what it is (the figures are in BENCHMARKS.md):
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,10 +99,10 @@ from zodd.estimators import ESTIMATORS
 from zodd.labels import LABELS
 from zodd.models import check_model, default_shape
 from zodd.networks import POOL_LR
-from zodd.robust import CLUSTER_SPACES, CVAR_TAILS, CVAR_TERMS, UPDATERS
+from zodd.robust import CLUSTER_SPACES, CVAR_TAILS, CVAR_TERMS, UPDATERS, updates_on_real
 from zodd.steppers import NEVERGRAD_PREFIX, STEPPERS, check_optimizer
 from zodd.augment import AUGMENTS
-from zodd.recipes import RECIPES
+from zodd.recipes import RECIPES, with_recipe
 from zodd.representation import REPRESENTATIONS
 from zodd.synthetic import INITS
 from zodd.types import ZoddError, resolve_device
@@ -121,6 +124,9 @@ POOL_STEPS = 100  # FRePo's max_online_updates
 POOL_SIZE = 10  # FRePo's num_nn_state (--recipe frepo)
 MAX_VALUES = 2**30  # directions x set size above which a zero-order estimate will not fit
 
+FIELDS = {f.name for f in dataclasses.fields(DistillConfig)}
+Config = DistillConfig | dict | str | os.PathLike | None  # what ``settings`` starts from
+
 # every DistillConfig field whose value is a name, and the registry it comes from ("auto" and
 # "ng:NAME" are handled beside); the command line builds its choices and help from these
 REGISTRIES = {"dataset": DATASETS, "init": INITS, "representation": REPRESENTATIONS,
@@ -130,42 +136,67 @@ REGISTRIES = {"dataset": DATASETS, "init": INITS, "representation": REPRESENTATI
               "recipe": RECIPES, "labels": LABELS}
 
 
-@dataclass(frozen=True)
-class Plan:
-    """What a run uses beyond its config: every value the config leaves open, filled in
-    (``cfg`` is the config as asked; the loop reads its fixed settings there, as
-    ``plan.cfg.alpha``)."""
+@dataclass(frozen=True, kw_only=True)
+class Plan(DistillConfig):
+    """A config with every setting it left open ("auto" or None) filled in, and what the data
+    decides beside them: the one settings object a run reads (the loop, zodd.build and the
+    driver read ``plan.alpha`` as ``plan.lr``, whichever the user gave). Filled in place:
+    estimator (an ESTIMATORS name, or the ``ng:NAME`` spec when a nevergrad optimiser asks for
+    its own candidates), optimizer, lr, label_lr (learned labels), sigma, directions, lowres,
+    device, width, depth, init, warm_iterations, reinit_every (0: none, the queue's or the
+    pool's networks), model_steps, batch_size (at most the smallest class), update_batch,
+    queue_every, pool_steps, pool_lr and ce_weight (0.0: none)."""
 
-    cfg: DistillConfig
-    estimator: str  # an ESTIMATORS name; the nevergrad spec when optimizer is ng:NAME
-    optimizer: str  # a STEPPERS name or ng:NAME
-    lr: float
-    sigma: float
-    directions: int
-    lowres: int
-    device: str
-    width: int
-    depth: int
-    flip: bool
-    init: str  # an INITS name or a set's path
-    warm_iterations: int  # init dm: its distribution-matching steps
-    reinit_every: int  # a fresh network every N iterations
-    model_steps: int  # the updater's network steps on real data each iteration
+    flip: bool  # the data set's: a mirrored image keeps its class
+    uses_network: bool  # the objective (or the surrogate) is bound to a network
     train_on_synthetic: int  # network steps on S after each update (native GM), 0: none
-    uses_network: bool
-    n_real: int  # real images per class each iteration
-    n_update: int  # of those, per class, the network update's mini-batch
     checkpoint_seconds: float
     log_every: int  # log rows fetched from the device in groups of this many
-    queue_size: int = 0  # IDM's queue of networks (zodd.networks); 0: none
-    queue_every: int = 0  # a new queue network every N iterations
-    pool_size: int = 0  # FRePo's model pool (zodd.networks.ModelPool); 0: none
-    pool_steps: int = 0  # a pool network's training steps before its reset
-    pool_lr: float = 0.0  # the pool networks' Adam step
-    ce_weight: float = 0.0  # dm's class-aware term (times the drawn network's accuracy, %)
 
     def to_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "cfg"}
+        return dataclasses.asdict(self)
+
+    def asked(self) -> dict:
+        """The settings only (a DistillConfig's fields), as filled in."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(DistillConfig)}
+
+
+def settings(config: Config = None, **given) -> DistillConfig:
+    """The checked config of user input, and the one way to make one (the command line, the
+    Python API's ``zodd.distill(config, **given)``, a config file, a sweep's trial, a
+    benchmark's flags): ``config`` (a DistillConfig, a dict, or a JSON file such as a run's
+    config.json), then ``recipe``'s settings under the ones given, then the ones given (``None``
+    values are left out); checked once (``check``)."""
+    given = {k: v for k, v in given.items() if v is not None}
+    unknown = sorted(set(given) - FIELDS)
+    if unknown:
+        raise ZoddError(f"unknown setting: {unknown[0]!r} (zodd distill --help lists them)")
+    values = _config_values(config)
+    recipe = given.pop("recipe", None)
+    if recipe == "list":
+        raise ZoddError("recipe 'list' is the command line's listing: see zodd.recipes.RECIPES")
+    if recipe is not None and isinstance(config, (str, os.PathLike)):
+        raise ZoddError("--recipe and --config: the config file holds every setting already; "
+                        "give one of them")
+    values = with_recipe(values, recipe)
+    values.update(given)
+    return check(DistillConfig(**{k: v for k, v in values.items() if k in FIELDS}))
+
+
+def _config_values(config: Config) -> dict:
+    if config is None:
+        return {}
+    if isinstance(config, DistillConfig):
+        return config.to_dict()
+    if isinstance(config, dict):
+        return DistillConfig.from_dict(config).to_dict()
+    try:
+        raw = json.loads(Path(config).read_text())
+    except FileNotFoundError:
+        raise ZoddError(f"config file {config} not found") from None
+    except (OSError, ValueError) as exc:
+        raise ZoddError(f"config file {config} is not readable JSON ({exc})") from None
+    return DistillConfig.from_dict(raw).to_dict()
 
 
 def check(cfg: DistillConfig) -> DistillConfig:
@@ -249,7 +280,7 @@ def _check_pool(cfg: DistillConfig, objective) -> None:
 
 def _check_queue(cfg: DistillConfig, objective) -> None:
     """IDM's queue: its networks are trained by the updater and drawn by the objective."""
-    if cfg.updater == "native":
+    if not updates_on_real(cfg.updater):
         raise _bad(cfg, "queue_size", "the queue's networks are trained by the updater: choose "
                    "--updater ce (IDM) or robust (IDM + RDD)")
     if not objective.uses_network:
@@ -268,8 +299,8 @@ def _check_one_pass(cfg: DistillConfig, objective) -> None:
     """``--one-pass`` needs an updater with a pass to share, an objective that embeds the real
     batch (``shares_real_pass``) and one update a step (the shared forward serves one)."""
     sharing = [n for n, o in OBJECTIVES.items() if o.shares_real_pass]
-    if cfg.updater == "native":
-        raise _bad(cfg, "one_pass", "--updater native makes no pass over the real batch to "
+    if not updates_on_real(cfg.updater):
+        raise _bad(cfg, "one_pass", f"--updater {cfg.updater} makes no pass over the real batch to "
                    "share; choose --updater robust or ce")
     if cfg.objective not in sharing:
         raise _bad(cfg, "one_pass", f"objective {cfg.objective} has no forward pass to share; "
@@ -290,8 +321,12 @@ def _start_path(value: str) -> str:
 
 
 def resolve(cfg: DistillConfig, data: ImageData) -> Plan:
-    """The plan of a run of ``cfg`` on ``data`` (see the module docstring for each default)."""
-    check(cfg)
+    """The plan of a run of ``cfg`` on ``data`` (see the module docstring for each default).
+    ``cfg`` is a checked config (``check``, which ``zodd.settings`` runs once on user input);
+    only what the data's sizes refuse is checked here. A Plan resolves to itself, and a Plan
+    changed with ``dataclasses.replace`` (a warm start's DM settings) resolves again."""
+    settings = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(DistillConfig)}
+    cfg = DistillConfig(**settings)
     objective = OBJECTIVES[cfg.objective]
     estimator = _estimator(cfg.estimator, objective.differentiable, cfg.surrogate)
     optimizer, default_lr = cfg.optimizer, objective.default_lr
@@ -301,8 +336,7 @@ def resolve(cfg: DistillConfig, data: ImageData) -> Plan:
         optimizer = objective.default_optimizer if objective.default_lr is not None else "paper"
     lr = cfg.lr or (PAPER_LR if optimizer == "paper" else default_lr or FALLBACK_LR)
     width, depth = default_shape(data.image_size)
-    width, depth = cfg.width or width, cfg.depth or depth
-    item = cfg.latent if cfg.representation == "latent" else data.channels * data.image_size ** 2
+    item = REPRESENTATIONS[cfg.representation].values_per_image(cfg, data)
     if cfg.labels == "learn":
         item += data.num_classes  # the packed row: an image's values and its label vector
     set_size = cfg.ipc * data.num_classes * item  # values of the stored set
@@ -315,25 +349,26 @@ def resolve(cfg: DistillConfig, data: ImageData) -> Plan:
     device = str(resolve_device(cfg.device if cfg.workers == 0 else "cpu"))
     n_real = min(cfg.batch_size, min(int((data.train_y == c).sum())
                                      for c in range(data.num_classes)))
-    plan = Plan(
-        cfg=cfg, estimator=optimizer if optimizer.startswith(NEVERGRAD_PREFIX) else estimator,
-        optimizer=optimizer, lr=lr, sigma=cfg.sigma or objective.default_sigma,
+    settings.update(
+        estimator=optimizer if optimizer.startswith(NEVERGRAD_PREFIX) else estimator,
+        optimizer=optimizer, lr=lr,
+        label_lr=(cfg.label_lr or lr) if cfg.labels == "learn" else None,
+        sigma=cfg.sigma or objective.default_sigma,
         directions=cfg.directions or objective.default_directions, lowres=lowres,
-        device=device,
-        width=width, depth=depth, flip=data.flip,
+        device=device, width=cfg.width or width, depth=cfg.depth or depth,
         init=("real" if objective.differentiable else "dm") if cfg.init == "auto" else cfg.init,
         warm_iterations=cfg.warm_iterations or WARM_ITERATIONS,
-        reinit_every=reinit_every, model_steps=model_steps, train_on_synthetic=on_synthetic,
-        uses_network=objective.uses_network or cfg.surrogate is not None,
-        n_real=n_real, n_update=min(n_update or n_real, n_real),
-        checkpoint_seconds=CHECKPOINT_SECONDS, log_every=1 if device == "cpu" else LOG_EVERY_GPU,
-        queue_size=cfg.queue_size or 0,
-        queue_every=(cfg.queue_every or _from_ipc(QUEUE_EVERY, cfg.ipc)) if queue else 0,
-        pool_size=cfg.pool_size or 0,
-        pool_steps=(cfg.pool_steps or POOL_STEPS) if cfg.pool_size else 0,
-        pool_lr=(cfg.pool_lr or POOL_LR) if cfg.pool_size else 0.0,
+        reinit_every=reinit_every, model_steps=model_steps,
+        batch_size=n_real, update_batch=min(n_update or n_real, n_real),
+        queue_every=(cfg.queue_every or _from_ipc(QUEUE_EVERY, cfg.ipc)) if queue else None,
+        pool_steps=(cfg.pool_steps or POOL_STEPS) if cfg.pool_size else None,
+        pool_lr=(cfg.pool_lr or POOL_LR) if cfg.pool_size else None,
         ce_weight=(cfg.ce_weight if cfg.ce_weight is not None else
                    _from_ipc(CE_WEIGHT, cfg.ipc) if queue and cfg.objective == "dm" else 0.0))
+    plan = Plan(**settings, flip=data.flip, train_on_synthetic=on_synthetic,
+                uses_network=objective.uses_network or cfg.surrogate is not None,
+                checkpoint_seconds=CHECKPOINT_SECONDS,
+                log_every=1 if device == "cpu" else LOG_EVERY_GPU)
     _check_sizes(plan, data, set_size)
     return plan
 
@@ -346,9 +381,9 @@ def _schedule(cfg: DistillConfig, objective) -> tuple[int, int, int]:
         return 0, cfg.model_steps or QUEUE_MODEL_STEPS, 0
     if cfg.pool_size is not None:  # the pool's own schedule: one step a drawn network
         return 0, 1, 0
-    if cfg.updater == "native" and objective.native == "reinit":
+    if not updates_on_real(cfg.updater) and objective.native == "reinit":
         reinit = 1
-    elif cfg.updater == "native" and objective.native == "train":
+    elif not updates_on_real(cfg.updater) and objective.native == "train":
         reinit, inner = _by_ipc(objective.schedule, cfg.ipc)
         on_synthetic = cfg.model_steps or inner  # native: no real-data steps; these are on S
     return cfg.reinit_every or reinit, cfg.model_steps or MODEL_STEPS, on_synthetic
@@ -378,10 +413,10 @@ def _estimator(name: str, differentiable: bool, surrogate: str | None = None) ->
 def _lowres(cfg: DistillConfig, estimator: str, block: int, image_size: int) -> int:
     if cfg.labels == "learn":  # directions cover the packed images and labels
         return 1
-    if cfg.representation == "latent":  # codes have no pixels to coarsen
+    if not REPRESENTATIONS[cfg.representation].has_pixels:  # codes have none to coarsen
         if (cfg.lowres or 1) > 1:
-            raise ZoddError("invalid lowres: --representation latent stores codes, not images; "
-                            "drop --lowres")
+            raise ZoddError(f"invalid lowres: --representation {cfg.representation} stores "
+                            "codes, not images; drop --lowres")
         return 1
     if cfg.lowres is not None:
         return cfg.lowres
@@ -398,14 +433,14 @@ def _check_sizes(plan: Plan, data: ImageData, set_size: int) -> None:
     if plan.estimator != "autograd" and plan.directions * set_size > MAX_VALUES:
         raise ZoddError(f"invalid directions: {plan.directions} (directions x set size = "
                         f"{plan.directions * set_size:,} values, over 2^30)")
-    if plan.cfg.representation != "pixel" and data.image_size % plan.cfg.factor:
-        raise ZoddError(f"invalid factor: {plan.cfg.factor} (must divide {data.name}'s image size "
+    if plan.representation != "pixel" and data.image_size % plan.factor:
+        raise ZoddError(f"invalid factor: {plan.factor} (must divide {data.name}'s image size "
                         f"{data.image_size})")
     if data.image_size % plan.lowres:
         raise ZoddError(f"invalid lowres: {plan.lowres} (must divide {data.name}'s image size "
                         f"{data.image_size})")
     if plan.estimator == "coordinate":
-        coords = set_size // plan.lowres ** 2 // (data.num_classes if plan.cfg.blockwise else 1)
+        coords = set_size // plan.lowres ** 2 // (data.num_classes if plan.blockwise else 1)
         if plan.directions > coords:
             raise ZoddError(f"invalid directions: {plan.directions} (the coordinate estimator "
                             f"has {coords} coordinates to choose from here)")

@@ -18,13 +18,14 @@ import torch
 from zodd import data as datasets
 from zodd import baselines, rundir, sets, synthetic
 from zodd.config import DistillConfig
-from zodd.evaluation import (METRICS, EvalConfig, TestSets, evaluate as evaluate_set,
-                             metrics_file, protocol_config, protocol_model, protocol_record,
-                             shift_description)
+from zodd.evaluation import (DEFAULT_PROTOCOL, METRICS, EvalConfig, TestSets,
+                             evaluate as evaluate_set, metrics_file, protocol_config,
+                             protocol_model, protocol_record, shift_description)
 from zodd.models import build_network, check_model
 from zodd.plan import check
 from zodd.synthetic import Run, SyntheticSet
 from zodd.types import Progress, ZoddError, resolve_device
+from zodd.zca import whitened
 
 
 # what two metrics files' protocol records must agree on to be compared
@@ -148,7 +149,7 @@ def _models(models: str | Sequence[str]) -> list[str]:
     return names
 
 
-def evaluate(what, dataset: str | None = None, *, protocol: str = "zodd",
+def evaluate(what, dataset: str | None = None, *, protocol: str = DEFAULT_PROTOCOL,
              models: str | Sequence[str] | None = None, seeds: int = 3,
              epochs: int | None = None, lr: float | None = None, batch_size: int | None = None,
              augment: str | None = None, baseline: str | None = None, vs_random: bool = True,
@@ -180,7 +181,7 @@ def evaluate(what, dataset: str | None = None, *, protocol: str = "zodd",
     data = datasets.for_config(cfg, data_dir, progress)
     if pixels == "zca":
         progress.note(f"whitening {data.name}'s train and test images (ZCA, as MTT's --zca)")
-        data = sets.whitened(data)
+        data = whitened(data)
     foreign = _foreign(tgt, data, pixels, experiment)
     for name in names:  # a network the images are too small for is refused before any work
         build_network(name, data.channels, data.num_classes, data.image_size, cfg.width,
@@ -230,7 +231,7 @@ def evaluate(what, dataset: str | None = None, *, protocol: str = "zodd",
         rundir.save_json(report, path)
     worst = min(head["set"]["per_class"].items(), key=lambda kv: kv[1])
     summary = (f"labels {foreign.labels}; hardest class ({names[0]}): {worst[0]} "
-               f"{worst[1]:.2f}; protocol {first.protocol}: {first.epochs} epochs, lr "
+               f"{worst[1]:.2f}; protocol {first.label}: {first.epochs} epochs, lr "
                f"{first.lr:g}, batch {first.batch_size}, augment {first.augment}"
                + (f"; {foreign.note}" if foreign.note else "") + "\n" + shift_description()
                + "".join(f"\nscores ({name}): " + _score_line(record[name]["scores"])
@@ -248,8 +249,8 @@ def _train_all(syn: SyntheticSet, random_set: SyntheticSet | None, data,
     for name, ecfg in configs.items():
         variants = {"": ecfg}
         if ablate_augment and ecfg.augment != "none":
-            variants["no augment"] = dataclasses.replace(ecfg, augment="none",
-                                                         protocol=ecfg.protocol + "+custom")
+            variants["no augment"] = dataclasses.replace(
+                ecfg, augment="none", custom=tuple(sorted({*ecfg.custom, "augment"})))
         for tag, vcfg in variants.items():
             key = name + (f", {tag}" if tag else "")
             progress.note(f"{key}: training {vcfg.seeds} network(s), {vcfg.epochs} epochs, "
@@ -303,7 +304,7 @@ def _random_report(run_dir: Path | None, random_set, data, ecfg, tests,
     protocol is the same, else evaluated now (and, for a run, kept in that file)."""
     cached = None
     if run_dir is not None and ecfg.model == "convnet":
-        cached = run_dir / metrics_file(ecfg.augment, "random", ecfg.protocol.split("+")[0])
+        cached = run_dir / metrics_file(ecfg.augment, "random", ecfg.protocol)
         try:
             old = json.loads(cached.read_text())
             if not differences(old.get("protocol", {}), protocol_record(ecfg)):

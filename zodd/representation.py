@@ -30,11 +30,25 @@ from zodd.types import BlackBox, Registry, WrappedBox
 
 @dataclass(frozen=True)
 class Pixel:
-    """Each representation declares what a run stores of it: ``record()``, how
-    representation.pt says it decodes (None: nothing beyond synthetic.pt), and ``shows_stored``,
+    """Each representation declares what it needs and what a run stores of it: ``of(factor,
+    prior)`` makes it from the run's settings; ``needs_prior``, whether it decodes through the
+    data set's learned prior (zodd.prior; the run loads or trains it); ``has_pixels``, whether
+    the stored tensor is images (a zero-order estimator may then draw coarser directions);
+    ``values_per_image(cfg, data)``, the numbers one stored item holds; ``record()``, how
+    representation.pt says it decodes (None: nothing beyond synthetic.pt); and ``shows_stored``,
     whether grid.png pictures the stored tensor (images) or the decoded set."""
 
+    needs_prior = False
+    has_pixels = True
     shows_stored = False
+
+    @classmethod
+    def of(cls, factor: int, prior: nn.Module | None):
+        return cls()
+
+    @staticmethod
+    def values_per_image(cfg, data) -> int:
+        return data.channels * data.image_size ** 2
 
     @property
     def per_image(self) -> int:
@@ -58,7 +72,14 @@ class Pixel:
 @dataclass(frozen=True)
 class Multi:
     factor: int = 2
+    needs_prior = False
+    has_pixels = True
     shows_stored = True
+    values_per_image = Pixel.values_per_image
+
+    @classmethod
+    def of(cls, factor: int, prior: nn.Module | None):
+        return cls(factor)
 
     @property
     def per_image(self) -> int:
@@ -90,7 +111,19 @@ class Multi:
 @dataclass(frozen=True, eq=False)
 class Latent:
     prior: nn.Module  # zodd.prior.Autoencoder, frozen: encode [N, ch, s, s] <-> decode [N, L]
+    needs_prior = True
+    has_pixels = False
     shows_stored = False
+
+    @classmethod
+    def of(cls, factor: int, prior: nn.Module | None):
+        if prior is None:
+            raise ValueError("the latent representation needs its prior (zodd.prior)")
+        return cls(prior)
+
+    @staticmethod
+    def values_per_image(cfg, data) -> int:
+        return cfg.latent
 
     @property
     def per_image(self) -> int:
@@ -112,21 +145,18 @@ class Latent:
             return self.prior.encode(images)[..., None, None]
 
 
-REPRESENTATIONS = Registry("representation", [  # factories (factor, prior) -> representation
-    ("pixel", lambda factor=2, prior=None: Pixel(), "S is its images"),
-    ("multi", lambda factor=2, prior=None: Multi(factor), "IPC stored images per class, each "
-     "decoding into its factor x factor tiles resized to full size (IDC's multi-formation)"),
-    ("latent", lambda factor=2, prior=None: Latent(prior), "each image a code of --latent "
-     "numbers, decoded by the data set's learned prior (an autoencoder zodd trains once and "
-     "caches)"),
+REPRESENTATIONS = Registry("representation", [  # classes: of(factor, prior) makes one
+    ("pixel", Pixel, "S is its images"),
+    ("multi", Multi, "IPC stored images per class, each decoding into its factor x factor tiles "
+     "resized to full size (IDC's multi-formation)"),
+    ("latent", Latent, "each image a code of --latent numbers, decoded by the data set's "
+     "learned prior (an autoencoder zodd trains once and caches)"),
 ])
 
 
 def make(name: str, factor: int = 2, prior: nn.Module | None = None):
     """The representation ``name``, given ``factor`` or the ``prior`` where it takes one."""
-    if name == "latent" and prior is None:
-        raise ValueError("the latent representation needs its prior (zodd.prior)")
-    return REPRESENTATIONS[name](factor, prior)
+    return REPRESENTATIONS[name].of(factor, prior)
 
 
 class Decoded(WrappedBox):

@@ -33,11 +33,6 @@ from zodd import compiled
 from zodd.nearest import assign_clusters
 from zodd.types import Registry
 
-UPDATERS = Registry("updater", [
-    ("robust", "robust", "CE + mean CVaR + max CVaR over clusters (Algorithm 1)"),
-    ("ce", "ce", "plain cross-entropy on the same real samples (Table 4b's CE row)"),
-    ("native", "native", "no update on real data: the matching method's own schedule"),
-])
 CVAR_TAILS = Registry("cvar-tail", [
     ("upper", "upper", "the mean of the largest alpha-fraction (risk-averse CVaR)"),
     ("lower", "lower", "the mean of the smallest alpha-fraction (eq. 3 as printed)"),
@@ -118,72 +113,38 @@ def robust_loss(per_sample: Tensor, cluster_ids: Tensor, num_clusters: int, alph
     return ce + sum(parts[t] for t in kept), report
 
 
+def network_optimizer(net: nn.Module, lr: float) -> torch.optim.Optimizer:
+    """The step's network's optimiser (the updater's steps on real data, DC's on S): SGD with
+    momentum 0.5, as DC, DSA and DM train their networks."""
+    return torch.optim.SGD(net.parameters(), lr=lr, momentum=0.5)
+
+
 @dataclass
-class RobustUpdater:
-    """Updates the network on the real subsample: robust (Algorithm 1) or plain CE.
+class CEUpdater:
+    """Updates the network on the real subsample with the mean cross-entropy (the "CE" row of
+    the paper's Table 4b; IDM's own update): ``steps`` steps, each one forward and backward
+    (``compile``: through zodd.compiled). The robust updater is this with another loss."""
 
-    ``mode="robust"`` minimises :func:`robust_loss`; ``mode="ce"`` the mean cross-entropy on the
-    same samples (the "CE" row of the paper's Table 4b); ``mode="native"`` leaves the network
-    as it is (the matching method's own schedule, zodd.plan).
-    """
-
-    mode: str = "robust"
-    alpha: float = 0.8
-    tail: str = "upper"
-    terms: str = "mean+max"
-    clusters: int = 10
-    cluster_space: str = "pixel"
-    lr: float = 0.01
     steps: int = 1
     compile: bool = False  # --compile: the forward and backward through zodd.compiled
 
-    def optimizer(self, net: nn.Module) -> torch.optim.Optimizer:
-        return torch.optim.SGD(net.parameters(), lr=self.lr, momentum=0.5)
-
-    def cluster(self, net: nn.Module, real: Tensor, synthetic: Tensor,
-                gen: torch.Generator) -> tuple[Tensor, int]:
-        """Global cluster ids for ``real [C, n, ...]`` around ``synthetic [C, ipc, ...]``."""
-        classes, ipc = real.shape[0], synthetic.shape[1]
-        chosen = torch.stack([choose_centres(ipc, self.clusters, gen) for _ in range(classes)])
-        rows = torch.arange(classes, device=synthetic.device)[:, None]
-        centres = synthetic[rows, chosen.to(synthetic.device)]  # [classes, k, ...]
-        points = real
-        if self.cluster_space == "feature":
-            with torch.no_grad():
-                points = net.embed(real.flatten(0, 1)).unflatten(0, real.shape[:2])
-                centres = net.embed(centres.flatten(0, 1)).unflatten(0, centres.shape[:2])
-        k = chosen.shape[1]
-        ids = assign_clusters(points, centres, batch_dims=1) + k * rows.to(real.device)
-        return ids.flatten(), classes * k
-
     def targets(self, net: nn.Module, real: Tensor, synthetic: Tensor,
                 gen: torch.Generator) -> tuple[Tensor, Tensor | None, int]:
-        """The labels of ``real [C, n, ...]`` flattened, and for ``robust`` its cluster ids
-        around ``synthetic`` and their number (None, 0 otherwise)."""
+        """The labels of ``real [C, n, ...]`` flattened, the cluster ids (None here) and
+        their number."""
         classes, n = real.shape[:2]
-        y = torch.arange(classes, device=real.device).repeat_interleave(n)
-        if self.mode != "robust":
-            return y, None, 0
-        ids, num = self.cluster(net, real, synthetic.detach(), gen)
-        return y, ids, num
+        return torch.arange(classes, device=real.device).repeat_interleave(n), None, 0
 
     def loss(self, logits: Tensor, y: Tensor, ids: Tensor | None,
              num: int) -> tuple[Tensor, dict[str, Tensor]]:
         """The update's loss on ``logits`` of the real samples, and its terms for the log (with
         ``acc``, the share of those samples the network classified right before the step)."""
-        per_sample = F.cross_entropy(logits, y, reduction="none")
-        acc = (logits.detach().argmax(1) == y).float().mean()
-        if self.mode == "robust":
-            loss, terms = robust_loss(per_sample, ids, num, self.alpha, self.tail, self.terms)
-            return loss, {**terms, "acc": acc}
-        loss = per_sample.mean()
-        return loss, {"ce": loss.detach(), "acc": acc}
+        loss = F.cross_entropy(logits, y, reduction="none").mean()
+        return loss, {"ce": loss.detach(), "acc": _accuracy(logits, y)}
 
     def step(self, net: nn.Module, opt: torch.optim.Optimizer, real: Tensor, synthetic: Tensor,
              gen: torch.Generator) -> dict[str, float]:
         """``steps`` updates of ``net`` on the real subsample; returns the last loss terms."""
-        if self.mode == "native":
-            return {}
         x = real.flatten(0, 1)
         y, ids, num = self.targets(net, real, synthetic, gen)
         forward = compiled.maybe(net, self.compile)
@@ -207,6 +168,66 @@ class RobustUpdater:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         return terms
+
+
+@dataclass
+class RobustUpdater(CEUpdater):
+    """The paper's Algorithm 1: the real subsample of each class clustered around ``clusters``
+    of its synthetic samples (in ``cluster_space``), and :func:`robust_loss` (CE and the
+    ``terms`` aggregates of each cluster's CVaR at ``alpha``, ``tail``) in place of CE."""
+
+    alpha: float = 0.8
+    tail: str = "upper"
+    terms: str = "mean+max"
+    clusters: int = 10
+    cluster_space: str = "pixel"
+
+    def cluster(self, net: nn.Module, real: Tensor, synthetic: Tensor,
+                gen: torch.Generator) -> tuple[Tensor, int]:
+        """Global cluster ids for ``real [C, n, ...]`` around ``synthetic [C, ipc, ...]``."""
+        classes, ipc = real.shape[0], synthetic.shape[1]
+        chosen = torch.stack([choose_centres(ipc, self.clusters, gen) for _ in range(classes)])
+        rows = torch.arange(classes, device=synthetic.device)[:, None]
+        centres = synthetic[rows, chosen.to(synthetic.device)]  # [classes, k, ...]
+        points = real
+        if self.cluster_space == "feature":
+            with torch.no_grad():
+                points = net.embed(real.flatten(0, 1)).unflatten(0, real.shape[:2])
+                centres = net.embed(centres.flatten(0, 1)).unflatten(0, centres.shape[:2])
+        k = chosen.shape[1]
+        ids = assign_clusters(points, centres, batch_dims=1) + k * rows.to(real.device)
+        return ids.flatten(), classes * k
+
+    def targets(self, net: nn.Module, real: Tensor, synthetic: Tensor,
+                gen: torch.Generator) -> tuple[Tensor, Tensor | None, int]:
+        """The labels, and the cluster ids of ``real`` around ``synthetic`` and their number."""
+        y, _, _ = super().targets(net, real, synthetic, gen)
+        ids, num = self.cluster(net, real, synthetic.detach(), gen)
+        return y, ids, num
+
+    def loss(self, logits: Tensor, y: Tensor, ids: Tensor | None,
+             num: int) -> tuple[Tensor, dict[str, Tensor]]:
+        per_sample = F.cross_entropy(logits, y, reduction="none")
+        loss, terms = robust_loss(per_sample, ids, num, self.alpha, self.tail, self.terms)
+        return loss, {**terms, "acc": _accuracy(logits, y)}
+
+
+def _accuracy(logits: Tensor, y: Tensor) -> Tensor:
+    return (logits.detach().argmax(1) == y).float().mean()
+
+
+# what trains the step's network on real data; "native" is no updater: the network follows
+# the matching method's own schedule (zodd.plan), and nothing here runs
+UPDATERS = Registry("updater", [
+    ("robust", RobustUpdater, "CE + mean CVaR + max CVaR over clusters (Algorithm 1)"),
+    ("ce", CEUpdater, "plain cross-entropy on the same real samples (Table 4b's CE row)"),
+    ("native", None, "no update on real data: the matching method's own schedule"),
+])
+
+
+def updates_on_real(name: str) -> bool:
+    """Whether the updater ``name`` trains the network on real data (not ``native``)."""
+    return UPDATERS[name] is not None
 
 
 def train_on_synthetic(net: nn.Module, opt: torch.optim.Optimizer, images: Tensor, labels: Tensor,

@@ -44,14 +44,14 @@ RESUMABLE_CHANGES = {"iterations", "max_seconds", "max_queries", "checkpoint_eve
 
 
 def metrics_name(augment: str, own_augment: str, baseline: str | None = None,
-                 protocol: str = "zodd") -> str:
+                 tag: str | None = None) -> str:
     """The metrics file ``zodd evaluate`` writes: metrics.json, or metrics_BASELINE.json for a
-    baseline; ``.PROTOCOL`` for a protocol other than zodd's, and ``-AUGMENT`` for an
-    augmentation other than the protocol's own (e.g. metrics-dsa.json, metrics.dsa.json,
-    metrics_random.plain.json)."""
+    baseline; ``.TAG`` for a protocol other than the default (its name: zodd.evaluation.
+    metrics_file), and ``-AUGMENT`` for an augmentation other than the protocol's own (e.g.
+    metrics-dsa.json, metrics.dsa.json, metrics_random.plain.json)."""
     name = "metrics" + (f"_{baseline}" if baseline else "")
-    if protocol != "zodd":
-        name += f".{protocol}"
+    if tag:
+        name += f".{tag}"
     return name + (f"-{augment}" if augment != own_augment else "") + ".json"
 
 

@@ -85,7 +85,7 @@ def full_data_accuracy(data: ImageData, cfg: EvalConfig, epochs: int | None = No
     progress = progress or Progress()
     epochs = epochs or FULL_EPOCHS
     cfg = dataclasses.replace(cfg, epochs=epochs)
-    name = (f"{data.name}-{cfg.protocol.split('+')[0]}-{cfg.model}-w{cfg.width}-d{cfg.depth}"
+    name = (f"{data.name}-{cfg.protocol}-{cfg.model}-w{cfg.width}-d{cfg.depth}"
             f"-{cfg.augment}-{cfg.schedule}-e{epochs}-s{cfg.seeds}.json").replace("/", "_")
     path = (cache or default_data_dir() / "full-data") / name
     try:
@@ -101,7 +101,7 @@ def full_data_accuracy(data: ImageData, cfg: EvalConfig, epochs: int | None = No
 
     report = evaluate(everything, data, cfg, tests=TestSets.build(data), on_seed=on_seed)
     result = {"acc": report["acc"], "epochs": epochs, "seeds": cfg.seeds, "model": cfg.model,
-              "protocol": cfg.protocol, "augment": cfg.augment, "dataset": data.name}
+              "protocol": cfg.label, "augment": cfg.augment, "dataset": data.name}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         save_json(result, path)

@@ -1,4 +1,5 @@
-"""Distilled sets from any tool, for ``zodd evaluate PATH``.
+"""Distilled sets from any tool, for ``zodd evaluate PATH`` and ``--init PATH`` (``start``);
+writing a set in another tool's layout is zodd.export, MTT's whitening zodd.zca.
 
 Formats (``FORMATS``), told apart by what PATH is and holds; every file is read with
 ``torch.load(weights_only=True)``, so a file that would run code is refused:
@@ -17,28 +18,29 @@ Condensation family (DC, DSA, DM, IDM) for MNIST, Fashion-MNIST, SVHN, CIFAR-10 
 for CIFAR-10 and CIFAR-100 alike with CIFAR-10's constants (its code has no others; on the
 data sets it lacks, the DC family's); the data set's own mean and std for any other. ``unit``
 reads [0, 1] pixels, ``byte`` 0..255. ``zca``: MTT's ``--zca`` sets, whitened by kornia's
-``ZCAWhitening(eps=0.1)`` fit on the training set's [0, 1] pixels (:class:`Zca`); they are
-evaluated against the test set whitened the same way (:func:`whitened`). The default, ``auto``,
-reads ``standardised`` but refuses a set that looks whitened (:func:`looks_whitened`), saying
+``ZCAWhitening(eps=0.1)`` fit on the training set's [0, 1] pixels (zodd.zca.Zca); they are
+evaluated against the test set whitened the same way (zodd.zca.whitened). The default, ``auto``,
+reads ``standardised`` but refuses a set that looks whitened (zodd.zca.looks_whitened), saying
 so: a whitened set read as pixels would be evaluated against the wrong test images. Soft labels
 that are not probabilities (rows of non-negative numbers summing to one) are taken as logits and
 softmaxed; the report says which.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from zodd.data import ImageData
-from zodd.files import atomic_write, quiet_load
+from zodd.files import quiet_load
 from zodd.labels import soft_targets
 from zodd.rundir import load_config
 from zodd.synthetic import (STORED_FILE, SyntheticSet, class_major, from_payload,
                             load as load_run)
 from zodd.types import Registry, ZoddError, to_pixels
+from zodd.zca import WhitenedData, Zca, looks_whitened
 
 FORMATS = Registry("format", [
     ("run", None, "a zodd run directory"),
@@ -69,8 +71,6 @@ _DC_NORMS = {
 }
 TOOL_NORMS = {"dc": _DC_NORMS, "mtt": {**_DC_NORMS, "cifar10": _CIFAR10, "cifar100": _CIFAR10}}
 TOOL_NAMES = {"dc": "the DC family's", "mtt": "MTT's"}
-ZCA_EPS = 0.1  # MTT's K.enhance.ZCAWhitening(eps=0.1, compute_inv=True)
-DETECT_IMAGES = 5000  # training images whose whitening the detection compares a set with
 
 
 @dataclass(frozen=True)
@@ -172,85 +172,6 @@ def read(located: Located, data: ImageData, pixels: str = "auto",
     return ForeignSet(SyntheticSet(images, labels, data.num_classes), located.format, kind, note)
 
 
-@dataclass(frozen=True)
-class Zca:
-    """ZCA whitening as MTT's ``--zca`` does it (kornia's ``ZCAWhitening(eps=0.1)``, fit on the
-    training set's [0, 1] pixels, flattened to D numbers an image):
-
-        mu = mean of x,   C = (x - mu)^T (x - mu) / (N - 1) = U diag(s) U^T,
-        z = (x - mu) U diag((s + eps)^-1/2) U^T,   x = z U diag((s + eps)^1/2) U^T + mu.
-    """
-
-    mean: Tensor  # [D]
-    forward: Tensor  # [D, D]
-    inverse: Tensor  # [D, D]
-
-    @classmethod
-    def fit(cls, pixels: Tensor, eps: float = ZCA_EPS) -> "Zca":
-        flat = pixels.flatten(1).double()
-        mean = flat.mean(0)
-        centred = flat - mean
-        s, u = torch.linalg.eigh(centred.T @ centred / (len(flat) - 1))
-        s = s.clamp(min=0)  # the covariance is semi-definite: rounding may leave -1e-17
-        return cls(mean.float(), ((u * (s + eps).rsqrt()) @ u.T).float(),
-                   ((u * (s + eps).sqrt()) @ u.T).float())
-
-    def whiten(self, pixels: Tensor) -> Tensor:
-        return ((pixels.flatten(1) - self.mean) @ self.forward).view(pixels.shape)
-
-    def colour(self, z: Tensor) -> Tensor:
-        """Whitened images -> [0, 1] pixels (the inverse of :meth:`whiten`)."""
-        return (z.flatten(1) @ self.inverse + self.mean).view(z.shape)
-
-
-@dataclass(frozen=True)
-class WhitenedData(ImageData):
-    """A data set whose images are ZCA-whitened (``zca``): evaluation trains and tests on them
-    as MTT's ``--zca`` does; ``denormalise`` and ``standardise`` go between them and [0, 1]
-    pixels, so the test set's shifts (noise, blur, inversion) and clusters are made on pixels."""
-
-    zca: Zca | None = None
-
-    def denormalise(self, x: Tensor) -> Tensor:
-        return self.zca.colour(x)
-
-    def standardise(self, pixels: Tensor) -> Tensor:
-        return self.zca.whiten(pixels)
-
-
-def whitened(data: ImageData) -> WhitenedData:
-    """``data`` with train and test images ZCA-whitened by a :class:`Zca` fit on its training
-    pixels (named ``NAME-zca``, so caches keyed by name keep it apart)."""
-    train = data.denormalise(data.train_x)
-    zca = Zca.fit(train)
-    return WhitenedData(f"{data.name}-zca", zca.whiten(train), data.train_y,
-                        zca.whiten(data.denormalise(data.test_x)), data.test_y, data.num_classes,
-                        (0.0,) * data.channels, (1.0,) * data.channels, data.flip, data.classes,
-                        zca=zca)
-
-
-def neighbour_correlation(images: Tensor) -> float:
-    """The correlation of horizontally neighbouring pixels, pooled over images and channels:
-    about 0.9 for natural images, near 0 (or below) once they are whitened."""
-    pairs = torch.stack([images[..., :-1].flatten(), images[..., 1:].flatten()]).double()
-    return float(torch.corrcoef(pairs)[0, 1])
-
-
-def looks_whitened(images: Tensor, data: ImageData) -> str:
-    """Why ``images`` (as a file holds them) look ZCA-whitened rather than standardised ('' when
-    they do not): their neighbouring pixels correlate nearer the data's whitened training images
-    than its plain ones."""
-    own = neighbour_correlation(images)
-    pick = torch.randperm(len(data.train_x), generator=torch.Generator().manual_seed(0))
-    train = data.denormalise(data.train_x[pick[:DETECT_IMAGES]])
-    plain = neighbour_correlation(train)
-    white = neighbour_correlation(Zca.fit(train).whiten(train))
-    if not abs(own - white) < abs(own - plain):  # nearer the pixels, or undefined (flat data)
-        return ""
-    return (f"neighbouring pixels correlate {own:.2f}, nearer {data.name}'s whitened images "
-            f"({white:.2f}) than its pixels ({plain:.2f})")
-
-
 def _checked(images, labels, data: ImageData, path: Path) -> tuple[Tensor, Tensor, str]:
     if not isinstance(images, Tensor) or not isinstance(labels, Tensor):
         raise ZoddError(f"{path}: images and labels must be tensors")
@@ -284,39 +205,6 @@ def _checked(images, labels, data: ImageData, path: Path) -> tuple[Tensor, Tenso
     targets = soft_targets(labels)
     return images, targets, ("soft (probabilities)" if targets is labels else
                              "soft (logits, softmaxed)")
-
-
-EXPORTS = Registry("format", [
-    ("dc", None, "a Dataset Condensation / DSA / DM result file {'data': [[images, labels]]}, "
-     "normalised by the DC family's constants"),
-    ("mtt", None, "a folder with MTT's images_best.pt + labels_best.pt, normalised by MTT's "
-     "constants"),
-])
-
-
-def write(s: SyntheticSet, data: ImageData, format: str, out: Path) -> list[Path]:
-    """``s`` (standardised like ``data``) in another tool's layout, its images normalised as
-    that tool's code normalises ``data.name`` (``TOOL_NORMS``; the data set's own mean and std
-    for any other), so that tool evaluates it as it evaluates its own sets. ``dc``: the file
-    ``out``; ``mtt``: the folder ``out``. Each file is written whole or not at all. Learned
-    label vectors are written as the probabilities the soft cross-entropy trains on (their
-    softmax, as FRePo's ``soft_cross_entropy_loss``): those tools train with a cross-entropy,
-    which reads float labels as probabilities."""
-    EXPORTS.check(format, "format")
-    images = s.images.detach().cpu().float()
-    norms = TOOL_NORMS[format].get(data.name)
-    if norms is not None:
-        images = replace(data, mean=norms[0], std=norms[1]).standardise(data.denormalise(images))
-    labels = s.labels.detach().cpu()
-    labels = soft_targets(labels.float()) if labels.ndim == 2 else labels.long()
-    if format == "dc":
-        files = {out: {"data": [[images, labels]], "accs_all_exps": {}}}
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        files = {out / MTT_FILES[0]: images, out / MTT_FILES[1]: labels}
-    for path, payload in files.items():
-        atomic_write(path, lambda f, payload=payload: torch.save(payload, f))
-    return list(files)
 
 
 def random_ipc(s: SyntheticSet) -> int:

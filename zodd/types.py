@@ -89,8 +89,8 @@ class StepContext:
     pixel_mean: tuple[float, ...] = (0.0,)  # to turn standardised images back into pixels
     pixel_std: tuple[float, ...] = (1.0,)
     # --one-pass: per class, the first rows of ``real`` whose embeddings the objective keeps
-    # with their graph (``SharesRealPass.take_trained``) for the network update; 0: none
-    trained_rows: int = 0
+    # with their graph (``SharesRealPass.take_one_pass``) for the updater; 0: none
+    one_pass: int = 0
     compile: bool = False  # --compile: the pass over the real batch through zodd.compiled
     # dm: the weight of the synthetic images' cross-entropy under ``net`` added to each class's
     # loss (IDM's class-aware regulariser: --ce-weight times the network's accuracy); 0: none
@@ -132,9 +132,9 @@ class BlackBox(Protocol):
 @runtime_checkable
 class SharesRealPass(Protocol):
     """A bound box that embedded the real batch with the step's network (``--one-pass``): the
-    box of an objective with ``shares_real_pass``, bound with ``StepContext.trained_rows = k``."""
+    box of an objective with ``shares_real_pass``, bound with ``StepContext.one_pass = k``."""
 
-    def take_trained(self) -> Tensor:
+    def take_one_pass(self) -> Tensor:
         """The first k real rows' embeddings ``[classes, k, features]``, with their graph, for
         the network update's gradient; handed over once (the box keeps no reference, so they
         are neither kept with it nor sent to Ray workers)."""
