@@ -60,3 +60,10 @@ def test_evaluate_takes_an_in_memory_set_and_needs_its_data_set():
     assert ("evaluating", 1, 1) in heard.updates and report.table().startswith("set")
     from_run = zodd.evaluate(run, seeds=1, epochs=2, vs_random=False)  # the run names digits
     assert from_run["acc"]["mean"] == report["acc"]["mean"]  # same set, same seeds
+    # one settings object, reused across sets, is the same evaluation as the keywords; a
+    # keyword given beside it wins, and an unknown one is refused in one line
+    settings = zodd.Evaluation(seeds=1, epochs=2, vs_random=False, lr=0.5)
+    as_object = zodd.evaluate(run, settings=settings, lr=0.01)
+    assert as_object["acc"]["mean"] == report["acc"]["mean"]
+    with pytest.raises(ZoddError, match="unexpected keyword argument 'epoch'"):
+        zodd.evaluate(run, settings=settings, epoch=3)

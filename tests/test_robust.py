@@ -177,7 +177,7 @@ def test_cvar_terms_train_the_network_differently():
     for terms in ("mean+max", "mean", "max"):
         torch.manual_seed(0)
         net = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
-        updater = RobustUpdater(alpha=0.3, terms=terms)
+        updater = RobustUpdater(alpha=0.3, cvar_terms=terms)
         updater.step(net, network_optimizer(net, 0.5), real, real[:, :2].clone(),
                      torch.Generator().manual_seed(1))
         weights[terms] = net[1].weight.detach().clone()

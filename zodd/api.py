@@ -25,12 +25,12 @@ from zodd import rundir, sets
 from zodd.config import DistillConfig
 from zodd.plan import Config, check, settings
 from zodd.representation import REPRESENTATIONS
-from zodd.report import Report, difference, differences, evaluate
+from zodd.report import Evaluation, Report, difference, differences, evaluate
 from zodd.synthetic import Run, SyntheticSet
 from zodd.types import Progress, ZoddError
 
-__all__ = ["Report", "Run", "compare", "default_out", "distill", "evaluate", "export",
-           "load", "settings", "train_prior", "tune"]
+__all__ = ["Evaluation", "Report", "Run", "compare", "default_out", "distill", "evaluate",
+           "export", "load", "settings", "train_prior", "tune"]
 
 
 

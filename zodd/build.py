@@ -69,15 +69,12 @@ def stepper(plan: Plan, leaves: list[torch.Tensor], point: torch.Tensor, chosen_
 
 
 def updater(plan: Plan) -> CEUpdater | None:
-    """The plan's updater (None for ``native``: no update on real data), given the settings
-    its class has fields for."""
+    """The plan's updater (None for ``native``: no update on real data), given the plan's
+    settings its class has fields for (each named as the setting)."""
     kind = UPDATERS[plan.updater]
     if kind is None:
         return None
-    given = dict(steps=plan.model_steps, compile=plan.compile, alpha=plan.alpha,
-                 tail=plan.cvar_tail, terms=plan.cvar_terms, clusters=plan.clusters,
-                 cluster_space=plan.cluster_space)
-    return kind(**{f.name: given[f.name] for f in dataclasses.fields(kind)})
+    return kind(**{f.name: getattr(plan, f.name) for f in dataclasses.fields(kind)})
 
 
 def network(plan: Plan, data: ImageData, seed: int) -> torch.nn.Module:

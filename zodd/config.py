@@ -96,10 +96,6 @@ class DistillConfig:
     max_queries: int | None = None
     checkpoint_every: int | None = None  # iterations between checkpoints; None: about once a minute
 
-    @property
-    def robust(self) -> bool:
-        return self.updater == "robust"
-
     def validate(self) -> "DistillConfig":
         def bad(name: str, why: str) -> ZoddError:
             return ZoddError(f"invalid {name.replace('_', '-')}: {getattr(self, name)!r} ({why})")

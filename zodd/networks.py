@@ -108,7 +108,7 @@ class NetworkQueue:
         """``train`` distinct networks, ``steps`` updater steps each, every step on a fresh real
         batch ``batch() -> [classes, n, ch, h, w]`` (clustered around ``synthetic [classes,
         k, ...]`` for ``robust``); the last step's loss terms."""
-        one = replace(updater, steps=1)
+        one = replace(updater, model_steps=1)
         picks = torch.randperm(len(self.members), generator=gen)[:self.train_count]
         terms: dict = {}
         for i in picks.tolist():
@@ -190,7 +190,7 @@ class ModelPool:
             m.opt.step()
             terms = {"pool_mse": loss.detach()}
         else:
-            terms = replace(updater, steps=1).step(m.net, m.opt, real(), synthetic, gen)
+            terms = replace(updater, model_steps=1).step(m.net, m.opt, real(), synthetic, gen)
         m.net.requires_grad_(False)
         m.seen += 1
         return terms

@@ -149,94 +149,147 @@ def _models(models: str | Sequence[str]) -> list[str]:
     return names
 
 
-def evaluate(what, dataset: str | None = None, *, protocol: str = DEFAULT_PROTOCOL,
-             models: str | Sequence[str] | None = None, seeds: int = 3,
-             epochs: int | None = None, lr: float | None = None, batch_size: int | None = None,
-             augment: str | None = None, baseline: str | None = None, vs_random: bool = True,
-             ablate_augment: bool = False, scores: bool = False,
-             full_epochs: int | None = None, device: str = "auto",
-             pixels: str = "auto",
-             experiment: int = 0, data_dir: str | None = None, image_size: int | None = None,
-             out: str | os.PathLike | None = None, write: bool = False,
-             progress: Progress | None = None) -> Report:
+@dataclass(frozen=True)
+class Evaluation:
+    """How a set is evaluated: ``zodd evaluate``'s options, ``zodd.evaluate``'s keywords.
+
+    ``dataset``/``image_size``: the data set of a set that does not name its own; ``protocol``
+    and the overrides ``epochs``, ``lr``, ``batch_size``, ``augment`` (zodd.evaluation);
+    ``models``: the networks trained (default: the protocol's); ``baseline``: evaluate a
+    baseline of the run instead (zodd.baselines); ``vs_random``: beside the same-protocol
+    random-real set; ``ablate_augment``: the same rows without augmentation; ``scores``:
+    DD-Ranking's IOR, HLR, LRS and ARS (zodd.scores; ``full_epochs``: the full-data networks'
+    epochs); ``pixels``/``experiment``: how another tool's file is read (zodd.sets); ``out``:
+    write the record there; ``write``: where ``zodd evaluate`` writes it (in the run
+    directory, or beside the set's file)."""
+
+    dataset: str | None = None
+    protocol: str = DEFAULT_PROTOCOL
+    models: str | Sequence[str] | None = None
+    seeds: int = 3
+    epochs: int | None = None
+    lr: float | None = None
+    batch_size: int | None = None
+    augment: str | None = None
+    baseline: str | None = None
+    vs_random: bool = True
+    ablate_augment: bool = False
+    scores: bool = False
+    full_epochs: int | None = None
+    device: str = "auto"
+    pixels: str = "auto"
+    experiment: int = 0
+    data_dir: str | None = None
+    image_size: int | None = None
+    out: str | os.PathLike | None = None
+    write: bool = False
+
+    def check(self, tgt: "Target") -> None:
+        """What needs no data to refuse."""
+        resolve_device(self.device)  # a bad or missing device is reported before any work
+        if tgt.format in ("run", "zodd") and self.pixels not in ("auto", "standardised"):
+            raise ZoddError("zodd's own sets are standardised: drop --pixels")
+        if self.scores and (self.baseline is not None or not self.vs_random):
+            raise ZoddError("--scores compares the set with its random baseline: drop "
+                            + ("--baseline" if self.baseline is not None else "--no-vs-random"))
+        if self.full_epochs is not None and not self.scores:
+            raise ZoddError("--full-epochs sets the full-data networks of --scores: add --scores")
+        if self.out is None and self.write:
+            where = tgt.default_file("metrics.json").parent
+            if not rundir.writable(where):
+                raise ZoddError(f"{where} is not writable: pass --out")
+
+    def configs(self, names: list[str], cfg: DistillConfig) -> dict[str, EvalConfig]:
+        """Each network's EvalConfig under the protocol (ConvNet at the run's shape)."""
+        chosen = {"epochs": self.epochs, "lr": self.lr, "batch_size": self.batch_size,
+                  "augment": self.augment}
+        return {name: protocol_config(self.protocol, cfg.dataset, seeds=self.seeds,
+                                      device=self.device, model=name, **chosen,
+                                      **({"width": cfg.width, "depth": cfg.depth}
+                                         if name == "convnet" else {})) for name in names}
+
+
+def evaluate(what, dataset: str | None = None, *, settings: Evaluation | None = None,
+             progress: Progress | None = None, **given) -> Report:
     """Train fresh networks on a set (a Run, a SyntheticSet, a run directory or any file
     ``zodd.load`` reads) and test them on the data set's test split and its shifts, beside the
-    random-real baseline of the same size under the same protocol (``vs_random``). ``out``:
-    write the record there; ``write``: write it where ``zodd evaluate`` does (in the run
-    directory, or beside the set's file). A run's earlier random baseline under the same
-    protocol is reused. ``scores``: DD-Ranking's IOR, HLR, LRS and ARS too (zodd.scores: the set
-    and the baseline also without augmentation, and networks on the whole training set;
-    ``full_epochs``: their epochs, default zodd.scores.full_epochs)."""
+    random-real baseline of the same size under the same protocol: ``settings`` (an
+    :class:`Evaluation`), with ``dataset`` and the keywords ``given`` over it. A run's earlier
+    random baseline under the same protocol is reused."""
+    try:
+        ev = dataclasses.replace(settings or Evaluation(), **given,
+                                 **({"dataset": dataset} if dataset is not None else {}))
+    except TypeError as exc:
+        raise ZoddError(f"zodd.evaluate: {exc}") from None
     progress = progress or Progress()
-    resolve_device(device)  # a bad or missing device is reported before any work
-    names = _models(models or protocol_model(protocol))
-    tgt = target(what, dataset, image_size, baseline)
+    names = _models(ev.models or protocol_model(ev.protocol))
+    tgt = target(what, ev.dataset, ev.image_size, ev.baseline)
+    ev.check(tgt)
     cfg = tgt.cfg
-    if tgt.format in ("run", "zodd") and pixels not in ("auto", "standardised"):
-        raise ZoddError("zodd's own sets are standardised: drop --pixels")
-    if out is None and write:
-        where = tgt.default_file("metrics.json").parent
-        if not rundir.writable(where):
-            raise ZoddError(f"{where} is not writable: pass --out")
-    data = datasets.for_config(cfg, data_dir, progress)
-    if pixels == "zca":
+    data = datasets.for_config(cfg, ev.data_dir, progress)
+    if ev.pixels == "zca":
         progress.note(f"whitening {data.name}'s train and test images (ZCA, as MTT's --zca)")
         data = whitened(data)
-    foreign = _foreign(tgt, data, pixels, experiment)
+    foreign = _foreign(tgt, data, ev.pixels, ev.experiment)
     for name in names:  # a network the images are too small for is refused before any work
         build_network(name, data.channels, data.num_classes, data.image_size, cfg.width,
                       cfg.depth)
     ipc, seed = (cfg.ipc, cfg.seed) if tgt.is_run else (sets.random_ipc(foreign.set), 0)
     random_set = synthetic.initialise(data, ipc, "real", torch.Generator().manual_seed(seed))
-    if scores and (baseline is not None or not vs_random):
-        raise ZoddError("--scores compares the set with its random baseline: drop "
-                        + ("--baseline" if baseline is not None else "--no-vs-random"))
-    if full_epochs is not None and not scores:
-        raise ZoddError("--full-epochs sets the full-data networks of --scores: add --scores")
-    if scores and foreign.labels not in ("hard", "learned"):
+    if ev.scores and foreign.labels not in ("hard", "learned"):
         raise ZoddError("--scores need hard labels or a zodd run's learned ones; this set's "
                         "are " + foreign.labels)
-    if baseline is not None:
-        made = baselines.make(baseline, foreign.set, random_set, data, cfg)
-        foreign = sets.ForeignSet(made, baseline, "hard" if made.labels.ndim == 1 else "learned")
+    vs_random = ev.vs_random
+    if ev.baseline is not None:
+        made = baselines.make(ev.baseline, foreign.set, random_set, data, cfg)
+        foreign = sets.ForeignSet(made, ev.baseline,
+                                  "hard" if made.labels.ndim == 1 else "learned")
         vs_random = False
-    chosen = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "augment": augment}
-    configs = {name: protocol_config(protocol, cfg.dataset, seeds=seeds, device=device,
-                                     model=name, **chosen,
-                                     **({"width": cfg.width, "depth": cfg.depth}
-                                        if name == "convnet" else {})) for name in names}
-    label = baseline or ("synthetic" if tgt.is_run else tgt.format)
+    configs = ev.configs(names, cfg)
+    label = ev.baseline or ("synthetic" if tgt.is_run else tgt.format)
     rows, record = _train_all(foreign.set, random_set if vs_random else None, data, configs,
-                              label, ablate_augment or scores, tgt.run_dir, progress)
-    if scores:
-        hard = None
-        if foreign.labels == "learned":  # HLR: the set's images with one-hot labels
-            hard = baselines.make("onehot", foreign.set, random_set, data, cfg)
-        for name, ecfg in configs.items():
-            hard_acc = None if hard is None else evaluate_set(
-                hard, data, ecfg, on_seed=_seed_note(progress, ecfg.seeds))["acc"]["mean"]
-            record[name]["scores"] = _scores(record, name, data, ecfg, len(foreign.set.labels),
-                                             full_epochs, progress, hard_acc)
+                              label, ev.ablate_augment or ev.scores, tgt.run_dir, progress)
+    if ev.scores:
+        _score_all(record, foreign, random_set, data, cfg, configs, ev.full_epochs, progress)
     head = record[names[0]]
     report = {**head["set"], "set": label, "format": foreign.format, "labels": foreign.labels,
               "source": str(tgt.located.path) if tgt.located else "in-memory",
               "dataset": cfg.dataset, "note": foreign.note,
               **({"random": head["random"], "vs_random": head["vs_random"]} if vs_random else {}),
-              **({"scores": head["scores"]} if scores else {}),
+              **({"scores": head["scores"]} if ev.scores else {}),
               "runs": record, **({"run": str(tgt.run_dir)} if tgt.run_dir else {})}
     first = configs[names[0]]
-    path = Path(out) if out is not None else (
-        tgt.default_file(metrics_file(first.augment, baseline, protocol)) if write else None)
+    path = Path(ev.out) if ev.out is not None else (
+        tgt.default_file(metrics_file(first.augment, ev.baseline, ev.protocol))
+        if ev.write else None)
     if path is not None:
         rundir.save_json(report, path)
-    worst = min(head["set"]["per_class"].items(), key=lambda kv: kv[1])
-    summary = (f"labels {foreign.labels}; hardest class ({names[0]}): {worst[0]} "
-               f"{worst[1]:.2f}; protocol {first.label}: {first.epochs} epochs, lr "
-               f"{first.lr:g}, batch {first.batch_size}, augment {first.augment}"
-               + (f"; {foreign.note}" if foreign.note else "") + "\n" + shift_description()
-               + "".join(f"\nscores ({name}): " + _score_line(record[name]["scores"])
-                         for name in names if scores))
-    return Report(report, rows, summary, path)
+    return Report(report, rows, _summary(record, names, foreign, first, ev.scores), path)
+
+
+def _score_all(record: dict, foreign, random_set, data, cfg, configs: dict, full_epochs,
+               progress: Progress) -> None:
+    """DD-Ranking's scores for each network (``--scores``), into ``record``; for learned
+    labels HLR's hard-label accuracy is the set's images with one-hot labels."""
+    hard = None
+    if foreign.labels == "learned":
+        hard = baselines.make("onehot", foreign.set, random_set, data, cfg)
+    for name, ecfg in configs.items():
+        hard_acc = None if hard is None else evaluate_set(
+            hard, data, ecfg, on_seed=_seed_note(progress, ecfg.seeds))["acc"]["mean"]
+        record[name]["scores"] = _scores(record, name, data, ecfg, len(foreign.set.labels),
+                                         full_epochs, progress, hard_acc)
+
+
+def _summary(record: dict, names: list[str], foreign, first: EvalConfig, scores: bool) -> str:
+    """The lines under the table: labels, the hardest class, the protocol, the shifts."""
+    worst = min(record[names[0]]["set"]["per_class"].items(), key=lambda kv: kv[1])
+    return (f"labels {foreign.labels}; hardest class ({names[0]}): {worst[0]} "
+            f"{worst[1]:.2f}; protocol {first.label}: {first.epochs} epochs, lr "
+            f"{first.lr:g}, batch {first.batch_size}, augment {first.augment}"
+            + (f"; {foreign.note}" if foreign.note else "") + "\n" + shift_description()
+            + "".join(f"\nscores ({name}): " + _score_line(record[name]["scores"])
+                      for name in names if scores))
 
 
 def _train_all(syn: SyntheticSet, random_set: SyntheticSet | None, data,

@@ -123,9 +123,10 @@ def network_optimizer(net: nn.Module, lr: float) -> torch.optim.Optimizer:
 class CEUpdater:
     """Updates the network on the real subsample with the mean cross-entropy (the "CE" row of
     the paper's Table 4b; IDM's own update): ``steps`` steps, each one forward and backward
-    (``compile``: through zodd.compiled). The robust updater is this with another loss."""
+    (``compile``: through zodd.compiled). The robust updater is this with another loss. Each
+    field is the run's setting of the same name (zodd.build hands them over as they are)."""
 
-    steps: int = 1
+    model_steps: int = 1
     compile: bool = False  # --compile: the forward and backward through zodd.compiled
 
     def targets(self, net: nn.Module, real: Tensor, synthetic: Tensor,
@@ -144,12 +145,13 @@ class CEUpdater:
 
     def step(self, net: nn.Module, opt: torch.optim.Optimizer, real: Tensor, synthetic: Tensor,
              gen: torch.Generator) -> dict[str, float]:
-        """``steps`` updates of ``net`` on the real subsample; returns the last loss terms."""
+        """``model_steps`` updates of ``net`` on the real subsample; returns the last loss
+        terms."""
         x = real.flatten(0, 1)
         y, ids, num = self.targets(net, real, synthetic, gen)
         forward = compiled.maybe(net, self.compile)
         terms: dict[str, float] = {}
-        for _ in range(self.steps):
+        for _ in range(self.model_steps):
             loss, terms = self.loss(forward(x), y, ids, num)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -174,11 +176,12 @@ class CEUpdater:
 class RobustUpdater(CEUpdater):
     """The paper's Algorithm 1: the real subsample of each class clustered around ``clusters``
     of its synthetic samples (in ``cluster_space``), and :func:`robust_loss` (CE and the
-    ``terms`` aggregates of each cluster's CVaR at ``alpha``, ``tail``) in place of CE."""
+    ``cvar_terms`` aggregates of each cluster's CVaR at ``alpha``, ``cvar_tail``) in place of
+    CE."""
 
     alpha: float = 0.8
-    tail: str = "upper"
-    terms: str = "mean+max"
+    cvar_tail: str = "upper"
+    cvar_terms: str = "mean+max"
     clusters: int = 10
     cluster_space: str = "pixel"
 
@@ -208,7 +211,8 @@ class RobustUpdater(CEUpdater):
     def loss(self, logits: Tensor, y: Tensor, ids: Tensor | None,
              num: int) -> tuple[Tensor, dict[str, Tensor]]:
         per_sample = F.cross_entropy(logits, y, reduction="none")
-        loss, terms = robust_loss(per_sample, ids, num, self.alpha, self.tail, self.terms)
+        loss, terms = robust_loss(per_sample, ids, num, self.alpha, self.cvar_tail,
+                                   self.cvar_terms)
         return loss, {**terms, "acc": _accuracy(logits, y)}
 
 
