@@ -15,7 +15,7 @@ import torch
 from zodd.config import DistillConfig
 from zodd.driver import distill
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.slow]  # fault injections: CI's second command
 FAULTS = Path(__file__).with_name("fault_evaluator.py")
 CLI = [sys.executable, "-m", "zodd.cli", "distill"]
 RUN = ["--ipc", "1", "--directions", "4", "--workers", "2", "--iterations", "6", "--quiet"]

@@ -232,6 +232,7 @@ def test_sweep_end_to_end_and_the_best_config_reproduces(tmp_path):
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 def test_a_nevergrad_search_runs_its_trials_and_picks_a_best(tmp_path):
     pytest.importorskip("ray.tune")
     pytest.importorskip("nevergrad")
@@ -250,6 +251,7 @@ def test_a_nevergrad_search_runs_its_trials_and_picks_a_best(tmp_path):
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 def test_a_failing_trial_is_reported_not_fatal(tmp_path):
     pytest.importorskip("ray.tune")
     out = tmp_path / "sweep"
@@ -266,6 +268,7 @@ def test_a_failing_trial_is_reported_not_fatal(tmp_path):
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 @pytest.mark.parametrize("retries", [2, 0])
 def test_a_killed_trial_starts_again_from_its_checkpoint_and_the_sweep_completes(tmp_path,
                                                                                   retries):
@@ -294,6 +297,7 @@ def test_a_killed_trial_starts_again_from_its_checkpoint_and_the_sweep_completes
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
 def test_a_stopped_sweep_resumes_without_repeating_finished_trials(tmp_path, sig):
     """Interrupted (SIGINT: it says how to resume) or killed (SIGKILL: it says nothing)."""

@@ -23,7 +23,7 @@ from zodd.options import EXTRA, GROUPS, OPTIONS, PATTERNS, group_of, help_text
 from zodd.export import EXPORTS
 from zodd.sets import PIXELS
 from zodd.types import ZoddError
-from tuning.sweep import SCHEDULERS, SEARCHES, Interrupted
+from tuning.sweep import SCHEDULERS, SEARCHES, Interrupted, Sweep
 from tuning.trial import METRIC_NAMES
 
 FIELDS, DEFAULTS = {f.name: f for f in fields(DistillConfig)}, DistillConfig()
@@ -265,7 +265,8 @@ RESUME_RUNTIME = {"resume_dir", "quiet", "cpus", "address", "dashboard"}  # --re
               + METRIC_NAMES.help() + ".")
 @click.option("--mix", type=float, default=0.5, show_default=True, callback=_finite,
               help="With --metric mix: the weight of Cluster-min (the rest is accuracy).")
-@click.option("--validation", type=float, default=0.2, show_default=True, callback=_finite,
+@click.option("--validation", type=float, default=Sweep.validation, show_default=True,
+              callback=_finite,
               help="Fraction of each class's training images held out for scoring trials.")
 @click.option("--eval-seeds", type=int, default=1, show_default=True,
               help="Networks trained per score.")
