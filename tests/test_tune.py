@@ -334,3 +334,24 @@ def test_a_stopped_sweep_resumes_without_repeating_finished_trials(tmp_path, sig
     assert len(table) == 3 and all(r["status"] == "done" for r in table)
     progress = Path(next((out / "sweep").glob(f"*{finished[0]}*"))) / "progress.csv"
     assert len(progress.read_text().splitlines()) == 1 + 2  # header + its 2 reports, once
+
+
+def test_the_api_takes_one_options_object_and_keywords_over_it(tmp_path):
+    """zodd.tune(options=SweepOptions(...)) is checked as the command's options are, before Ray
+    starts; a keyword given beside the object wins, and the defaults live in SweepOptions."""
+    import zodd
+    from tuning.sweep import Sweep, SweepOptions
+    from zodd.plan import settings
+
+    grid = zodd.SweepOptions(search="grid", params=("alpha=0.2,0.8",), default_space=False,
+                             num_samples=3)
+    with pytest.raises(ZoddError, match="grid search runs every combination once"):
+        zodd.tune(options=grid, out=tmp_path / "a")
+    with pytest.raises(ZoddError, match="invalid validation"):
+        zodd.tune(options=SweepOptions(validation=1.5), out=tmp_path / "b")
+    with pytest.raises(ZoddError, match="unknown setting"):
+        zodd.tune(options=grid, num_sample=2, out=tmp_path / "c")
+    sweep = SweepOptions(params=("alpha=0.2,0.8",), default_space=False,
+                         search="grid").sweep(settings(dataset="digits"))
+    assert sweep.validation == SweepOptions.validation == Sweep.validation
+    assert [p.values for p in sweep.params] == [(0.2, 0.8)] and not any(tmp_path.iterdir())

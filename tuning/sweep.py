@@ -52,15 +52,25 @@ class Interrupted(Exception):
     """The sweep stopped before every trial ended; ``--resume`` continues it."""
 
 
-@dataclass
-class Sweep:
-    base: dict  # the DistillConfig every trial starts from
-    params: list = field(default_factory=list)  # tuning.space.Param
+@dataclass(frozen=True)
+class SweepOptions:
+    """What a sweep is asked: ``zodd tune``'s options, ``zodd.tune``'s keywords (the same
+    names), each default written here once. ``params``: the searched settings as ``NAME=SPEC``
+    (a,b,c; lo:hi; lo:hi:log), beside alpha, clusters and batch size unless ``default_space``
+    is off; ``num_samples`` None: 8 trials for random and nevergrad search (a grid runs each
+    combination once)."""
+
+    params: tuple[str, ...] = ()
+    default_space: bool = True
     search: str = "random"
-    num_samples: int = 8
+    num_samples: int | None = None
     scheduler: str = "asha"
-    scoring: Scoring = field(default_factory=Scoring)
-    validation: float = 0.2
+    reports: int = 4  # validation scores along each trial (the rungs of early stopping)
+    metric: str = "acc"
+    mix: float = 0.5
+    validation: float = 0.2  # of each class's training images, held out for the scores
+    eval_seeds: int = 1
+    eval_epochs: int = 300
     cpus: int | None = None  # local cluster size; None: every core
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
@@ -68,8 +78,49 @@ class Sweep:
     dashboard: bool = False
     final: bool = True
     final_seeds: int = 3
-    final_epochs: int = 300
     trial_retries: int = 2  # a failed trial started again from its last checkpoint, this often
+
+    def sweep(self, base: DistillConfig, pinned: set[str] = frozenset()) -> "Sweep":
+        """The checked sweep of these options from ``base`` (``pinned``: the settings the
+        user fixed, which may not be searched as well)."""
+        space = spaces.build(list(self.params), self.search, base.ipc,
+                             defaults=self.default_space)
+        both = [p.name for p in space if p.name in pinned]
+        if both:
+            raise ZoddError(f"{both[0]} is both --set and searched; choose one")
+        if self.search == "grid" and self.num_samples is not None:
+            raise ZoddError("grid search runs every combination once; --num-samples is for "
+                            "random and nevergrad search")
+        scoring = Scoring(metric=self.metric.replace("-", "_"), mix=self.mix,
+                          seeds=self.eval_seeds, epochs=self.eval_epochs, reports=self.reports)
+        return Sweep(base=base.to_dict(), params=space, search=self.search,
+                     num_samples=self.num_samples or 8, scheduler=self.scheduler,
+                     scoring=scoring, validation=self.validation, cpus=self.cpus,
+                     cpus_per_trial=self.cpus_per_trial, gpus_per_trial=self.gpus_per_trial,
+                     address=self.address, dashboard=self.dashboard, final=self.final,
+                     final_seeds=self.final_seeds, trial_retries=self.trial_retries).validate()
+
+
+@dataclass
+class Sweep:
+    """A sweep as it runs and is saved (sweep.json); made from :class:`SweepOptions`."""
+
+    base: dict  # the DistillConfig every trial starts from
+    params: list = field(default_factory=list)  # tuning.space.Param
+    search: str = SweepOptions.search
+    num_samples: int = 8
+    scheduler: str = SweepOptions.scheduler
+    scoring: Scoring = field(default_factory=Scoring)
+    validation: float = SweepOptions.validation
+    cpus: int | None = None  # local cluster size; None: every core
+    cpus_per_trial: float = SweepOptions.cpus_per_trial
+    gpus_per_trial: float = SweepOptions.gpus_per_trial
+    address: str | None = None
+    dashboard: bool = False
+    final: bool = True
+    final_seeds: int = SweepOptions.final_seeds
+    final_epochs: int = 300
+    trial_retries: int = SweepOptions.trial_retries
 
     def validate(self) -> "Sweep":
         settings(self.base)

@@ -7,8 +7,8 @@ Python API (zodd.api); the command line is a thin client of them.
 
 __version__ = "0.1.0"
 
-from zodd.api import (Evaluation, Report, Run, compare, distill, evaluate,  # noqa: E402
-                      export, load, settings, tune)
+from zodd.api import (Evaluation, Report, Run, SweepOptions, compare, distill,  # noqa: E402
+                      evaluate, export, load, settings, tune)
 
-__all__ = ["Evaluation", "Report", "Run", "compare", "distill", "evaluate", "export", "load",
-           "settings", "tune", "__version__"]
+__all__ = ["Evaluation", "Report", "Run", "SweepOptions", "compare", "distill", "evaluate",
+           "export", "load", "settings", "tune", "__version__"]

@@ -14,12 +14,14 @@ settings by the option's name (``zodd distill --batch-size 64`` is
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
 from typing import Callable, Sequence
 
 from zodd import data as datasets
+from tuning.sweep import SweepOptions
 from zodd import export as export_sets
 from zodd import rundir, sets
 from zodd.config import DistillConfig
@@ -29,8 +31,8 @@ from zodd.report import Evaluation, Report, difference, differences, evaluate
 from zodd.synthetic import Run, SyntheticSet
 from zodd.types import Progress, ZoddError
 
-__all__ = ["Evaluation", "Report", "Run", "compare", "default_out", "distill", "evaluate",
-           "export", "load", "settings", "train_prior", "tune"]
+__all__ = ["Evaluation", "Report", "Run", "SweepOptions", "compare", "default_out", "distill",
+           "evaluate", "export", "load", "settings", "train_prior", "tune"]
 
 
 
@@ -137,51 +139,31 @@ def export(path: str | os.PathLike, format: str, out: str | os.PathLike,
 
 
 # --- tune ------------------------------------------------------------------------------------
-def tune(config: Config = None, *, out: str | os.PathLike | None = None,
+def tune(config: Config = None, *, options=None, out: str | os.PathLike | None = None,
          overwrite: bool = False, resume: str | os.PathLike | None = None,
-         params: Sequence[str] = (), default_space: bool = True, search: str = "random",
-         num_samples: int | None = None, scheduler: str = "asha", reports: int = 4,
-         metric: str = "acc", mix: float = 0.5, validation: float | None = None,
-         eval_seeds: int = 1, eval_epochs: int = 300, cpus: int | None = None,
-         cpus_per_trial: float = 1.0,
-         gpus_per_trial: float = 0.0, address: str | None = None, dashboard: bool = False,
-         final: bool = True, final_seeds: int = 3, trial_retries: int = 2,
          say: Callable[..., None] | None = None, **given) -> dict:
     """A Ray Tune sweep over distillation settings (``zodd tune``); returns its summary (also
-    in ``out``/summary.json). ``given``: distillation settings every trial keeps (as for
-    :func:`settings`); ``params``: the searched ones, as ``NAME=SPEC`` (a,b,c; lo:hi;
-    lo:hi:log), beside alpha, clusters and batch-size unless ``default_space`` is off.
+    in ``out``/summary.json). ``options``: a ``tuning.sweep.SweepOptions`` (``zodd.SweepOptions``:
+    the searched settings, the search, scheduler, scoring and resources); ``given``: its fields
+    by name over it, and distillation settings every trial keeps (as for :func:`settings`).
     ``resume``: continue the sweep in that directory (only cpus, address and dashboard may be
     given). Raises ``tuning.sweep.Interrupted`` when trials were left unfinished."""
-    from tuning import space as spaces
-    from tuning.sweep import Interrupted, Sweep, load_settings, run
-    from tuning.trial import Scoring
+    from tuning.sweep import Interrupted, load_settings, run
 
+    known = {f.name for f in dataclasses.fields(SweepOptions)}
+    asked = dataclasses.replace(options or SweepOptions(), **{
+        k: (tuple(v) if k == "params" else v) for k, v in given.items()
+        if k in known and v is not None})
+    pinned = {k: v for k, v in given.items() if k not in known and v is not None}
     if resume is not None:
         out_dir = Path(resume)
         sweep = load_settings(out_dir)
-        sweep.cpus = cpus if cpus is not None else sweep.cpus
-        sweep.address = address or sweep.address
-        sweep.dashboard = dashboard
+        sweep.cpus = asked.cpus if asked.cpus is not None else sweep.cpus
+        sweep.address = asked.address or sweep.address
+        sweep.dashboard = asked.dashboard
     else:
-        pinned = {k: v for k, v in given.items() if v is not None}
         base = settings(config, **pinned)
-        space = spaces.build(list(params), search, base.ipc, defaults=default_space)
-        both = [p.name for p in space if p.name in pinned]
-        if both:
-            raise ZoddError(f"{both[0]} is both --set and searched; choose one")
-        if search == "grid" and num_samples is not None:
-            raise ZoddError("grid search runs every combination once; --num-samples is for "
-                            "random and nevergrad search")
-        sweep = Sweep(base=base.to_dict(), params=space, search=search,
-                      num_samples=num_samples or 8, scheduler=scheduler,
-                      scoring=Scoring(metric=metric.replace("-", "_"), mix=mix,
-                                      seeds=eval_seeds, epochs=eval_epochs, reports=reports),
-                      **({} if validation is None else {"validation": validation}),
-                      cpus=cpus, cpus_per_trial=cpus_per_trial,
-                      gpus_per_trial=gpus_per_trial, address=address, dashboard=dashboard,
-                      final=final, final_seeds=final_seeds,
-                      trial_retries=trial_retries).validate()
+        sweep = asked.sweep(base, set(pinned))
         out_dir = Path(out) if out else Path("runs") / f"tune-{base.dataset}-ipc{base.ipc}"
         rundir.check_out(out_dir, overwrite)
     try:

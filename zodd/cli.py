@@ -23,7 +23,7 @@ from zodd.options import EXTRA, GROUPS, OPTIONS, PATTERNS, group_of, help_text
 from zodd.export import EXPORTS
 from zodd.sets import PIXELS
 from zodd.types import ZoddError
-from tuning.sweep import SCHEDULERS, SEARCHES, Interrupted, Sweep
+from tuning.sweep import SCHEDULERS, SEARCHES, Interrupted, SweepOptions
 from tuning.trial import METRIC_NAMES
 
 FIELDS, DEFAULTS = {f.name: f for f in fields(DistillConfig)}, DistillConfig()
@@ -252,36 +252,39 @@ RESUME_RUNTIME = {"resume_dir", "quiet", "cpus", "address", "dashboard"}  # --re
                    "(repeatable; adds to or replaces the default alpha, clusters, batch-size).")
 @click.option("--default-space/--no-default-space", default=True,
               help="Also search alpha, clusters and batch-size [default: on].")
-@click.option("--search", default="random", show_default=True,
+@click.option("--search", default=SweepOptions.search, show_default=True,
               help=SEARCHES.help() + "; ng:OPTIMISER: any nevergrad optimiser.")
 @click.option("--num-samples", type=int, help="Trials, for random and nevergrad search (grid "
               "runs every combination once) [default: 8].")
-@click.option("--scheduler", type=click.Choice(list(SCHEDULERS)), default="asha",
+@click.option("--scheduler", type=click.Choice(list(SCHEDULERS)), default=SweepOptions.scheduler,
               show_default=True, help=SCHEDULERS.help() + ".")
-@click.option("--reports", type=int, default=4, show_default=True,
+@click.option("--reports", type=int, default=SweepOptions.reports, show_default=True,
               help="Validation scores reported along each trial (early-stopping rungs).")
 @click.option("--metric", type=click.Choice([m.replace("_", "-") for m in METRIC_NAMES]),
-              default="acc", show_default=True, help="What a trial is scored on: "
+              default=SweepOptions.metric, show_default=True, help="What a trial is scored on: "
               + METRIC_NAMES.help() + ".")
-@click.option("--mix", type=float, default=0.5, show_default=True, callback=_finite,
+@click.option("--mix", type=float, default=SweepOptions.mix, show_default=True, callback=_finite,
               help="With --metric mix: the weight of Cluster-min (the rest is accuracy).")
-@click.option("--validation", type=float, default=Sweep.validation, show_default=True,
+@click.option("--validation", type=float, default=SweepOptions.validation, show_default=True,
               callback=_finite,
               help="Fraction of each class's training images held out for scoring trials.")
-@click.option("--eval-seeds", type=int, default=1, show_default=True,
+@click.option("--eval-seeds", type=int, default=SweepOptions.eval_seeds, show_default=True,
               help="Networks trained per score.")
-@click.option("--eval-epochs", type=int, default=300, show_default=True)
+@click.option("--eval-epochs", type=int, default=SweepOptions.eval_epochs, show_default=True)
 @click.option("--cpus", type=int, help="CPUs of the local Ray cluster [default: all].")
-@click.option("--cpus-per-trial", type=float, default=1.0, show_default=True, callback=_finite)
-@click.option("--gpus-per-trial", type=float, default=0.0, show_default=True, callback=_finite)
-@click.option("--trial-retries", type=click.IntRange(min=0), default=2, show_default=True,
+@click.option("--cpus-per-trial", type=float, default=SweepOptions.cpus_per_trial,
+              show_default=True, callback=_finite)
+@click.option("--gpus-per-trial", type=float, default=SweepOptions.gpus_per_trial,
+              show_default=True, callback=_finite)
+@click.option("--trial-retries", type=click.IntRange(min=0), default=SweepOptions.trial_retries,
+              show_default=True,
               help="Times a failed trial (its process killed, its run ended by an error) is "
               "started again from its last checkpoint.")
 @click.option("--address", type=str, help="Run on this Ray cluster instead of a local one.")
 @click.option("--dashboard", is_flag=True, help="Start Ray's dashboard (local cluster).")
 @click.option("--final/--no-final", default=True, show_default=True, help="Distil the best "
               "config on the whole training set and evaluate it on the test set.")
-@click.option("--final-seeds", type=int, default=3, show_default=True)
+@click.option("--final-seeds", type=int, default=SweepOptions.final_seeds, show_default=True)
 @click.option("--out", type=click.Path(), help="Sweep directory [default: "
               "runs/tune-<dataset>-ipc<ipc>].")
 @click.option("--overwrite", is_flag=True, help="Allow a non-empty --out.")

@@ -218,8 +218,9 @@ class StepNetwork:
     fresh network; every draw comes from the generator the loop passes in."""
 
     def __init__(self, build: Callable[[int], nn.Module], updater: CEUpdater | None, *,
-                 lr: float, uses_network: bool, reinit_every: int, n_update: int, on_synthetic: int,
-                 ce_weight: float, queue: NetworkQueue | None, pool: ModelPool | None = None):
+                 lr: float, uses_network: bool, reinit_every: int, n_update: int,
+                 on_synthetic: int, ce_weight: float, queue: NetworkQueue | None,
+                 pool: ModelPool | None = None):
         self.build, self.updater, self.queue, self.pool = build, updater, queue, pool
         self.lr = lr  # the step's network's SGD (robust.network_optimizer)
         self.uses_network, self.reinit_every, self.n_update = uses_network, reinit_every, n_update

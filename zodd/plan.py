@@ -300,8 +300,8 @@ def _check_one_pass(cfg: DistillConfig, objective) -> None:
     batch (``shares_real_pass``) and one update a step (the shared forward serves one)."""
     sharing = [n for n, o in OBJECTIVES.items() if o.shares_real_pass]
     if not updates_on_real(cfg.updater):
-        raise _bad(cfg, "one_pass", f"--updater {cfg.updater} makes no pass over the real batch to "
-                   "share; choose --updater robust or ce")
+        raise _bad(cfg, "one_pass", f"--updater {cfg.updater} makes no pass over the real "
+                   "batch to share; choose --updater robust or ce")
     if cfg.objective not in sharing:
         raise _bad(cfg, "one_pass", f"objective {cfg.objective} has no forward pass to share; "
                    "choose " + ", ".join(sharing))
