@@ -146,6 +146,28 @@ def test_check_refuses_names_and_contradictions():
     assert check(DistillConfig(objective="prototype", workers=2)).workers == 2
 
 
+def test_a_run_checks_its_config_once_and_a_changed_copy_again(digits, monkeypatch):
+    """zodd.distill: the settings checked where user input becomes a config, not again in the
+    API or in resolve; a copy changed with dataclasses.replace carries no mark and is checked
+    when it is resolved (a hand-made bad config is refused there too)."""
+    import dataclasses
+
+    import zodd
+    from zodd import plan as plans
+
+    calls = []
+    real = plans.check
+    monkeypatch.setattr(plans, "check", lambda cfg: calls.append(cfg) or real(cfg))
+    zodd.distill(dataset="digits", ipc=1, iterations=1, batch_size=8)
+    assert len(calls) == 1
+    checked = plans.settings(ipc=1)
+    assert plans.is_checked(checked) and plans.settings(checked) is checked
+    changed = dataclasses.replace(checked, objective="nope")
+    assert not plans.is_checked(changed)
+    with pytest.raises(ZoddError, match="objective"):
+        resolve(changed, digits)
+
+
 def test_config_json_keeps_what_was_asked_and_the_plan(digits, tmp_path):
     cfg = DistillConfig(ipc=1, iterations=1, batch_size=8)
     distill(cfg, digits, tmp_path / "run")

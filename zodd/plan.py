@@ -126,6 +126,7 @@ MAX_VALUES = 2**30  # directions x set size above which a zero-order estimate wi
 
 FIELDS = {f.name for f in dataclasses.fields(DistillConfig)}
 Config = DistillConfig | dict | str | os.PathLike | None  # what ``settings`` starts from
+CHECKED = "_checked"  # the mark ``check`` leaves on the config it passed
 
 # every DistillConfig field whose value is a name, and the registry it comes from ("auto" and
 # "ng:NAME" are handled beside); the command line builds its choices and help from these
@@ -166,8 +167,11 @@ def settings(config: Config = None, **given) -> DistillConfig:
     Python API's ``zodd.distill(config, **given)``, a config file, a sweep's trial, a
     benchmark's flags): ``config`` (a DistillConfig, a dict, or a JSON file such as a run's
     config.json), then ``recipe``'s settings under the ones given, then the ones given (``None``
-    values are left out); checked once (``check``)."""
+    values are left out); checked once (``check``): a checked config given on its own comes
+    back as it is."""
     given = {k: v for k, v in given.items() if v is not None}
+    if is_checked(config) and not given:
+        return config
     unknown = sorted(set(given) - FIELDS)
     if unknown:
         raise ZoddError(f"unknown setting: {unknown[0]!r} (zodd distill --help lists them)")
@@ -251,7 +255,14 @@ def check(cfg: DistillConfig) -> DistillConfig:
                 raise _bad(cfg, name, "it belongs to the model pool: give --pool-size (or "
                            "--recipe frepo)")
     check_model(cfg.network)
+    object.__setattr__(cfg, CHECKED, True)  # not a field: a changed copy is unchecked
     return cfg
+
+
+def is_checked(cfg) -> bool:
+    """Whether ``cfg`` is a DistillConfig that ``check`` passed (``dataclasses.replace`` makes
+    a new, unchecked one)."""
+    return type(cfg) is DistillConfig and getattr(cfg, CHECKED, False)
 
 
 def _check_labels(cfg: DistillConfig, objective) -> None:
@@ -322,11 +333,13 @@ def _start_path(value: str) -> str:
 
 def resolve(cfg: DistillConfig, data: ImageData) -> Plan:
     """The plan of a run of ``cfg`` on ``data`` (see the module docstring for each default).
-    ``cfg`` is a checked config (``check``, which ``zodd.settings`` runs once on user input);
-    only what the data's sizes refuse is checked here. A Plan resolves to itself, and a Plan
-    changed with ``dataclasses.replace`` (a warm start's DM settings) resolves again."""
+    A config ``zodd.settings`` made was checked there; any other (made by hand, or a Plan
+    changed with ``dataclasses.replace``, as a warm start's DM settings are) is checked here.
+    Then what the data's sizes refuse."""
     settings = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(DistillConfig)}
-    cfg = DistillConfig(**settings)
+    if not is_checked(cfg):
+        cfg = check(DistillConfig(**settings))
+        settings = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(DistillConfig)}
     objective = OBJECTIVES[cfg.objective]
     estimator = _estimator(cfg.estimator, objective.differentiable, cfg.surrogate)
     optimizer, default_lr = cfg.optimizer, objective.default_lr
