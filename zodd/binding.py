@@ -17,7 +17,7 @@ from zodd.representation import decoded
 from zodd.types import StepContext
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Binding:
     """The loop's ``objective`` (and ``surrogate``) bound each step. ``held_out``: per class,
     the training images kept apart from S's initialisation (on the CPU), drawn from ``pixels``
@@ -33,7 +33,7 @@ class Binding:
     pixel_std: tuple
     augment: str
     compile: bool
-    n_real: int
+    batch_size: int  # real images a class a step (held-out draws for the scores as many)
     exact: bool
     retries: int
     held_out: list[Tensor]
@@ -48,7 +48,7 @@ class Binding:
         graph, and hands those embeddings over for the updater's gradient."""
         held_out = None
         if self.objective.needs_held_out:
-            n = min(self.n_real, min(len(i) for i in self.held_out))
+            n = min(self.batch_size, min(len(i) for i in self.held_out))
             held_out = self.pixels[draw_per_class(self.held_out, n, gen).to(self.pixels.device)]
         ctx = StepContext(net, real, self.labels, self.num_classes,
                           seed=int(torch.randint(2**31 - 1, (1,), generator=gen)),

@@ -108,8 +108,11 @@ def binding(plan: Plan, data: ImageData, rep, labels: torch.Tensor, pixels: torc
     takes the packed pair (zodd.labels.Labelled)."""
     used = source if source is not None else torch.empty(0, dtype=torch.long)
     stored = rep.stored_shape(tuple(data.train_x.shape[1:])) if plan.labels == "learn" else None
-    return Binding(objective(plan), objective(plan, plan.surrogate) if plan.surrogate else None,
-                   rep, labels, data.num_classes, data.mean, data.std, plan.augment,
-                   plan.compile, plan.batch_size, plan.estimator == "autograd", plan.retries,
-                   [i[~torch.isin(i, used)] for i in data.class_indices()], pixels, pool,
-                   stored)
+    return Binding(
+        objective=objective(plan),
+        surrogate=objective(plan, plan.surrogate) if plan.surrogate else None,
+        rep=rep, labels=labels, num_classes=data.num_classes, pixel_mean=data.mean,
+        pixel_std=data.std, augment=plan.augment, compile=plan.compile,
+        batch_size=plan.batch_size, exact=plan.estimator == "autograd", retries=plan.retries,
+        held_out=[i[~torch.isin(i, used)] for i in data.class_indices()], pixels=pixels,
+        pool=pool, labelled=stored)
