@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from zodd import data as datasets
-from tuning.sweep import SweepOptions
 from zodd import export as export_sets
 from zodd import rundir, sets
 from zodd.config import DistillConfig
@@ -148,7 +147,7 @@ def tune(config: Config = None, *, options=None, out: str | os.PathLike | None =
     by name over it, and distillation settings every trial keeps (as for :func:`settings`).
     ``resume``: continue the sweep in that directory (only cpus, address and dashboard may be
     given). Raises ``tuning.sweep.Interrupted`` when trials were left unfinished."""
-    from tuning.sweep import Interrupted, load_settings, run
+    from tuning.sweep import Interrupted, SweepOptions, load_settings, run
 
     known = {f.name for f in dataclasses.fields(SweepOptions)}
     asked = dataclasses.replace(options or SweepOptions(), **{
@@ -171,6 +170,16 @@ def tune(config: Config = None, *, options=None, out: str | os.PathLike | None =
     except Interrupted as exc:
         exc.out = out_dir  # where --resume continues it
         raise
+
+
+def __getattr__(name: str):
+    """``zodd.SweepOptions``, imported when asked for: tuning/ imports zodd, so zodd imports
+    tuning only inside the functions that need it."""
+    if name == "SweepOptions":
+        from tuning.sweep import SweepOptions
+
+        return SweepOptions
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --- compare ---------------------------------------------------------------------------------
