@@ -183,3 +183,17 @@ def test_objectives_declare_every_fact_the_plan_reads():
         for fact in ("differentiable", "needs_held_out", "uses_network", "default_sigma",
                      "default_directions", "default_lr", "native"):
             assert hasattr(objective, fact), (name, fact)
+
+
+@pytest.mark.parametrize("first", ["tuning.trial", "tuning.sweep", "zodd", "zodd.cli"])
+def test_each_package_imports_first_in_a_fresh_interpreter(first):
+    """A Ray trial's process imports tuning.trial before anything of zodd; tuning imports zodd,
+    so zodd must not import tuning back while it loads (zodd.SweepOptions is fetched lazily)."""
+    import subprocess
+    import sys
+
+    code = (f"import {first}; import zodd, tuning.sweep; "
+            "assert zodd.SweepOptions is tuning.sweep.SweepOptions")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
