@@ -65,12 +65,12 @@ class SweepOptions:
     search: str = "random"
     num_samples: int | None = None
     scheduler: str = "asha"
-    reports: int = 4  # validation scores along each trial (the rungs of early stopping)
-    metric: str = "acc"
-    mix: float = 0.5
+    reports: int = Scoring.reports  # validation scores along each trial (early stopping's rungs)
+    metric: str = Scoring.metric
+    mix: float = Scoring.mix
     validation: float = 0.2  # of each class's training images, held out for the scores
-    eval_seeds: int = 1
-    eval_epochs: int = 300
+    eval_seeds: int = Scoring.seeds
+    eval_epochs: int = Scoring.epochs
     cpus: int | None = None  # local cluster size; None: every core
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
@@ -94,7 +94,7 @@ class SweepOptions:
         scoring = Scoring(metric=self.metric.replace("-", "_"), mix=self.mix,
                           seeds=self.eval_seeds, epochs=self.eval_epochs, reports=self.reports)
         return Sweep(base=base.to_dict(), params=space, search=self.search,
-                     num_samples=self.num_samples or 8, scheduler=self.scheduler,
+                     num_samples=self.num_samples or Sweep.num_samples, scheduler=self.scheduler,
                      scoring=scoring, validation=self.validation, cpus=self.cpus,
                      cpus_per_trial=self.cpus_per_trial, gpus_per_trial=self.gpus_per_trial,
                      address=self.address, dashboard=self.dashboard, final=self.final,

@@ -15,9 +15,10 @@ __all__ = ["Evaluation", "Report", "Run", "SweepOptions", "compare", "distill", 
 
 
 def __getattr__(name: str):
-    """``zodd.SweepOptions`` (zodd.api's, imported when asked for)."""
+    """``zodd.SweepOptions``, imported when asked for: tuning/ imports zodd, so zodd imports
+    tuning only where it is used."""
     if name == "SweepOptions":
-        from zodd import api
+        from tuning.sweep import SweepOptions
 
-        return api.SweepOptions
+        return SweepOptions
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

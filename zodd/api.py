@@ -30,8 +30,8 @@ from zodd.report import Evaluation, Report, difference, differences, evaluate
 from zodd.synthetic import Run, SyntheticSet
 from zodd.types import Progress, ZoddError
 
-__all__ = ["Evaluation", "Report", "Run", "SweepOptions", "compare", "default_out", "distill",
-           "evaluate", "export", "load", "settings", "train_prior", "tune"]
+__all__ = ["Evaluation", "Report", "Run", "compare", "default_out", "distill", "evaluate",
+           "export", "load", "settings", "train_prior", "tune"]
 
 
 
@@ -170,16 +170,6 @@ def tune(config: Config = None, *, options=None, out: str | os.PathLike | None =
     except Interrupted as exc:
         exc.out = out_dir  # where --resume continues it
         raise
-
-
-def __getattr__(name: str):
-    """``zodd.SweepOptions``, imported when asked for: tuning/ imports zodd, so zodd imports
-    tuning only inside the functions that need it."""
-    if name == "SweepOptions":
-        from tuning.sweep import SweepOptions
-
-        return SweepOptions
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --- compare ---------------------------------------------------------------------------------

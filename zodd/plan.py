@@ -154,13 +154,6 @@ class Plan(DistillConfig):
     checkpoint_seconds: float
     log_every: int  # log rows fetched from the device in groups of this many
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def asked(self) -> dict:
-        """The settings only (a DistillConfig's fields), as filled in."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(DistillConfig)}
-
 
 def settings(config: Config = None, **given) -> DistillConfig:
     """The checked config of user input, and the one way to make one (the command line, the
@@ -336,10 +329,9 @@ def resolve(cfg: DistillConfig, data: ImageData) -> Plan:
     A config ``zodd.settings`` made was checked there; any other (made by hand, or a Plan
     changed with ``dataclasses.replace``, as a warm start's DM settings are) is checked here.
     Then what the data's sizes refuse."""
-    settings = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(DistillConfig)}
     if not is_checked(cfg):
-        cfg = check(DistillConfig(**settings))
-        settings = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(DistillConfig)}
+        cfg = check(DistillConfig(**{name: getattr(cfg, name) for name in FIELDS}))
+    settings = cfg.to_dict()
     objective = OBJECTIVES[cfg.objective]
     estimator = _estimator(cfg.estimator, objective.differentiable, cfg.surrogate)
     optimizer, default_lr = cfg.optimizer, objective.default_lr

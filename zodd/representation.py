@@ -154,11 +154,6 @@ REPRESENTATIONS = Registry("representation", [  # classes: of(factor, prior) mak
 ])
 
 
-def make(name: str, factor: int = 2, prior: nn.Module | None = None):
-    """The representation ``name``, given ``factor`` or the ``prior`` where it takes one."""
-    return REPRESENTATIONS[name].of(factor, prior)
-
-
 class Decoded(WrappedBox):
     """A black box over stored tensors: ``box`` evaluated on their decoded images (blocks and
     separability carry over: decoding keeps classes apart). Differentiable when ``box`` is, so
