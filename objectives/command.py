@@ -6,7 +6,11 @@ with ``--labels learn``, ``labels`` is float32 [K, N, classes] instead, each can
 vectors (zodd.labels: they start as FRePo's centred one-hot, 1 - 1/C for the class and -1/C
 elsewhere).
 It runs the program without a shell, with ``{input}`` in its arguments replaced by the file's
-path (or the path appended when no argument holds ``{input}``), and reads from its standard
+path (or the path appended when no argument holds ``{input}``), ``{seed}`` by the step's seed (a
+fresh one each step from the run's generator, for the program's own randomness: a model's
+initialisation, a subsample), ``{fold}`` by the part of its data to score (1..folds-1 on the
+search's steps, drawn with the seed; 0 when zodd chooses the set to keep, with seed 0) and
+``{folds}`` by their number, and reads from its standard
 output a JSON list of K numbers, lower is better (a bare number is accepted when K = 1, and
 ``{"scores": [...]}`` too). A program that exits non-zero, runs past the timeout or prints
 anything else raises EvaluationError, which the loop retries and then counts as a failure.
@@ -36,6 +40,12 @@ class CommandScore(Score):
     needs_held_out: bool = False  # the program brings its own data
     reads_labels: bool = True  # --labels learn: the candidates' label vectors go in the file
 
+    @classmethod
+    def chooses_on_fold(cls, command: str | None = None) -> bool:
+        """A program's data is its own: a run can choose its set on fold 0 when the program
+        takes ``{fold}``."""
+        return "{fold}" in (command or "")
+
     def bind(self, ctx: StepContext) -> "BoundCommand":
         return BoundCommand(self, ctx)
 
@@ -47,9 +57,16 @@ class BoundCommand:
         self.spec = spec
         self.labels = ctx.labels.cpu().numpy().astype(np.int64)
         self.pixel_mean, self.pixel_std = ctx.pixel_mean, ctx.pixel_std
+        self.fields = {"{seed}": str(ctx.seed), "{fold}": str(ctx.fold),
+                       "{folds}": str(ctx.folds)}
 
     def _argv(self, path: Path) -> list[str]:
-        argv = [a.replace("{input}", str(path)) for a in self.spec.argv]
+        fields = {**self.fields, "{input}": str(path)}
+        argv = []
+        for arg in self.spec.argv:
+            for key, value in fields.items():
+                arg = arg.replace(key, value)
+            argv.append(arg)
         return argv if any("{input}" in a for a in self.spec.argv) else [*argv, str(path)]
 
     def __call__(self, candidates: Tensor, labels: Tensor | None = None) -> Tensor:

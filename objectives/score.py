@@ -19,3 +19,9 @@ class Score:
     default_directions: int = 32
     default_lr: float | None = None  # None: the paper's decaying step (eq. 18)
     native: str = ""  # no network, so no native schedule
+
+    @classmethod
+    def chooses_on_fold(cls, command: str | None = None) -> bool:
+        """Whether the set a run keeps can be chosen on data its search never scores (fold 0
+        of the held-out images, zodd.binding): the scores on zodd's held-out images can."""
+        return cls.needs_held_out

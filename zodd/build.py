@@ -115,4 +115,4 @@ def binding(plan: Plan, data: ImageData, rep, labels: torch.Tensor, pixels: torc
         pixel_std=data.std, augment=plan.augment, compile=plan.compile,
         batch_size=plan.batch_size, exact=plan.estimator == "autograd", retries=plan.retries,
         held_out=[i[~torch.isin(i, used)] for i in data.class_indices()], pixels=pixels,
-        pool=pool, labelled=stored)
+        pool=pool, labelled=stored, folds=plan.folds, choosing=plan.select_every > 0)

@@ -127,6 +127,9 @@ def distill(config_file, no_robust, resume_dir, out, overwrite, quiet, **flags) 
         click.echo(f"{run.path}: {last['step']} iterations ({run.stopped_by}), estimator "
                    f"{run.plan['estimator']}, {last['queries']} queries, {last['seconds']:.1f} "
                    f"s, loss {number(first['loss'])} -> {number(last['loss'])}")
+        if run.kept is not None:
+            click.echo(f"kept the set of step {run.kept['step']}: the best on fold 0 "
+                       f"({number(run.kept['held_out'])}; --select-every)")
 
 
 @cli.command()

@@ -54,6 +54,11 @@ class DistillConfig:
     augment: str = "affine"  # Siamese augmentation in the objective: affine, dsa or none
     command: str | None = None  # --objective command: the program and its arguments ({input})
     command_timeout: float = 60.0  # seconds per call of the program
+    # a score's data in folds (zodd.binding): the search's steps score on folds 1..folds-1 (one
+    # drawn with each step's seed; a command's {fold}), the set kept is chosen on fold 0
+    folds: int = 5
+    select_every: int | None = None  # steps between scorings of S on fold 0; 0: the last set
+    # is kept; None: zodd.plan
 
     # evaluating black boxes: parallelism and faults
     workers: int = 0  # Ray actors evaluating candidates; 0: in-process, Ray not imported
@@ -122,8 +127,10 @@ class DistillConfig:
         if self.ce_weight is not None and not (math.isfinite(self.ce_weight)
                                                and self.ce_weight >= 0):
             raise bad("ce_weight", "must be a finite number, 0 or above")
-        for name in ("workers", "retries", "worker_retries", "max_failures"):
-            if getattr(self, name) < 0:
+        if self.folds < 2:
+            raise bad("folds", "must be at least 2: fold 0 chooses the set, the others search")
+        for name in ("workers", "retries", "worker_retries", "max_failures", "select_every"):
+            if (getattr(self, name) or 0) < 0:
                 raise bad(name, "must be at least 0")
         if (self.objective == "command") != bool(self.command and self.command.strip()):
             raise ZoddError("--objective command and --command go together: give both or neither")

@@ -66,6 +66,7 @@ def distill(cfg: DistillConfig, data: ImageData, out: Path | None = None,
             if result is not None:  # the run began: its set is saved whatever ended it
                 for leaf in loop.leaves:
                     leaf.requires_grad_(False)
+                result.kept = loop.keep()  # --select-every: the best set on fold 0
                 result.synthetic = loop.decoded_set()
                 if out is not None:
                     _save_set(loop, out, result.synthetic)
@@ -150,6 +151,10 @@ def _run(loop: Loop, cfg: DistillConfig, result: Run, out: Path | None, log: run
                else time.perf_counter() - last_checkpoint >= plan.checkpoint_seconds)
         # a checkpoint also at the end, so a finished run can be extended with --resume
         end = result.stopped_by != "iterations" or loop.step >= plan.iterations
+        if end:  # --select-every: the last set is a candidate for keeping too
+            started = time.perf_counter()
+            log.pending[-1].update(loop.choose())
+            loop.seconds += time.perf_counter() - started
         if due or end or len(log.pending) >= plan.log_every:
             flush()
         if out is not None and (due or end):

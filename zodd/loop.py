@@ -57,10 +57,16 @@ class Loop:
         self.binding = build.binding(plan, data, self.rep, self.labels, self.train_x,
                                      self.syn.source, pool)
         self.step, self.queries, self.seconds, self.failures = 0, 0, warm_seconds, 0
+        # --select-every: the best set on fold 0 so far ({"step", "held_out", "point"}), the
+        # set the run keeps (zodd.binding.choose), and the last step whose set was scored there
+        self.kept: dict | None = None
+        self.chosen_at = -1
 
     def advance(self) -> dict:
         """One iteration: update theta on a real subsample, bind the objective, estimate, step S.
         Returns its log row (without the time)."""
+        start = ({"held_out_start": self.choose().get("held_out")}
+                 if self.plan.select_every and self.chosen_at < 0 else {})
         self.network.refresh(self.step, self.gen)  # before the real batch: the order of draws
         real = self._real_batch(self.plan.batch_size)  # [classes, n, ch, h, w]
         one_pass = self.plan.one_pass and self.network.net is not None
@@ -83,8 +89,36 @@ class Loop:
             self.failures += guard.failures
             row.update(failures=guard.failures, retried=guard.retried,
                        fault=guard.messages[-1][:200])
+        if self.plan.select_every and self.step % self.plan.select_every == 0:
+            row.update(self.choose())
         loss = estimate.loss if estimate else None  # None: a skipped step (JSON has no NaN)
-        return {"step": self.step, "queries": self.queries, "loss": loss, **terms, **row}
+        return {"step": self.step, "queries": self.queries, "loss": loss, **terms, **start,
+                **row}
+
+    def choose(self) -> dict:
+        """``--select-every``: S scored on fold 0 (zodd.binding.choose: data the search never
+        scores, seed 0), kept when it is the best so far; the log row's values. Nothing when
+        this step's set was scored there already. One query; a failure counts as one."""
+        if not self.plan.select_every or self.chosen_at == self.step:
+            return {}
+        value, guard = self.binding.choose(self.point())
+        self.chosen_at, self.queries = self.step, self.queries + 1
+        self.failures += guard.failures
+        if value is None:
+            return {"held_out": None, "held_out_fault": guard.messages[-1][:200]}
+        if self.kept is None or value < self.kept["held_out"]:
+            self.kept = {"step": self.step, "held_out": value, "point": self.point().clone()}
+        return {"held_out": value}
+
+    def keep(self) -> dict | None:
+        """``--select-every``: S becomes the kept set (the best on fold 0) at the run's end;
+        its step and score."""
+        if self.kept is None:
+            return None
+        with torch.no_grad():
+            for leaf, value in zip(self.leaves, split(self.kept["point"], self.leaves)):
+                leaf.copy_(value)
+        return {"step": self.kept["step"], "held_out": self.kept["held_out"]}
 
     def point(self) -> torch.Tensor:
         """S as the estimators see it, detached: the stored images, packed with their labels
@@ -147,6 +181,9 @@ class Loop:
             "labels": None if self.y is None else self.y.detach().cpu().clone(),
             **self.stepper.state_dict(),
             "generator": self.gen.get_state(), **self.network.state_dict(),
+            "chosen_at": self.chosen_at,
+            "kept": None if self.kept is None else {**self.kept,
+                                                     "point": self.kept["point"].cpu().clone()},
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -163,6 +200,8 @@ class Loop:
         self.gen.set_state(state["generator"])
         self.step, self.queries, self.seconds = state["step"], state["queries"], state["seconds"]
         self.failures = state.get("failures", 0)
+        self.chosen_at, kept = state.get("chosen_at", -1), state.get("kept")
+        self.kept = None if kept is None else {**kept, "point": kept["point"].to(self.x.device)}
         self.network.load_state_dict(state, self.gen)
 
     def check_finite(self, since: int) -> None:
@@ -210,7 +249,7 @@ WARM_START = dict(
     label_lr=None, updater="native", one_pass=False, compile=False, network="convnet",
     reinit_every=None, model_steps=None, update_batch=None, queue_size=None, queue_every=None,
     ce_weight=None, pool_size=None, pool_steps=None, pool_lr=None, max_seconds=None,
-    max_queries=None)
+    max_queries=None, select_every=None)
 
 
 def warm_start(plan: Plan, data: ImageData) -> tuple[SyntheticSet, float]:

@@ -59,6 +59,13 @@ OPTIONS = {
                       "{{input}}' (see README).", "--objective command"),
     "command_timeout": Option("Objective", "Seconds per call of --command.",
                               "--objective command"),
+    "folds": Option("Objective", "A score's data in folds: the search's steps score on folds "
+                    "1..N-1 (a --command's {{fold}}, drawn with each step's {{seed}}), fold 0 "
+                    "is kept for choosing the set (--select-every)."),
+    "select_every": Option("Objective", "Steps between scorings of S on fold 0 (seed 0): the "
+                           "run keeps the best set seen there, not the last (0: the last; "
+                           "default: {SELECT_EVERY} for prototype, trained and a --command "
+                           "taking {{fold}}, else 0)."),
     "surrogate": Option("Estimator and steps", "A differentiable objective (dm, gm) whose "
                         "gradient at S guides the estimate: its direction gets its own finite "
                         "difference, the random directions span the rest (unbiased; one more "

@@ -114,6 +114,7 @@ CHECKPOINT_SECONDS = 60.0  # between checkpoints when checkpoint_every is None
 PAPER_LR = 0.1  # eq. 18: s = 0.1 / sqrt(1 + E)
 FALLBACK_LR = 0.1  # a torch optimiser on an objective that names no step size
 WARM_ITERATIONS = 20  # --init dm: a few seconds on digits, about a minute on Fashion-MNIST (CPU)
+SELECT_EVERY = 5  # steps between scorings of S on fold 0 (one evaluation each)
 ES_LR = 0.01  # Adam's step on standardised pixels for the es estimator (OpenES's usual value)
 LOG_EVERY_GPU = 25  # on a GPU, log values are fetched every N iterations, not after each
 QUEUE_EVERY = ((1, 5), (2, 30))  # (ipc from, interval): IDM's --net_generate_interval
@@ -240,6 +241,10 @@ def check(cfg: DistillConfig) -> DistillConfig:
         _check_labels(cfg, objective)
     elif cfg.label_lr is not None:
         raise _bad(cfg, "label_lr", "it is the step size of learned labels: give --labels learn")
+    if cfg.select_every and not chooses_on_fold(cfg):
+        raise _bad(cfg, "select_every", "it chooses the kept set on fold 0 of a score's data: "
+                   "prototype and trained hold one out, a --command holds one out when it "
+                   "takes {fold}, a matching objective has none")
     if cfg.pool_size is not None:
         _check_pool(cfg, objective)
     else:
@@ -250,6 +255,14 @@ def check(cfg: DistillConfig) -> DistillConfig:
     check_model(cfg.network)
     object.__setattr__(cfg, CHECKED, True)  # not a field: a changed copy is unchecked
     return cfg
+
+
+def chooses_on_fold(cfg: DistillConfig) -> bool:
+    """Whether the run's objective scores data with a part its search never sees (fold 0),
+    on which the set to keep can be chosen (``--select-every``)."""
+    objective = OBJECTIVES[cfg.objective]
+    return (not objective.differentiable
+            and bool(getattr(objective, "chooses_on_fold", lambda c: False)(cfg.command)))
 
 
 def is_checked(cfg) -> bool:
@@ -363,6 +376,8 @@ def resolve(cfg: DistillConfig, data: ImageData) -> Plan:
         device=device, width=cfg.width or width, depth=cfg.depth or depth,
         init=("real" if objective.differentiable else "dm") if cfg.init == "auto" else cfg.init,
         warm_iterations=cfg.warm_iterations or WARM_ITERATIONS,
+        select_every=(SELECT_EVERY if chooses_on_fold(cfg) else 0) if cfg.select_every is None
+        else cfg.select_every,
         reinit_every=reinit_every, model_steps=model_steps,
         batch_size=n_real, update_batch=min(n_update or n_real, n_real),
         queue_every=(cfg.queue_every or _from_ipc(QUEUE_EVERY, cfg.ipc)) if queue else None,

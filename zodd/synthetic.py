@@ -53,6 +53,8 @@ class Run:
     plan: dict = field(default_factory=dict)  # what the settings resolved to (Plan.to_dict)
     config: DistillConfig | None = None  # the settings as asked
     path: Path | None = None  # the run directory (None: nothing was written)
+    # --select-every: the step whose set was kept (the best on fold 0) and its score there
+    kept: dict | None = None
 
     @property
     def images(self) -> torch.Tensor:

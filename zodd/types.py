@@ -76,7 +76,9 @@ class StepContext:
 
     ``real`` holds the real subsample of this step, ``real[c]`` the images of class ``c``
     (shape ``[classes, n, ch, h, w]``). ``seed`` fixes any randomness inside the objective (the
-    augmentation), so every candidate of the step sees the same transformation.
+    augmentation, a score's initialisation), so every candidate of the step sees the same
+    transformation; a fresh one each step, drawn from the run's generator. ``fold`` names the
+    part of a score's data the step scores on (fold 0 is kept for choosing the set).
     """
 
     net: nn.Module | None  # None for objectives that score S alone
@@ -92,6 +94,10 @@ class StepContext:
     # with their graph (``SharesRealPass.take_one_pass``) for the updater; 0: none
     one_pass: int = 0
     compile: bool = False  # --compile: the pass over the real batch through zodd.compiled
+    # the part of a score's data to score on: 1..folds-1 on the search's steps (drawn with the
+    # step's seed), 0 when the run chooses the set to keep (zodd.binding; a command's {fold})
+    fold: int = 1
+    folds: int = 5
     # dm: the weight of the synthetic images' cross-entropy under ``net`` added to each class's
     # loss (IDM's class-aware regulariser: --ce-weight times the network's accuracy); 0: none
     ce_weight: float = 0.0
