@@ -5,6 +5,8 @@
     python benchmarks/blackbox.py evaluators --dataset digits --ipc 1 --seconds 120 --out OUT
     python benchmarks/blackbox.py plot OUT/evaluators.json     # its plot again
     python benchmarks/blackbox.py seeds 0=OUT0/evaluators.json 1=OUT1/evaluators.json  # one table
+    python benchmarks/blackbox.py generalise --dataset fashion-mnist --ipc 1 --seeds 0,1,2 \
+        --seconds 600 --out OUT                                   # resumable; --report: its table
 
 prototype: `zodd distill --objective prototype --estimator gaussian` on digits, and the
 nearest-prototype error on the digits test set before (the random-real initialisation) and after.
@@ -18,6 +20,14 @@ black-box runs' time (a generic distillation that never sees the evaluator); zod
 runs (``METHODS``). Each black-box run gets ``--seconds`` of distillation (the latent prior is
 trained once beforehand, its time reported apart). Writes OUT/evaluators.json, .md and .png
 (per evaluator: the scored-half error against queries, and where each run ended unseen).
+generalise: the user's question, given ``--seconds`` (600): per seed and evaluator, on the half
+of the test set no run saw, random real; DM autograd given the same seconds (DM's own schedule,
+a fresh network each step: the warm start's); the warm start alone (its 20 DM steps); the
+default black-box run (``--objective command`` and ``--max-seconds`` only) against a scorer
+taking ``{seed} {fold} {folds}`` (a fresh model seed and fifth of the scored half each step,
+the set kept chosen on fold 0); with ``--rows fixed`` also the same run against the scorer
+without them (one fixed seed and the whole scored half). Each run is skipped when its set
+exists (the grid resumes); OUT/generalise.json holds the errors, ``--report`` prints the table.
 """
 from __future__ import annotations
 
@@ -25,6 +35,7 @@ import argparse
 import json
 import shlex
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -129,8 +140,6 @@ def evaluators(args) -> None:
             "--overwrite", "--iterations", 1_000_000]
 
     def test_error(kind: str, run: Path) -> float:
-        import subprocess
-
         done = subprocess.run([sys.executable, script, kind, args.dataset, "test",
                                run / "synthetic.pt"], capture_output=True, text=True, check=True)
         return 100 * float(done.stdout)
@@ -186,6 +195,100 @@ def evaluators(args) -> None:
     (out / "evaluators.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     plot(table, out / "evaluators.png")
+
+
+GENERALISE_ROWS = {  # label -> the evaluator's extra arguments (zodd's placeholders)
+    "default": " {seed} {fold} {folds}",
+    "fixed": "",  # the scorer as before: seed 0, the whole scored half
+}
+
+
+def generalise(args) -> None:
+    from zodd.data import load
+    from zodd.plan import WARM_ITERATIONS
+    from zodd.synthetic import initialise, save
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = out / "generalise.json"
+    table = json.loads(results.read_text()) if results.exists() else {}
+    if args.report:
+        return print(generalise_table(table, args.seconds))
+    data = load(args.dataset)
+    script = HERE / "evaluators.py"
+    for seed in args.seeds:
+        cell = out / f"ipc{args.ipc}" / f"s{seed}"
+        base = ["--dataset", args.dataset, "--ipc", args.ipc, "--seed", seed, "--quiet",
+                "--overwrite"]
+        runs = {"random real": cell / "random",
+                f"DM autograd, {args.seconds:g} s": cell / "dm",
+                "warm start alone": cell / "warm"}
+        if not (runs["random real"] / "synthetic.pt").exists():
+            runs["random real"].mkdir(parents=True, exist_ok=True)
+            save(initialise(data, args.ipc, "real", torch.Generator().manual_seed(seed)),
+                 runs["random real"], data)
+        dm = ["--objective", "dm", "--updater", "native", "--estimator", "autograd"]
+        if not (runs[f"DM autograd, {args.seconds:g} s"] / "synthetic.pt").exists():
+            sh(["zodd", "distill", *base, *dm, "--iterations", 1_000_000, "--max-seconds",
+                args.seconds, "--out", cell / "dm"])
+        if not (runs["warm start alone"] / "synthetic.pt").exists():
+            sh(["zodd", "distill", *base, *dm, "--iterations", WARM_ITERATIONS,
+                "--out", cell / "warm"])
+        for kind in args.kinds:
+            for row in args.rows:
+                run = cell / f"bb-{row}-{kind}"
+                command = (f"{sys.executable} {script} {kind} {args.dataset} score {{input}}"
+                           + GENERALISE_ROWS[row])
+                if not (run / "synthetic.pt").exists():
+                    sh(["zodd", "distill", *base, "--objective", "command", "--command", command,
+                        "--iterations", 1_000_000, "--max-seconds", args.seconds, "--out", run])
+                runs[f"black box ({row})"] = run
+            key = f"ipc{args.ipc}/s{seed}/{kind}"
+            table[key] = {}
+            for label, run in runs.items():
+                done = subprocess.run([sys.executable, script, kind, args.dataset, "test",
+                                       run / "synthetic.pt"], capture_output=True, text=True,
+                                      check=True)
+                rows = ([json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+                        if (run / "log.jsonl").exists() else [])
+                table[key][label] = {"error": 100 * float(done.stdout),
+                                     "steps": rows[-1]["step"] if rows else 0,
+                                     "queries": rows[-1]["queries"] if rows else 0,
+                                     "seconds": rows[-1]["seconds"] if rows else 0.0}
+            results.write_text(json.dumps(table, indent=1))
+            print(key, {k: round(v["error"], 2) for k, v in table[key].items()}, flush=True)
+    print(generalise_table(table, args.seconds))
+
+
+def generalise_table(table: dict, seconds: float) -> str:
+    """Per IPC and evaluator: each row's unseen-half error, mean ± std over seeds; the black
+    box minus DM (and in how many seeds it is below), and the queries' own gain (warm start
+    minus black box: above 0 is a gain)."""
+    from harness import mean_std
+
+    lines = ["| IPC | evaluator | random real | DM autograd, same seconds | warm start alone | "
+             "black box | queries' gain (warm − black box) | black box − DM | below DM in |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for key, rows in table.items():
+        ipc, _, kind = key.split("/")
+        groups.setdefault((ipc, kind), []).append(rows)
+    for (ipc, kind), cells in sorted(groups.items()):
+        dm = f"DM autograd, {seconds:g} s"
+        for bb in sorted({k for c in cells for k in c if k.startswith("black box")}):
+            have = [c for c in cells if bb in c]
+
+            def col(label: str) -> str:
+                m, s = mean_std([c[label]["error"] for c in have])
+                return f"{m:.2f} ± {s:.2f}"
+
+            gain = mean_std([c["warm start alone"]["error"] - c[bb]["error"] for c in have])
+            gap = [c[bb]["error"] - c[dm]["error"] for c in have]
+            lines.append(f"| {ipc[3:]} | {kind} ({bb[11:-1]}) | {col('random real')} | "
+                         f"{col(dm)} | {col('warm start alone')} | {col(bb)} | "
+                         f"{gain[0]:+.2f} ± {gain[1]:.2f} | {mean_std(gap)[0]:+.2f} | "
+                         f"{sum(g < 0 for g in gap)} of {len(have)} |")
+    return "\n".join(lines)
 
 
 def seeds(args) -> None:
@@ -288,13 +391,25 @@ def main() -> None:
     sd.add_argument("tables", nargs="+", metavar="SEED=FILE", type=seed_and_file,
                     help="a seed and its evaluators.json (a seed may be given twice)")
     sd.add_argument("--out", type=Path, help="also write the table here (markdown)")
+    g = sub.add_parser("generalise", help="the default black-box run against DM given the "
+                       "same seconds, on the unseen half (resumable)")
+    g.add_argument("--dataset", default="fashion-mnist")
+    g.add_argument("--ipc", type=int, default=1)
+    g.add_argument("--seeds", type=lambda t: [int(x) for x in t.split(",")], default=[0, 1, 2])
+    g.add_argument("--seconds", type=float, default=600.0)
+    g.add_argument("--kinds", type=lambda t: t.split(","), default=["knn", "mlp", "trees"])
+    g.add_argument("--rows", type=lambda t: t.split(","), default=["default"],
+                   help="black-box rows: default (the scorer takes {seed} {fold} {folds}), "
+                   "fixed (it does not)")
+    g.add_argument("--report", action="store_true", help="print the table of what is done")
+    g.add_argument("--out", required=True)
     pl = sub.add_parser("plot", help="the evaluators' plot again, from its .json (beside it)")
     pl.add_argument("table", type=Path)
     args = ap.parse_args()
     if args.what == "plot":
         return plot(json.loads(args.table.read_text()), args.table.with_suffix(".png"))
     {"prototype": prototype, "workers": workers, "evaluators": evaluators,
-     "seeds": seeds}[args.what](args)
+     "seeds": seeds, "generalise": generalise}[args.what](args)
 
 
 if __name__ == "__main__":

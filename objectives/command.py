@@ -1,8 +1,8 @@
 """Any external program as the objective.
 
 For each batch of candidates zodd writes ``candidates.npz`` to a temporary directory:
-``images`` float32 [K, N, ch, h, w] in [0, 1] pixels and ``labels`` int64 [N] (class-major);
-with ``--labels learn``, ``labels`` is float32 [K, N, classes] instead, each candidate's label
+``images`` float32 [K, N, ch, h, w] in [0, 1] pixels (values of S beyond them clipped, as an
+image file would clip them) and ``labels`` int64 [N] (class-major); with ``--labels learn``, ``labels`` is float32 [K, N, classes] instead, each candidate's label
 vectors (zodd.labels: they start as FRePo's centred one-hot, 1 - 1/C for the class and -1/C
 elsewhere).
 It runs the program without a shell, with ``{input}`` in its arguments replaced by the file's
@@ -73,7 +73,8 @@ class BoundCommand:
         k = candidates.shape[0]
         written = (self.labels if labels is None else
                    labels.detach().cpu().numpy().astype(np.float32))
-        pixels = to_pixels(candidates.detach(), self.pixel_mean, self.pixel_std)
+        # the contract's [0, 1]: S's values beyond it are clipped, as an image file would be
+        pixels = to_pixels(candidates.detach(), self.pixel_mean, self.pixel_std).clamp(0, 1)
         pixels = pixels.cpu().numpy().astype(np.float32)
         with tempfile.TemporaryDirectory(prefix="zodd-") as tmp:
             path = Path(tmp) / "candidates.npz"

@@ -1,4 +1,5 @@
 """Objectives with no gradient, the external-command contract, and faults of the black box."""
+import dataclasses
 import json
 import math
 import os
@@ -202,3 +203,18 @@ def test_in_process_evaluation_does_not_import_ray(digits):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
+
+
+def test_a_command_sees_pixels_in_zero_one_as_the_contract_says(digits):
+    """S's standardised values may lie far beyond the pixels' range; the program gets them
+    clipped to [0, 1] (what an image file of S would hold), with the step's seed and fold."""
+    program = ("import json, sys, numpy as np; x = np.load(sys.argv[1])['images']; "
+               "print(json.dumps([float(x.min()), float(x.max()), float(sys.argv[2]), "
+               "float(sys.argv[3])]))")
+    spec = OBJECTIVES["command"](argv=(sys.executable, "-c", program, "{input}", "{seed}",
+                                       "{fold}"))
+    box = spec.bind(dataclasses.replace(_ctx(digits), fold=2))
+    candidates = torch.randn(4, 20, 1, 8, 8) * 50  # thousands of pixels beyond [0, 1]
+    low, high, seed, fold = box(candidates).tolist()
+    assert low == 0.0 and high == 1.0
+    assert (seed, fold) == (3, 2)
