@@ -143,6 +143,26 @@ def test_the_warm_start_is_exactly_a_dm_run_of_that_many_steps(digits, tmp_path)
     assert torch.equal(loop.syn.source, start.syn.source)  # kept out of the held-out images
 
 
+def test_a_warm_start_scored_on_fold_zero_stops_there_and_hands_on_its_best_set(digits,
+                                                                                 tmp_path):
+    """DM steps scored on fold 0 every 2: the warm start ends after WARM_PATIENCE scorings
+    found nothing better (or at its most) and hands on the best set scored: exactly a DM run
+    of that many steps."""
+    from zodd.plan import WARM_PATIENCE
+
+    cfg = DistillConfig(ipc=2, batch_size=16, objective="prototype", seed=3, select_every=2,
+                        warm_iterations=60)
+    loop = Loop(resolve(cfg, digits), digits)
+    warm = loop.warm
+    assert warm.kept % 2 == 0 and 0 < warm.kept <= warm.steps <= 60
+    assert warm.steps == 60 or warm.steps - warm.kept == 2 * WARM_PATIENCE
+    assert warm.queries == warm.steps // 2 and loop.queries == warm.queries
+    dm = tmp_path / "dm"
+    distill(DistillConfig(ipc=2, batch_size=16, iterations=warm.kept, objective="dm",
+                          estimator="autograd", updater="native", seed=3), digits, dm)
+    assert torch.equal(loop.x.detach(), _images(dm))
+
+
 def test_a_warm_started_run_resumes_bitwise(tmp_path, monkeypatch, capsys):
     flags = ["--ipc", "2", "--batch-size", "16", "--objective", "prototype", "--init", "dm",
              "--warm-iterations", "3", "--checkpoint-every", "1", "--quiet"]

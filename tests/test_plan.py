@@ -121,7 +121,14 @@ def test_resolve_fills_every_auto_setting(digits):
     score = resolve(DistillConfig(objective="prototype"), digits)
     assert (score.estimator, score.optimizer, score.lr, score.sigma, score.directions) == (
         "es", "adam", 0.01, 0.3, 32)
-    assert (score.init, score.warm_iterations) == ("dm", 20)
+    # a score holding images out chooses its set on fold 0, and its warm start stops by it
+    assert (score.init, score.select_every, score.warm_iterations) == ("dm", 5, 200)
+    last = resolve(DistillConfig(objective="prototype", select_every=0), digits)
+    assert (last.select_every, last.warm_iterations) == (0, 20)
+    assert plan.select_every == 0  # a matching objective has no fold 0
+    for command, chooses in (("prog {input}", False), ("prog {input} {fold}", True)):
+        cmd = resolve(DistillConfig(objective="command", command=command), digits)
+        assert bool(cmd.select_every) == chooses
     paper = resolve(DistillConfig(objective="prototype", estimator="gaussian"), digits)
     assert (paper.optimizer, paper.lr) == ("paper", 0.1)
     guided = resolve(DistillConfig(objective="prototype", surrogate="dm"), digits)

@@ -37,8 +37,9 @@ def distill(cfg: DistillConfig, data: ImageData, out: Path | None = None,
     prior when the caller holds it (else it is loaded from its cache)."""
     plan = resolve(cfg, data)  # cfg stays the config as asked (config.json, checkpoints)
     if plan.init == "dm" and not resume:
-        note(f"warm start: {plan.warm_iterations} DM steps with exact gradients before the "
-             "first query (--init dm)")
+        note(f"warm start: DM with exact gradients before the first query (--init dm), "
+             + (f"at most {plan.warm_iterations} steps, while they improve the score on fold 0"
+                if plan.select_every else f"{plan.warm_iterations} steps"))
     pool, loop, log, result, lock = None, None, None, None, None
     try:
         if out is not None:
@@ -48,6 +49,9 @@ def distill(cfg: DistillConfig, data: ImageData, out: Path | None = None,
 
             pool = RayPool(plan.workers, plan.seed, plan.ray_address, plan.worker_retries)
         loop = Loop(plan, data, pool, resuming=resume, prior=prior)
+        if loop.warm.steps and plan.select_every:
+            note(f"warm start: {loop.warm.steps} DM steps in {loop.warm.seconds:.0f} s; the set "
+                 f"of step {loop.warm.kept} was the best on fold 0")
         if out is not None:
             if resume:
                 state = rundir.read_checkpoint(out)
@@ -153,7 +157,7 @@ def _run(loop: Loop, cfg: DistillConfig, result: Run, out: Path | None, log: run
         end = result.stopped_by != "iterations" or loop.step >= plan.iterations
         if end:  # --select-every: the last set is a candidate for keeping too
             started = time.perf_counter()
-            log.pending[-1].update(loop.choose())
+            log.pending[-1].update(loop.choose(last=True))
             loop.seconds += time.perf_counter() - started
         if due or end or len(log.pending) >= plan.log_every:
             flush()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -22,7 +23,7 @@ import torch
 from zodd import build
 from zodd import labels as label_sets
 from zodd.data import ImageData, draw_per_class
-from zodd.plan import Plan, resolve
+from zodd.plan import WARM_PATIENCE, WARM_SHARE, Plan, resolve
 from zodd.sets import start
 from zodd.steppers import split
 from zodd.synthetic import INITS, SyntheticSet, class_major, initialise, save
@@ -38,7 +39,7 @@ class Loop:
         self.plan, self.data = plan, data  # pool: a RayPool, or None; prior: the trained one
         self.gen = torch.Generator().manual_seed(plan.seed)
         self.rep, prior = build.representation(plan, data, prior)
-        self.syn, warm_seconds = initial_set(plan, data, self.rep, self.gen, resuming)
+        self.syn, warm = initial_set(plan, data, self.rep, self.gen, resuming)
         if prior is not None:
             prior.to(plan.device)
         self.x = self.syn.images.requires_grad_(True)
@@ -56,17 +57,21 @@ class Loop:
         self.good = self.point().clone()  # the last set known to be finite
         self.binding = build.binding(plan, data, self.rep, self.labels, self.train_x,
                                      self.syn.source, pool)
-        self.step, self.queries, self.seconds, self.failures = 0, 0, warm_seconds, 0
+        self.step, self.queries, self.seconds, self.failures = 0, warm.queries, warm.seconds, 0
+        self.warm = warm  # what a warm start did (--init dm), reported in the first log row
         # --select-every: the best set on fold 0 so far ({"step", "held_out", "point"}), the
         # set the run keeps (zodd.binding.choose), and the last step whose set was scored there
         self.kept: dict | None = None
         self.chosen_at = -1
+        self.last: dict | None = None  # the set the run ends with, scored off the schedule
 
     def advance(self) -> dict:
         """One iteration: update theta on a real subsample, bind the objective, estimate, step S.
         Returns its log row (without the time)."""
         start = ({"held_out_start": self.choose().get("held_out")}
                  if self.plan.select_every and self.chosen_at < 0 else {})
+        if self.step == 0 and self.warm.steps:
+            start.update(warm_steps=self.warm.steps, warm_kept=self.warm.kept)
         self.network.refresh(self.step, self.gen)  # before the real batch: the order of draws
         real = self._real_batch(self.plan.batch_size)  # [classes, n, ch, h, w]
         one_pass = self.plan.one_pass and self.network.net is not None
@@ -95,24 +100,35 @@ class Loop:
         return {"step": self.step, "queries": self.queries, "loss": loss, **terms, **start,
                 **row}
 
-    def choose(self) -> dict:
+    def choose(self, last: bool = False) -> dict:
         """``--select-every``: S scored on fold 0 (zodd.binding.choose: data the search never
         scores, seed 0), kept when it is the best so far; the log row's values. Nothing when
-        this step's set was scored there already. One query; a failure counts as one."""
+        this step's set was scored there already. One query; a failure counts as one.
+        ``last``: the set a run ends with (off the schedule), a candidate for this end only:
+        not in the checkpoint, so a resumed run chooses among the sets an uninterrupted one
+        would have."""
         if not self.plan.select_every or self.chosen_at == self.step:
             return {}
         value, guard = self.binding.choose(self.point())
-        self.chosen_at, self.queries = self.step, self.queries + 1
+        self.queries += 1
         self.failures += guard.failures
         if value is None:
             return {"held_out": None, "held_out_fault": guard.messages[-1][:200]}
-        if self.kept is None or value < self.kept["held_out"]:
-            self.kept = {"step": self.step, "held_out": value, "point": self.point().clone()}
+        if not last:
+            self.chosen_at = self.step
+        candidate = {"step": self.step, "held_out": value, "point": self.point().clone()}
+        if last:
+            self.last = candidate
+        elif self.kept is None or value < self.kept["held_out"]:
+            self.kept = candidate
         return {"held_out": value}
 
     def keep(self) -> dict | None:
-        """``--select-every``: S becomes the kept set (the best on fold 0) at the run's end;
-        its step and score."""
+        """``--select-every``: S becomes the kept set (the best on fold 0, the set it ends with
+        among them) at the run's end; its step and score."""
+        if self.last is not None and (self.kept is None
+                                      or self.last["held_out"] < self.kept["held_out"]):
+            self.kept = self.last
         if self.kept is None:
             return None
         with torch.no_grad():
@@ -217,26 +233,38 @@ class Loop:
                         "lower --lr or --sigma")
 
 
+@dataclass(frozen=True)
+class Warm:
+    """What a warm start did: its DM steps, the step whose set it handed on, the seconds and
+    the fold-0 scorings (queries) it took; zeros for every other start."""
+
+    steps: int = 0
+    kept: int = 0
+    seconds: float = 0.0
+    queries: int = 0
+
+
 def initial_set(plan: Plan, data: ImageData, rep, gen: torch.Generator,
-                resuming: bool) -> tuple[SyntheticSet, float]:
-    """S before its first step (the stored set, on the plan's device) and the seconds a warm
-    start took (``--init dm``: they count against ``--max-seconds``)."""
-    syn, seconds = _start(plan, data, rep, gen, resuming)
+                resuming: bool) -> tuple[SyntheticSet, Warm]:
+    """S before its first step (the stored set, on the plan's device) and what a warm start
+    did (``--init dm``: its seconds count against ``--max-seconds``)."""
+    syn, warm = _start(plan, data, rep, gen, resuming)
     syn.images, syn.labels = syn.images.to(plan.device), syn.labels.to(plan.device)
-    return syn, seconds
+    return syn, warm
 
 
 def _start(plan: Plan, data: ImageData, rep, gen: torch.Generator,
-           resuming: bool) -> tuple[SyntheticSet, float]:
+           resuming: bool) -> tuple[SyntheticSet, Warm]:
     if plan.init in INITS and INITS[plan.init] is not None:
-        return initialise(data, plan.ipc, plan.init, gen, rep), 0.0
+        return initialise(data, plan.ipc, plan.init, gen, rep), Warm()
     if resuming:  # the checkpoint holds S: the set it started from may be gone; a warm start's
         # real images (its source) are drawn again, to stay out of the held-out ones
         how = "real" if plan.init == "dm" else "noise"
-        return initialise(data, plan.ipc, how, torch.Generator().manual_seed(plan.seed), rep), 0.0
+        return (initialise(data, plan.ipc, how, torch.Generator().manual_seed(plan.seed), rep),
+                Warm())
     if plan.init == "dm":
         return warm_start(plan, data)
-    return start(plan.init, data, plan.ipc, rep, rep.record() or {"name": "pixel"}), 0.0
+    return start(plan.init, data, plan.ipc, rep, rep.record() or {"name": "pixel"}), Warm()
 
 
 # what a warm start changes of the run's plan: distribution matching with exact gradients on
@@ -252,15 +280,44 @@ WARM_START = dict(
     max_queries=None, select_every=None)
 
 
-def warm_start(plan: Plan, data: ImageData) -> tuple[SyntheticSet, float]:
-    """``--init dm``: the stored set after ``plan.warm_iterations`` steps of distribution
-    matching (``WARM_START``) from the real start, and the seconds they took."""
+def warm_start(plan: Plan, data: ImageData) -> tuple[SyntheticSet, Warm]:
+    """``--init dm``: distribution matching with exact gradients (``WARM_START``) from the real
+    start, for at most ``plan.warm_iterations`` steps. When the run chooses its set on fold 0
+    (``--select-every``), the DM set is scored there every ``select_every`` steps: the warm
+    start ends once ``WARM_PATIENCE`` scorings in a row found no better set, or at
+    ``WARM_SHARE`` of ``--max-seconds``, and hands on the best set it scored (DM helps some
+    scorers for a hundred steps and others for ten: the score says which)."""
     warm = dataclasses.replace(plan, **WARM_START, iterations=plan.warm_iterations)
     started = time.perf_counter()
     loop = Loop(resolve(warm, data), data)
+    s = loop.syn  # its source: the real images it began from stay out of the scores' held-out
+    choose = _fold_zero(plan, data, loop) if plan.select_every else None
+    best, since, queries = None, 0, 0
     for _ in range(plan.warm_iterations):
         loop.advance()
+        if choose is not None and loop.step % plan.select_every == 0:
+            loop.check_finite(loop.step)
+            value, _ = choose(loop.point())
+            queries += 1
+            if value is not None and (best is None or value < best[0]):
+                best, since = (value, loop.step, loop.x.detach().cpu().clone()), 0
+            else:
+                since += 1
+                if since >= WARM_PATIENCE:
+                    break
+        if (plan.max_seconds is not None
+                and time.perf_counter() - started >= WARM_SHARE * plan.max_seconds):
+            break
     loop.check_finite(loop.step)
-    s = loop.syn  # its source: the real images it began from stay out of the scores' held-out
-    return (SyntheticSet(loop.x.detach().cpu().clone(), s.labels.cpu(), s.num_classes, s.source),
-            time.perf_counter() - started)
+    kept, images = (loop.step, loop.x.detach().cpu().clone()) if best is None else best[1:]
+    return (SyntheticSet(images, s.labels.cpu(), s.num_classes, s.source),
+            Warm(loop.step, kept, time.perf_counter() - started, queries))
+
+
+def _fold_zero(plan: Plan, data: ImageData, loop: "Loop"):
+    """The run's own objective, bound to score a warm-start set on fold 0 (zodd.binding)."""
+    binding = build.binding(plan, data, loop.rep, loop.labels, loop.train_x, loop.syn.source)
+    if plan.labels != "learn":
+        return binding.choose
+    start = label_sets.initial(data.num_classes, plan.ipc).to(plan.device)
+    return lambda x: binding.choose(label_sets.pack(x, start))

@@ -114,6 +114,9 @@ CHECKPOINT_SECONDS = 60.0  # between checkpoints when checkpoint_every is None
 PAPER_LR = 0.1  # eq. 18: s = 0.1 / sqrt(1 + E)
 FALLBACK_LR = 0.1  # a torch optimiser on an objective that names no step size
 WARM_ITERATIONS = 20  # --init dm: a few seconds on digits, about a minute on Fashion-MNIST (CPU)
+WARM_MOST = 200  # --init dm when the run chooses on fold 0: at most; the scorings end it
+WARM_PATIENCE = 3  # fold-0 scorings in a row with no better set end the warm start
+WARM_SHARE = 0.5  # of --max-seconds at most, so the queries get the rest
 SELECT_EVERY = 5  # steps between scorings of S on fold 0 (one evaluation each)
 ES_LR = 0.01  # Adam's step on standardised pixels for the es estimator (OpenES's usual value)
 LOG_EVERY_GPU = 25  # on a GPU, log values are fetched every N iterations, not after each
@@ -361,6 +364,8 @@ def resolve(cfg: DistillConfig, data: ImageData) -> Plan:
     lowres = _lowres(cfg, estimator, set_size // (data.num_classes if cfg.blockwise else 1),
                      data.image_size)
     reinit_every, model_steps, on_synthetic = _schedule(cfg, objective)
+    select_every = ((SELECT_EVERY if chooses_on_fold(cfg) else 0) if cfg.select_every is None
+                    else cfg.select_every)
     queue = cfg.queue_size is not None
     n_update = cfg.update_batch or (max(1, round(QUEUE_BATCH / data.num_classes))
                                     if queue or cfg.pool_size else None)
@@ -375,9 +380,8 @@ def resolve(cfg: DistillConfig, data: ImageData) -> Plan:
         directions=cfg.directions or objective.default_directions, lowres=lowres,
         device=device, width=cfg.width or width, depth=cfg.depth or depth,
         init=("real" if objective.differentiable else "dm") if cfg.init == "auto" else cfg.init,
-        warm_iterations=cfg.warm_iterations or WARM_ITERATIONS,
-        select_every=(SELECT_EVERY if chooses_on_fold(cfg) else 0) if cfg.select_every is None
-        else cfg.select_every,
+        warm_iterations=cfg.warm_iterations or (WARM_MOST if select_every else WARM_ITERATIONS),
+        select_every=select_every,
         reinit_every=reinit_every, model_steps=model_steps,
         batch_size=n_real, update_batch=min(n_update or n_real, n_real),
         queue_every=(cfg.queue_every or _from_ipc(QUEUE_EVERY, cfg.ipc)) if queue else None,
