@@ -22,8 +22,8 @@ trained once beforehand, its time reported apart). Writes OUT/evaluators.json, .
 (per evaluator: the scored-half error against queries, and where each run ended unseen).
 generalise: the user's question, given ``--seconds`` (600): per seed and evaluator, on the half
 of the test set no run saw, random real; DM autograd given the same seconds (DM's own schedule,
-a fresh network each step: the warm start's); the warm start alone (its 20 DM steps); the
-default black-box run (``--objective command`` and ``--max-seconds`` only) against a scorer
+a fresh network each step: the warm start's); the run's warm start alone (DM for as many
+steps as the set it handed on: the same set, no query); the default black-box run (``--objective command`` and ``--max-seconds`` only) against a scorer
 taking ``{seed} {fold} {folds}`` (a fresh model seed and fifth of the scored half each step,
 the set kept chosen on fold 0); with ``--rows fixed`` also the same run against the scorer
 without them (one fixed seed and the whole scored half). Each run is skipped when its set
@@ -205,7 +205,6 @@ GENERALISE_ROWS = {  # label -> the evaluator's extra arguments (zodd's placehol
 
 def generalise(args) -> None:
     from zodd.data import load
-    from zodd.plan import WARM_ITERATIONS
     from zodd.synthetic import initialise, save
 
     out = Path(args.out)
@@ -221,8 +220,7 @@ def generalise(args) -> None:
         base = ["--dataset", args.dataset, "--ipc", args.ipc, "--seed", seed, "--quiet",
                 "--overwrite"]
         runs = {"random real": cell / "random",
-                f"DM autograd, {args.seconds:g} s": cell / "dm",
-                "warm start alone": cell / "warm"}
+                f"DM autograd, {args.seconds:g} s": cell / "dm"}
         if not (runs["random real"] / "synthetic.pt").exists():
             runs["random real"].mkdir(parents=True, exist_ok=True)
             save(initialise(data, args.ipc, "real", torch.Generator().manual_seed(seed)),
@@ -231,9 +229,6 @@ def generalise(args) -> None:
         if not (runs[f"DM autograd, {args.seconds:g} s"] / "synthetic.pt").exists():
             sh(["zodd", "distill", *base, *dm, "--iterations", 1_000_000, "--max-seconds",
                 args.seconds, "--out", cell / "dm"])
-        if not (runs["warm start alone"] / "synthetic.pt").exists():
-            sh(["zodd", "distill", *base, *dm, "--iterations", WARM_ITERATIONS,
-                "--out", cell / "warm"])
         for kind in args.kinds:
             for row in args.rows:
                 run = cell / f"bb-{row}-{kind}"
@@ -243,6 +238,13 @@ def generalise(args) -> None:
                     sh(["zodd", "distill", *base, "--objective", "command", "--command", command,
                         "--iterations", 1_000_000, "--max-seconds", args.seconds, "--out", run])
                 runs[f"black box ({row})"] = run
+                # the run's own warm start alone: DM for as many steps as the set it handed on
+                first = json.loads((run / "log.jsonl").read_text().splitlines()[0])
+                warm = cell / f"warm-{first['warm_kept']}"
+                if not (warm / "synthetic.pt").exists():
+                    sh(["zodd", "distill", *base, *dm, "--iterations", first["warm_kept"],
+                        "--out", warm])
+                runs[f"warm start alone ({row})"] = warm
             key = f"ipc{args.ipc}/s{seed}/{kind}"
             table[key] = {}
             for label, run in runs.items():
@@ -282,10 +284,11 @@ def generalise_table(table: dict, seconds: float) -> str:
                 m, s = mean_std([c[label]["error"] for c in have])
                 return f"{m:.2f} ± {s:.2f}"
 
-            gain = mean_std([c["warm start alone"]["error"] - c[bb]["error"] for c in have])
+            warm = f"warm start alone ({bb[11:-1]})"
+            gain = mean_std([c[warm]["error"] - c[bb]["error"] for c in have])
             gap = [c[bb]["error"] - c[dm]["error"] for c in have]
             lines.append(f"| {ipc[3:]} | {kind} ({bb[11:-1]}) | {col('random real')} | "
-                         f"{col(dm)} | {col('warm start alone')} | {col(bb)} | "
+                         f"{col(dm)} | {col(warm)} | {col(bb)} | "
                          f"{gain[0]:+.2f} ± {gain[1]:.2f} | {mean_std(gap)[0]:+.2f} | "
                          f"{sum(g < 0 for g in gap)} of {len(have)} |")
     return "\n".join(lines)
