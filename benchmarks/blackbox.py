@@ -5,6 +5,7 @@
     python benchmarks/blackbox.py evaluators --dataset digits --ipc 1 --seconds 120 --out OUT
     python benchmarks/blackbox.py plot OUT/evaluators.json     # its plot again
     python benchmarks/blackbox.py seeds 0=OUT0/evaluators.json 1=OUT1/evaluators.json  # one table
+    python benchmarks/blackbox.py dm-curve --dataset fashion-mnist --ipc 1 --out OUT
     python benchmarks/blackbox.py generalise --dataset fashion-mnist --ipc 1 --seeds 0,1,2 \
         --seconds 600 --out OUT                                   # resumable; --report: its table
 
@@ -20,6 +21,7 @@ black-box runs' time (a generic distillation that never sees the evaluator); zod
 runs (``METHODS``). Each black-box run gets ``--seconds`` of distillation (the latent prior is
 trained once beforehand, its time reported apart). Writes OUT/evaluators.json, .md and .png
 (per evaluator: the scored-half error against queries, and where each run ended unseen).
+dm-curve: DM's sets saved at steps (the warm start's schedule) and scored on the unseen half.
 generalise: the user's question, given ``--seconds`` (600): per seed and evaluator, on the half
 of the test set no run saw, random real; DM autograd given the same seconds (DM's own schedule,
 a fresh network each step: the warm start's); the run's warm start alone (DM for as many
@@ -195,6 +197,41 @@ def evaluators(args) -> None:
     (out / "evaluators.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     plot(table, out / "evaluators.png")
+
+
+def dm_curve(args) -> None:
+    """DM as the warm start runs it (native, autograd), its set saved at ``--marks`` steps, each
+    scored by the evaluators on the unseen half: how long DM keeps helping each scorer."""
+    from zodd.data import load
+    from zodd.driver import distill
+    from zodd.plan import settings
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = load(args.dataset)
+    labels = torch.arange(data.num_classes).repeat_interleave(args.ipc)
+
+    def on_step(row: dict, images: torch.Tensor) -> None:
+        if row["step"] in args.marks:
+            torch.save({"images": images.cpu(), "labels": labels, "seconds": row["seconds"]},
+                       out / f"step{row['step']}.pt")
+
+    if not all((out / f"step{m}.pt").exists() for m in args.marks):
+        distill(settings(dataset=args.dataset, ipc=args.ipc, objective="dm", updater="native",
+                         estimator="autograd", iterations=max(args.marks), seed=args.seed),
+                data, on_step=on_step)
+    lines = [f"| DM steps | seconds | {' | '.join(args.kinds)} |",
+             "|---|---|" + "---|" * len(args.kinds)]
+    for mark in args.marks:
+        path = out / f"step{mark}.pt"
+        cells = [100 * float(subprocess.run(
+            [sys.executable, HERE / "evaluators.py", kind, args.dataset, "test", path],
+            capture_output=True, text=True, check=True).stdout) for kind in args.kinds]
+        seconds = torch.load(path, weights_only=True)["seconds"]
+        lines.append(f"| {mark} | {seconds:.0f} | " + " | ".join(f"{c:.2f}" for c in cells)
+                     + " |")
+    (out / "dm-curve.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
 
 
 GENERALISE_ROWS = {  # label -> the evaluator's extra arguments (zodd's placeholders)
@@ -394,6 +431,14 @@ def main() -> None:
     sd.add_argument("tables", nargs="+", metavar="SEED=FILE", type=seed_and_file,
                     help="a seed and its evaluators.json (a seed may be given twice)")
     sd.add_argument("--out", type=Path, help="also write the table here (markdown)")
+    dc = sub.add_parser("dm-curve", help="DM's sets at steps, scored on the unseen half")
+    dc.add_argument("--dataset", default="fashion-mnist")
+    dc.add_argument("--ipc", type=int, default=1)
+    dc.add_argument("--seed", type=int, default=0)
+    dc.add_argument("--marks", type=lambda t: [int(x) for x in t.split(",")],
+                    default=[1, 5, 10, 20, 30, 40, 60, 80, 100, 120, 150, 200, 250, 300])
+    dc.add_argument("--kinds", type=lambda t: t.split(","), default=["knn", "mlp", "trees"])
+    dc.add_argument("--out", required=True)
     g = sub.add_parser("generalise", help="the default black-box run against DM given the "
                        "same seconds, on the unseen half (resumable)")
     g.add_argument("--dataset", default="fashion-mnist")
@@ -412,7 +457,7 @@ def main() -> None:
     if args.what == "plot":
         return plot(json.loads(args.table.read_text()), args.table.with_suffix(".png"))
     {"prototype": prototype, "workers": workers, "evaluators": evaluators,
-     "seeds": seeds, "generalise": generalise}[args.what](args)
+     "seeds": seeds, "generalise": generalise, "dm-curve": dm_curve}[args.what](args)
 
 
 if __name__ == "__main__":
