@@ -12,7 +12,6 @@ import torch
 from zodd.data import load
 from zodd.synthetic import initialise
 
-ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "zodd.cli", "distill"]
 SCORER = Path(__file__).with_name("fold_evaluator.py")
 
