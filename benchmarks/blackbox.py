@@ -50,6 +50,14 @@ from harness import mean_std, sh
 HERE = Path(__file__).resolve().parent
 
 
+def unseen_error(kind: str, dataset: str, path: Path) -> float:
+    """The error (%) of evaluator ``kind`` trained on the set at ``path`` (a synthetic.pt) on
+    the half of the test set no run scored (benchmarks/evaluators.py)."""
+    done = subprocess.run([sys.executable, HERE / "evaluators.py", kind, dataset, "test", path],
+                          capture_output=True, text=True, check=True)
+    return 100 * float(done.stdout)
+
+
 def prototype(args) -> None:
     from zodd.data import load
     from zodd.nearest import assign_clusters
@@ -142,9 +150,7 @@ def evaluators(args) -> None:
             "--overwrite", "--iterations", 1_000_000]
 
     def test_error(kind: str, run: Path) -> float:
-        done = subprocess.run([sys.executable, script, kind, args.dataset, "test",
-                               run / "synthetic.pt"], capture_output=True, text=True, check=True)
-        return 100 * float(done.stdout)
+        return unseen_error(kind, args.dataset, run / "synthetic.pt")
 
     def log(run: Path) -> list[dict]:
         return [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
@@ -224,9 +230,7 @@ def dm_curve(args) -> None:
              "|---|---|" + "---|" * len(args.kinds)]
     for mark in args.marks:
         path = out / f"step{mark}.pt"
-        cells = [100 * float(subprocess.run(
-            [sys.executable, HERE / "evaluators.py", kind, args.dataset, "test", path],
-            capture_output=True, text=True, check=True).stdout) for kind in args.kinds]
+        cells = [unseen_error(kind, args.dataset, path) for kind in args.kinds]
         seconds = torch.load(path, weights_only=True)["seconds"]
         lines.append(f"| {mark} | {seconds:.0f} | " + " | ".join(f"{c:.2f}" for c in cells)
                      + " |")
@@ -285,12 +289,10 @@ def generalise(args) -> None:
             key = f"ipc{args.ipc}/s{seed}/{kind}"
             table[key] = {}
             for label, run in runs.items():
-                done = subprocess.run([sys.executable, script, kind, args.dataset, "test",
-                                       run / "synthetic.pt"], capture_output=True, text=True,
-                                      check=True)
                 rows = ([json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
                         if (run / "log.jsonl").exists() else [])
-                table[key][label] = {"error": 100 * float(done.stdout),
+                table[key][label] = {"error": unseen_error(kind, args.dataset,
+                                                           run / "synthetic.pt"),
                                      "steps": rows[-1]["step"] if rows else 0,
                                      "queries": rows[-1]["queries"] if rows else 0,
                                      "seconds": rows[-1]["seconds"] if rows else 0.0}

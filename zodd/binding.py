@@ -46,7 +46,7 @@ class Binding:
     pixels: Tensor
     pool: object = None
     labelled: tuple | None = None  # --labels learn: the stored image's shape (packed boxes)
-    folds: int = 5
+    folds: int  # a score's data in parts; 0 is kept for ``choose``
     choosing: bool = False  # --select-every: held-out images of fold 0 are kept apart
 
     def __post_init__(self):

@@ -68,10 +68,10 @@ class Loop:
     def advance(self) -> dict:
         """One iteration: update theta on a real subsample, bind the objective, estimate, step S.
         Returns its log row (without the time)."""
-        start = ({"held_out_start": self.choose().get("held_out")}
-                 if self.plan.select_every and self.chosen_at < 0 else {})
+        opening = ({"held_out_start": self.choose().get("held_out")}
+                   if self.plan.select_every and self.chosen_at < 0 else {})
         if self.step == 0 and self.warm.steps:
-            start.update(warm_steps=self.warm.steps, warm_kept=self.warm.kept)
+            opening.update(warm_steps=self.warm.steps, warm_kept=self.warm.kept)
         self.network.refresh(self.step, self.gen)  # before the real batch: the order of draws
         real = self._real_batch(self.plan.batch_size)  # [classes, n, ch, h, w]
         one_pass = self.plan.one_pass and self.network.net is not None
@@ -97,8 +97,8 @@ class Loop:
         if self.plan.select_every and self.step % self.plan.select_every == 0:
             row.update(self.choose())
         loss = estimate.loss if estimate else None  # None: a skipped step (JSON has no NaN)
-        return {"step": self.step, "queries": self.queries, "loss": loss, **terms, **start,
-                **row}
+        return {"step": self.step, "queries": self.queries, "loss": loss, **terms,
+                **opening, **row}
 
     def choose(self, last: bool = False) -> dict:
         """``--select-every``: S scored on fold 0 (zodd.binding.choose: data the search never
@@ -131,10 +131,14 @@ class Loop:
             self.kept = self.last
         if self.kept is None:
             return None
-        with torch.no_grad():
-            for leaf, value in zip(self.leaves, split(self.kept["point"], self.leaves)):
-                leaf.copy_(value)
+        self._put(self.kept["point"])
         return {"step": self.kept["step"], "held_out": self.kept["held_out"]}
+
+    def _put(self, point: torch.Tensor) -> None:
+        """S's leaves (images, and learned labels) set to ``point``, a packed one."""
+        with torch.no_grad():
+            for leaf, value in zip(self.leaves, split(point, self.leaves)):
+                leaf.copy_(value)
 
     def point(self) -> torch.Tensor:
         """S as the estimators see it, detached: the stored images, packed with their labels
@@ -226,9 +230,7 @@ class Loop:
         if all(bool(torch.isfinite(leaf).all()) for leaf in self.leaves):
             self.good = self.point().clone()
             return
-        with torch.no_grad():
-            for leaf, good in zip(self.leaves, split(self.good, self.leaves)):
-                leaf.copy_(good)
+        self._put(self.good)
         raise ZoddError(f"the objective gave a non-finite gradient at step {since} or after; "
                         "lower --lr or --sigma")
 
@@ -319,5 +321,5 @@ def _fold_zero(plan: Plan, data: ImageData, loop: "Loop"):
     binding = build.binding(plan, data, loop.rep, loop.labels, loop.train_x, loop.syn.source)
     if plan.labels != "learn":
         return binding.choose
-    start = label_sets.initial(data.num_classes, plan.ipc).to(plan.device)
-    return lambda x: binding.choose(label_sets.pack(x, start))
+    labels = label_sets.initial(data.num_classes, plan.ipc).to(plan.device)
+    return lambda x: binding.choose(label_sets.pack(x, labels))
