@@ -1,10 +1,11 @@
 """A black-box program for the fault tests: scores each candidate set by its mean squared
 distance from grey, or misbehaves as MODE says, from call number ZODD_FAIL_FROM on (counted in
-the file ZODD_CALLS).
+the file ZODD_CALLS, under a lock: the calls of a step run at once).
 
 ``kill`` and ``kill-node`` are faults of the cluster, not of the program: while the file ZODD_KILL
 exists (only once with ZODD_KILL_ONCE=1: the call that removes it), the program SIGKILLs the
 Ray worker that runs it (its parent) or that worker's raylet (its grandparent), mid-scoring."""
+import fcntl
 import json
 import os
 import signal
@@ -14,9 +15,13 @@ import time
 import numpy as np
 
 mode = sys.argv[1]
-calls_file = os.environ["ZODD_CALLS"]
-calls = int(open(calls_file).read() or 0) + 1 if os.path.exists(calls_file) else 1
-open(calls_file, "w").write(str(calls))
+with open(os.environ["ZODD_CALLS"], "a+") as counter:  # concurrent calls: one at a time
+    fcntl.flock(counter, fcntl.LOCK_EX)  # (a truncating write seen half-done read as call 1)
+    counter.seek(0)
+    calls = int(counter.read() or 0) + 1
+    counter.seek(0)
+    counter.truncate()
+    counter.write(str(calls))
 images = np.load(sys.argv[2])["images"]
 scores = [float(((s - 0.5) ** 2).mean()) for s in images]
 if calls >= int(os.environ.get("ZODD_FAIL_FROM", "1")) and calls < int(os.environ.get("ZODD_FAIL_UNTIL", "1000000")):
