@@ -40,7 +40,8 @@ class BoundDM(BoundMatching):
         if k:
             self.one_pass = net.embed(real[:, :k].flatten(0, 1)).unflatten(0, (classes, k))
             parts.insert(0, self.one_pass.detach())
-        self.real_mean = (parts[0] if len(parts) == 1 else torch.cat(parts, 1)).mean(1)
+        embedded = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+        self.real_mean = embedded.mean(1) if ctx.shard is None else ctx.shard.mean(embedded)
         self.ce_weight = ctx.ce_weight
 
     def _blocks(self, candidates: Tensor) -> Tensor:

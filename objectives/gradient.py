@@ -39,6 +39,11 @@ class BoundGM(BoundMatching):
         with torch.no_grad():
             real = self._augment(ctx.real)
         self.real_grads = self._class_grads(real[None])  # [1, C, ...] per layer
+        if ctx.shard is not None:  # the shares' mean gradients weighed by their sizes
+            share = torch.tensor(float(real.shape[1]), device=real.device)
+            n = ctx.shard.sum(share)
+            self.real_grads = {k: ctx.shard.sum(g * share) / n
+                               for k, g in self.real_grads.items()}
 
     def _loss(self, params: dict, x: Tensor, label: Tensor) -> Tensor:
         logits = functional_call(self.net, {**params, **self.buffers}, (x,))

@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 
 from zodd import data as datasets
 from zodd import export as export_sets
-from zodd import rundir, sets
+from zodd import distributed, rundir, sets
 from zodd.config import DistillConfig
 from zodd.plan import Config, check, settings
 from zodd.representation import REPRESENTATIONS
@@ -61,8 +61,8 @@ def distill(config: Config = None, *, out: str | os.PathLike | None = None,
             raise ZoddError(f"no checkpoint in {resume} to resume from")
         config = DistillConfig.from_dict(rundir.load_config(out))
     cfg = settings(config, **given)
-    if out is not None and resume is None:
-        rundir.check_out(Path(out), overwrite)
+    if out is not None and resume is None and distributed.writes_here():
+        rundir.check_out(Path(out), overwrite)  # (rank 0's to check and write; zodd.driver)
     data = datasets.for_config(cfg, progress=progress)
     prior = (train_prior(data, cfg.latent, cfg.data_dir, progress=progress)[0]
              if REPRESENTATIONS[cfg.representation].needs_prior else None)

@@ -48,6 +48,7 @@ class Binding:
     labelled: tuple | None = None  # --labels learn: the stored image's shape (packed boxes)
     folds: int  # a score's data in parts; 0 is kept for ``choose``
     choosing: bool = False  # --select-every: held-out images of fold 0 are kept apart
+    shard: object = None  # an N-process run's share (zodd.distributed); the step's real is it
 
     def __post_init__(self):
         # fold 0 of each class's held-out images: every folds-th one, never in a search draw
@@ -68,7 +69,8 @@ class Binding:
         ctx = StepContext(net, real, self.labels, self.num_classes, seed=seed,
                           fold=1 + seed % (self.folds - 1), folds=self.folds,
                           augment=self.augment, held_out=held_out, pixel_mean=self.pixel_mean,
-                          pixel_std=self.pixel_std, compile=self.compile, ce_weight=ce_weight)
+                          pixel_std=self.pixel_std, compile=self.compile, ce_weight=ce_weight,
+                          shard=self.shard)
         features = None
         if one_pass:
             net.requires_grad_(True)  # the embeddings' graph reaches the network's parameters

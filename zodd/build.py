@@ -68,13 +68,15 @@ def stepper(plan: Plan, leaves: list[torch.Tensor], point: torch.Tensor, chosen_
                         label_lr=plan.label_lr)
 
 
-def updater(plan: Plan) -> CEUpdater | None:
+def updater(plan: Plan, shard=None) -> CEUpdater | None:
     """The plan's updater (None for ``native``: no update on real data), given the plan's
-    settings its class has fields for (each named as the setting)."""
+    settings its class has fields for (each named as the setting), and the run's ``shard``
+    (zodd.distributed; None: one process)."""
     kind = UPDATERS[plan.updater]
     if kind is None:
         return None
-    return kind(**{f.name: getattr(plan, f.name) for f in dataclasses.fields(kind)})
+    return kind(**{f.name: getattr(plan, f.name) for f in dataclasses.fields(kind)
+                   if f.name != "shard"}, shard=shard)
 
 
 def network(plan: Plan, data: ImageData, seed: int) -> torch.nn.Module:
@@ -83,7 +85,8 @@ def network(plan: Plan, data: ImageData, seed: int) -> torch.nn.Module:
                          plan.width, plan.depth, seed=seed).to(plan.device)
 
 
-def step_network(plan: Plan, data: ImageData, gen: torch.Generator) -> StepNetwork:
+def step_network(plan: Plan, data: ImageData, gen: torch.Generator,
+                 shard=None) -> StepNetwork:
     """The network a step is bound to and its training: IDM's queue or FRePo's pool when the
     plan has one (its first networks drawn from ``gen`` here), else one network on the plan's
     schedule."""
@@ -95,14 +98,14 @@ def step_network(plan: Plan, data: ImageData, gen: torch.Generator) -> StepNetwo
         plan.model_lr, gen)
     pool = (ModelPool(make, plan.pool_size, plan.pool_steps, gen, plan.pool_lr)
             if plan.pool_size else None)
-    return StepNetwork(make, updater(plan), lr=plan.model_lr,
+    return StepNetwork(make, updater(plan, shard), lr=plan.model_lr,
                        uses_network=plan.uses_network, reinit_every=plan.reinit_every,
                        n_update=plan.update_batch, on_synthetic=plan.train_on_synthetic,
                        ce_weight=plan.ce_weight, queue=queue, pool=pool)
 
 
 def binding(plan: Plan, data: ImageData, rep, labels: torch.Tensor, pixels: torch.Tensor,
-            source: torch.Tensor | None, pool=None) -> Binding:
+            source: torch.Tensor | None, pool=None, shard=None) -> Binding:
     """How each step binds the plan's objective (and surrogate); the real images S started
     from (``source``) stay out of the scores' held-out draws. With learned labels the box
     takes the packed pair (zodd.labels.Labelled)."""
@@ -115,4 +118,5 @@ def binding(plan: Plan, data: ImageData, rep, labels: torch.Tensor, pixels: torc
         pixel_std=data.std, augment=plan.augment, compile=plan.compile,
         batch_size=plan.batch_size, exact=plan.estimator == "autograd", retries=plan.retries,
         held_out=[i[~torch.isin(i, used)] for i in data.class_indices()], pixels=pixels,
-        pool=pool, labelled=stored, folds=plan.folds, choosing=plan.select_every > 0)
+        pool=pool, labelled=stored, folds=plan.folds, choosing=plan.select_every > 0,
+        shard=shard)

@@ -10,7 +10,7 @@ from dataclasses import fields
 import click
 
 from objectives import OBJECTIVES
-from zodd import __version__, api, console, plan, recipes
+from zodd import __version__, api, console, distributed, plan, recipes
 from zodd.console import Bar, StopOnSignal, number
 from zodd.augment import AUGMENTS
 from zodd.config import DistillConfig
@@ -108,6 +108,7 @@ def distill(config_file, no_robust, resume_dir, out, overwrite, quiet, **flags) 
         if flags["updater"] not in (None, "ce"):
             raise ZoddError("--no-robust contradicts --updater " + flags["updater"])
         flags["updater"] = "ce"
+    quiet = quiet or not distributed.writes_here()  # rank 0 of N processes speaks for them
     if resume_dir is None:  # the settings checked once; --resume takes the run's own
         cfg = api.settings(config_file, **flags)
         config_file, flags, out = cfg, {}, out or api.default_out(cfg)

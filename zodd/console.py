@@ -11,6 +11,7 @@ import time
 
 import click
 
+from zodd import distributed
 from zodd.types import Progress, ZoddError
 
 
@@ -103,7 +104,7 @@ def main(cli: click.Group) -> None:
     try:
         cli.main(standalone_mode=False)
     except ZoddError as exc:
-        _fail(f"zodd: error: {exc}", 2)
+        _fail(f"zodd: error: {exc}" if distributed.writes_here() else "", 2)
     except click.exceptions.Abort:
         _fail("zodd: aborted", 130)
     except click.ClickException as exc:
@@ -123,5 +124,6 @@ def main(cli: click.Group) -> None:
 
 
 def _fail(line: str, code: int) -> None:
-    click.echo(line, err=True)
+    if line:  # (the other processes of an N-process run leave it to rank 0)
+        click.echo(line, err=True)
     sys.exit(code)

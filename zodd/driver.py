@@ -11,7 +11,7 @@ from typing import Callable
 
 import torch
 
-from zodd import rundir
+from zodd import distributed, rundir
 from zodd.config import DistillConfig
 from zodd.data import ImageData
 from zodd.loop import Loop
@@ -34,8 +34,21 @@ def distill(cfg: DistillConfig, data: ImageData, out: Path | None = None,
     that step; its time is not counted in the run's seconds; ``note(text)`` hears what the run
     does before its first step (a warm start). With ``cfg.workers`` above 0 candidates are
     evaluated on Ray actors started and shut down here. ``prior``: the representation's learned
-    prior when the caller holds it (else it is loaded from its cache)."""
+    prior when the caller holds it (else it is loaded from its cache).
+
+    Launched by ``torchrun`` (``WORLD_SIZE`` above 1), the run is one of N processes sharing
+    each step's real batch (zodd.distributed): only rank 0 writes ``out`` and hears
+    ``on_step`` and ``note``; every process reads the checkpoint it resumes from."""
     plan = resolve(cfg, data)  # cfg stays the config as asked (config.json, checkpoints)
+    shard = distributed.from_environment(plan.device)
+    try:
+        distributed.check(plan, shard)
+    except ZoddError:
+        distributed.leave()
+        raise
+    source = out  # the run directory a resume reads (every process)
+    if shard is not None and not shard.writes:
+        out, on_step, note = None, None, lambda text: None
     if plan.init == "dm" and not resume:
         note(f"warm start: DM with exact gradients before the first query (--init dm), "
              + (f"at most {plan.warm_iterations} steps, while they improve the score on fold 0"
@@ -48,19 +61,25 @@ def distill(cfg: DistillConfig, data: ImageData, out: Path | None = None,
             from zodd.parallel import RayPool
 
             pool = RayPool(plan.workers, plan.seed, plan.ray_address, plan.worker_retries)
-        loop = Loop(plan, data, pool, resuming=resume, prior=prior)
+        loop = Loop(plan, data, pool, resuming=resume, prior=prior, shard=shard)
         if loop.warm.steps and plan.select_every:
             note(f"warm start: {loop.warm.steps} DM steps in {loop.warm.seconds:.0f} s; the set "
                  f"of step {loop.warm.kept} was the best on fold 0")
+        if resume and source is not None:
+            state = rundir.read_checkpoint(source)
+            rundir.check_resumable(DistillConfig.from_dict(json.loads(state["config"])), cfg)
+            loop.load_state_dict(state)
         if out is not None:
-            if resume:
-                state = rundir.read_checkpoint(out)
-                rundir.check_resumable(DistillConfig.from_dict(json.loads(state["config"])), cfg)
-                loop.load_state_dict(state)
             rundir.write_config(out, cfg.to_dict(), plan.to_dict())
         log = rundir.Log(out, loop.step if resume else None)
         result = Run(loop.syn, log.rows, plan=plan.to_dict(), config=cfg, path=out)
-        _run(loop, cfg, result, out, log, on_step, should_stop)
+        try:
+            _run(loop, cfg, result, out, log, on_step, should_stop)
+        except distributed.ProcessLost as exc:
+            kept = (f"; the checkpoint of step {loop.checkpointed} is kept: continue with zodd "
+                    f"distill --resume {source}" if loop.checkpointed is not None and source
+                    else "")
+            raise distributed.ProcessLost(f"{exc}{kept}") from None
     finally:
         if pool is not None:
             pool.close()
@@ -77,6 +96,7 @@ def distill(cfg: DistillConfig, data: ImageData, out: Path | None = None,
         finally:
             if lock is not None:
                 lock.release(remove_folder=result is None)
+            distributed.leave()
     return result
 
 
@@ -151,6 +171,8 @@ def _run(loop: Loop, cfg: DistillConfig, result: Run, out: Path | None, log: run
             result.stopped_by = "max_queries"
         elif should_stop():
             result.stopped_by = "interrupted"
+        if loop.shard is not None:  # rank 0's clock and signals decide for every process
+            result.stopped_by = loop.shard.agree(result.stopped_by)
         due = (loop.step % plan.checkpoint_every == 0 if plan.checkpoint_every
                else time.perf_counter() - last_checkpoint >= plan.checkpoint_seconds)
         # a checkpoint also at the end, so a finished run can be extended with --resume
@@ -164,6 +186,7 @@ def _run(loop: Loop, cfg: DistillConfig, result: Run, out: Path | None, log: run
         if out is not None and (due or end):
             started = time.perf_counter()
             _checkpoint(loop, cfg, out)
+            loop.checkpointed = loop.step
             last_checkpoint = time.perf_counter()
             loop.seconds += last_checkpoint - started
         if result.stopped_by != "iterations":

@@ -35,8 +35,9 @@ class Loop:
     (zodd.types.resolve_device)."""
 
     def __init__(self, plan: Plan, data: ImageData, pool=None, resuming: bool = False,
-                 prior: torch.nn.Module | None = None):
+                 prior: torch.nn.Module | None = None, shard=None):
         self.plan, self.data = plan, data  # pool: a RayPool, or None; prior: the trained one
+        self.shard = shard  # this process's share of an N-process run (zodd.distributed)
         self.gen = torch.Generator().manual_seed(plan.seed)
         self.rep, prior = build.representation(plan, data, prior)
         self.syn, warm = initial_set(plan, data, self.rep, self.gen, resuming)
@@ -51,12 +52,12 @@ class Loop:
         self.leaves = [self.x] if self.y is None else [self.x, self.y]
         self.estimator = build.estimator(plan)
         self.stepper = build.stepper(plan, self.leaves, self.point(), self.estimator, self.gen)
-        self.network = build.step_network(plan, data, self.gen)
+        self.network = build.step_network(plan, data, self.gen, shard)
         self.per_class = data.class_indices()
         self.train_x = data.train_x.to(plan.device)  # moved once; indices are drawn on the CPU
         self.good = self.point().clone()  # the last set known to be finite
         self.binding = build.binding(plan, data, self.rep, self.labels, self.train_x,
-                                     self.syn.source, pool)
+                                     self.syn.source, pool, shard)
         self.step, self.queries, self.seconds, self.failures = 0, warm.queries, warm.seconds, 0
         self.warm = warm  # what a warm start did (--init dm), reported in the first log row
         # --select-every: the best set on fold 0 so far ({"step", "held_out", "point"}), the
@@ -64,6 +65,7 @@ class Loop:
         self.kept: dict | None = None
         self.chosen_at = -1
         self.last: dict | None = None  # the set the run ends with, scored off the schedule
+        self.checkpointed: int | None = None  # the step of the last checkpoint written or read
 
     def advance(self) -> dict:
         """One iteration: update theta on a real subsample, bind the objective, estimate, step S.
@@ -73,9 +75,9 @@ class Loop:
         if self.step == 0 and self.warm.steps:
             opening.update(warm_steps=self.warm.steps, warm_kept=self.warm.kept)
         self.network.refresh(self.step, self.gen)  # before the real batch: the order of draws
-        real = self._real_batch(self.plan.batch_size)  # [classes, n, ch, h, w]
+        real, for_update = self._step_batches()  # [classes, n, ch, h, w]
         one_pass = self.plan.one_pass and self.network.net is not None
-        terms = {} if one_pass else self.network.update(real, self._by_class, self.gen)
+        terms = {} if one_pass else self.network.update(for_update, self._by_class, self.gen)
         box, guard, guide, features = self._bind(real, one_pass)
         if one_pass:  # the updater's gradient from the objective's pass, applied after S's step
             terms = self.network.update(real, self._by_class, self.gen, one_pass=features)
@@ -159,6 +161,19 @@ class Loop:
         picks = draw_per_class(self.per_class, n, self.gen)
         return self.train_x[picks.to(self.plan.device)]
 
+    def _step_batches(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The step's real batch and the rows the updater trains on (its first
+        ``update_batch`` of each class: the network slices them off); in an N-process run this
+        process's share of each (zodd.distributed), from the same draw."""
+        n = self.plan.batch_size
+        if self.shard is None:
+            real = self._real_batch(n)
+            return real, real
+        picks = draw_per_class(self.per_class, n, self.gen).to(self.plan.device)
+        k = min(self.plan.update_batch or n, n)
+        return (self.train_x[picks[:, self.shard.columns(n)]],
+                self.train_x[picks[:, :k][:, self.shard.columns(k)]])
+
     def _by_class(self) -> torch.Tensor:
         """The decoded set as ``[classes, k, ch, h, w]``."""
         return self.images().unflatten(0, (self.data.num_classes, -1))
@@ -219,6 +234,7 @@ class Loop:
         self.stepper.load_state_dict(state)
         self.gen.set_state(state["generator"])
         self.step, self.queries, self.seconds = state["step"], state["queries"], state["seconds"]
+        self.checkpointed = self.step
         self.failures = state.get("failures", 0)
         self.chosen_at, kept = state.get("chosen_at", -1), state.get("kept")
         self.kept = None if kept is None else {**kept, "point": kept["point"].to(self.x.device)}

@@ -128,6 +128,9 @@ class CEUpdater:
 
     model_steps: int = 1
     compile: bool = False  # --compile: the forward and backward through zodd.compiled
+    # an N-process run (zodd.distributed): ``real`` is this process's share; the loss is the
+    # whole batch's, and the gradients are summed over the processes before the step
+    shard: object = None
 
     def targets(self, net: nn.Module, real: Tensor, synthetic: Tensor,
                 gen: torch.Generator) -> tuple[Tensor, Tensor | None, int]:
@@ -140,8 +143,21 @@ class CEUpdater:
              num: int) -> tuple[Tensor, dict[str, Tensor]]:
         """The update's loss on ``logits`` of the real samples, and its terms for the log (with
         ``acc``, the share of those samples the network classified right before the step)."""
-        loss = F.cross_entropy(logits, y, reduction="none").mean()
-        return loss, {"ce": loss.detach(), "acc": _accuracy(logits, y)}
+        per_sample, right = self._per_example(logits, y)
+        loss = per_sample.mean()
+        return loss, {"ce": loss.detach(), "acc": right.mean()}
+
+    def _per_example(self, logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Each real sample's cross-entropy and whether the network classified it right; in an
+        N-process run those of the whole batch, in the single process's order, with only this
+        process's losses carrying their graph (zodd.distributed: ``Shard.splice``)."""
+        per_sample = F.cross_entropy(logits, y, reduction="none")
+        right = (logits.detach().argmax(1) == y).float()
+        if self.shard is None:
+            return per_sample, right
+        classes = logits.shape[1]  # the batch holds every class, class-major
+        return (self.shard.splice(per_sample.view(classes, -1)).flatten(),
+                self.shard.gather(right.view(classes, -1)).flatten())
 
     def step(self, net: nn.Module, opt: torch.optim.Optimizer, real: Tensor, synthetic: Tensor,
              gen: torch.Generator) -> dict[str, float]:
@@ -155,6 +171,8 @@ class CEUpdater:
             loss, terms = self.loss(forward(x), y, ids, num)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if self.shard is not None:
+                self.shard.reduce_gradients(net)
             opt.step()
         return terms
 
@@ -206,18 +224,16 @@ class RobustUpdater(CEUpdater):
         """The labels, and the cluster ids of ``real`` around ``synthetic`` and their number."""
         y, _, _ = super().targets(net, real, synthetic, gen)
         ids, num = self.cluster(net, real, synthetic.detach(), gen)
+        if self.shard is not None:  # the whole batch's ids (its loss is the whole batch's)
+            ids = self.shard.gather(ids.view(real.shape[0], -1)).flatten()
         return y, ids, num
 
     def loss(self, logits: Tensor, y: Tensor, ids: Tensor | None,
              num: int) -> tuple[Tensor, dict[str, Tensor]]:
-        per_sample = F.cross_entropy(logits, y, reduction="none")
+        per_sample, right = self._per_example(logits, y)
         loss, terms = robust_loss(per_sample, ids, num, self.alpha, self.cvar_tail,
                                    self.cvar_terms)
-        return loss, {**terms, "acc": _accuracy(logits, y)}
-
-
-def _accuracy(logits: Tensor, y: Tensor) -> Tensor:
-    return (logits.detach().argmax(1) == y).float().mean()
+        return loss, {**terms, "acc": right.mean()}
 
 
 # what trains the step's network on real data; "native" is no updater: the network follows

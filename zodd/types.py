@@ -101,6 +101,9 @@ class StepContext:
     # dm: the weight of the synthetic images' cross-entropy under ``net`` added to each class's
     # loss (IDM's class-aware regulariser: --ce-weight times the network's accuracy); 0: none
     ce_weight: float = 0.0
+    # an N-process run (zodd.distributed): ``real`` is this process's share of the batch, and
+    # the objective combines its real-side statistic over the processes; None: one process
+    shard: object = None
 
     def scoring_batch(self) -> tuple[Tensor, Tensor]:
         """Held-out real images (the step's real batch when none were drawn), flattened to
