@@ -32,6 +32,7 @@ Only rank 0 writes the run directory; a checkpoint is read by rank 0 and sent to
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 import torch
@@ -123,8 +124,16 @@ def _collective(op, *args, **kwargs) -> None:
     try:
         op(*args, **kwargs)
     except (RuntimeError, ValueError) as exc:  # gloo / NCCL: a peer's socket closed
-        text = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise ProcessLost(f"a process of the run stopped ({text})") from None
+        raise ProcessLost(f"a process of the run stopped ({_reason(exc)})") from None
+
+
+def _reason(exc: Exception) -> str:
+    """The gist of a backend's error: "[source.cc:545] Read error [host]:port: Connection reset
+    by peer. This is ..." -> "Connection reset by peer"."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = re.sub(r"^\[[^\]]*\]\s*", "", text)  # the source file and line
+    text = text.split(". ")[0]
+    return text.rsplit(": ", 1)[-1][:160]
 
 
 def from_environment(device: str) -> Shard | None:
@@ -154,10 +163,18 @@ def writes_here() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1 or os.environ.get("RANK", "0") == "0"
 
 
-def leave() -> None:
-    """The process group left (at a run's end)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+def leave(together: bool = True) -> None:
+    """The process group left at a run's end: ``together``, once every process got there (a
+    process that leaves while another still talks to it ends that one); alone after a loss."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if together:
+        try:
+            dist.barrier()
+        except (RuntimeError, ValueError):
+            pass
+    dist.destroy_process_group()
 
 
 def check(plan, shard: Shard | None) -> None:
@@ -166,8 +183,8 @@ def check(plan, shard: Shard | None) -> None:
         return
     reasons = []
     if plan.objective not in SPLIT_OBJECTIVES:
-        reasons.append(f"--objective {plan.objective} (only {', '.join(SPLIT_OBJECTIVES)} split "
-                       "their real batch)")
+        reasons.append(f"--objective {plan.objective} (only {' and '.join(SPLIT_OBJECTIVES)} "
+                       "split their real batch)")
     if plan.queue_size or plan.pool_size:
         reasons.append("a network queue or pool (it trains on batches of its own)")
     if plan.one_pass:
@@ -180,4 +197,4 @@ def check(plan, shard: Shard | None) -> None:
         reasons.append(f"--estimator {plan.estimator}")
     if reasons:
         raise ZoddError(f"{shard.world} processes cannot share this run: "
-                        + "; ".join(reasons) + " (run it as one process)")
+                        + "; ".join(reasons) + "; run it as one process")

@@ -53,7 +53,7 @@ def distill(cfg: DistillConfig, data: ImageData, out: Path | None = None,
         note(f"warm start: DM with exact gradients before the first query (--init dm), "
              + (f"at most {plan.warm_iterations} steps, while they improve the score on fold 0"
                 if plan.select_every else f"{plan.warm_iterations} steps"))
-    pool, loop, log, result, lock = None, None, None, None, None
+    pool, loop, log, result, lock, finished = None, None, None, None, None, False
     try:
         if out is not None:
             lock = rundir.Lock(out)  # before anything there is read or written
@@ -71,7 +71,7 @@ def distill(cfg: DistillConfig, data: ImageData, out: Path | None = None,
             loop.load_state_dict(state)
         if out is not None:
             rundir.write_config(out, cfg.to_dict(), plan.to_dict())
-        log = rundir.Log(out, loop.step if resume else None)
+        log = rundir.Log(out, loop.step if resume and out is not None else None)
         result = Run(loop.syn, log.rows, plan=plan.to_dict(), config=cfg, path=out)
         try:
             _run(loop, cfg, result, out, log, on_step, should_stop)
@@ -80,6 +80,7 @@ def distill(cfg: DistillConfig, data: ImageData, out: Path | None = None,
                     f"distill --resume {source}" if loop.checkpointed is not None and source
                     else "")
             raise distributed.ProcessLost(f"{exc}{kept}") from None
+        finished = True
     finally:
         if pool is not None:
             pool.close()
@@ -96,7 +97,7 @@ def distill(cfg: DistillConfig, data: ImageData, out: Path | None = None,
         finally:
             if lock is not None:
                 lock.release(remove_folder=result is None)
-            distributed.leave()
+            distributed.leave(together=finished)  # an error leaves at once: the others stop
     return result
 
 
