@@ -25,7 +25,7 @@ LAYERS = [
      "zodd.compiled",
      "zodd.representation", "zodd.recipes", "zodd.options", "zodd.labels"},
     {"zodd.data", "zodd.robust", "zodd.estimators", "zodd.steppers", "zodd.rundir",
-     "zodd.parallel", "objectives.matching", "objectives.score"},
+     "zodd.parallel", "zodd.distributed", "objectives.matching", "objectives.score"},
     {"zodd.prior", "zodd.networks", "zodd.binding", "zodd.zca", "objectives.distribution", "objectives.gradient", "objectives.kernel", "objectives.prototype",
      "objectives.trained", "objectives.command"},
     {"objectives", "zodd.synthetic"},
