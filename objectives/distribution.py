@@ -22,6 +22,7 @@ from zodd.types import StepContext
 class DistributionMatching(Matching):
     name: str = "dm"
     shares_real_pass: bool = True
+    splits_real: bool = True  # the classes' mean embeddings: sums over the shares
 
     def bind(self, ctx: StepContext) -> "BoundDM":
         return BoundDM(ctx, self.flip)

@@ -21,6 +21,7 @@ class GradientMatching(Matching):
     name: str = "gm"
     default_lr: float | None = 0.1
     native: str = "train"
+    splits_real: bool = True  # the classes' mean gradients: the shares' weighed by their size
     # Dataset Condensation's outer_loop / inner_loop by IPC (its published settings)
     schedule: tuple[tuple[int, int, int], ...] = ((1, 1, 1), (10, 10, 50), (20, 20, 25),
                                                   (30, 30, 20), (40, 40, 15), (50, 50, 10))

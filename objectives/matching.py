@@ -22,6 +22,9 @@ class Matching:
     # --one-pass: the bound objective embeds the real batch with the network's penultimate
     # layer and can keep the embeddings of StepContext.one_pass with their graph
     shares_real_pass: bool = False
+    # an N-process run (zodd.distributed) can split its real batch: the bound objective
+    # combines its real-side statistic over StepContext.shard
+    splits_real: bool = False
     # zero-order defaults: a smooth loss wants a small radius; a candidate costs one pass of S,
     # cheap next to the real batch, so many directions (BENCHMARKS.md, "Zero-order against
     # autograd")

@@ -40,8 +40,6 @@ from torch import Tensor
 
 from zodd.types import ZoddError
 
-SPLIT_OBJECTIVES = ("dm", "gm")  # objectives whose real-side statistic splits over the batch
-
 
 class ProcessLost(ZoddError):
     """A process of the run ended (or the launcher stopped this one) mid-run."""
@@ -64,10 +62,6 @@ class Shard:
         base, extra = divmod(n, self.world)
         start = self.rank * base + min(self.rank, extra)
         return slice(start, start + base + (self.rank < extra))
-
-    def sizes(self, n: int) -> list[int]:
-        """Every process's share of ``n``, in rank order."""
-        return [len(range(n)[Shard(r, self.world).columns(n)]) for r in range(self.world)]
 
     def sum(self, value: Tensor) -> Tensor:
         """``value`` summed over the processes (a new tensor; every process gets the same)."""
@@ -177,14 +171,15 @@ def leave(together: bool = True) -> None:
     dist.destroy_process_group()
 
 
-def check(plan, shard: Shard | None) -> None:
-    """One line when the plan has a part that does not split over processes."""
+def check(plan, shard: Shard | None, splitting: list[str]) -> None:
+    """One line when the plan has a part that does not split over processes; ``splitting``:
+    the objectives whose real batch splits (their ``splits_real``)."""
     if shard is None:
         return
     reasons = []
-    if plan.objective not in SPLIT_OBJECTIVES:
-        reasons.append(f"--objective {plan.objective} (only {' and '.join(SPLIT_OBJECTIVES)} "
-                       "split their real batch)")
+    if plan.objective not in splitting:
+        reasons.append(f"--objective {plan.objective} (only {' and '.join(splitting)} split "
+                       "their real batch)")
     if plan.queue_size or plan.pool_size:
         reasons.append("a network queue or pool (it trains on batches of its own)")
     if plan.one_pass:

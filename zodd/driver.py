@@ -11,6 +11,7 @@ from typing import Callable
 
 import torch
 
+from objectives import OBJECTIVES
 from zodd import distributed, rundir
 from zodd.config import DistillConfig
 from zodd.data import ImageData
@@ -42,7 +43,8 @@ def distill(cfg: DistillConfig, data: ImageData, out: Path | None = None,
     plan = resolve(cfg, data)  # cfg stays the config as asked (config.json, checkpoints)
     shard = distributed.from_environment(plan.device)
     try:
-        distributed.check(plan, shard)
+        distributed.check(plan, shard, [name for name, objective in OBJECTIVES.items()
+                                        if getattr(objective, "splits_real", False)])
     except ZoddError:
         distributed.leave()
         raise
