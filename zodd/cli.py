@@ -120,8 +120,9 @@ def distill(config_file, no_robust, resume_dir, out, overwrite, quiet, **flags) 
     finally:
         stop.restore()
     if run.stopped_by == "interrupted":
-        click.echo(f"zodd: interrupted at step {run.log[-1]['step']}; checkpoint and set saved; "
-                   f"continue with: zodd distill --resume {run.path}", err=True)
+        if distributed.writes_here():
+            click.echo(f"zodd: interrupted at step {run.log[-1]['step']}; checkpoint and set "
+                       f"saved; continue with: zodd distill --resume {run.path}", err=True)
         sys.exit(130)
     if not quiet:
         first, last = run.log[0], run.log[-1]
