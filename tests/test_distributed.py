@@ -37,7 +37,7 @@ def _two(*flags, out=None, wait=True):
             "2", *CLI, *map(str, flags)] + ([] if out is None else ["--out", str(out)])
     if not wait:
         return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, env=_env())
+                                text=True, env=_env(), start_new_session=True)
     return subprocess.run(args, capture_output=True, text=True, env=_env(), timeout=600)
 
 
@@ -125,17 +125,14 @@ def test_a_process_killed_mid_run_ends_it_with_one_line_and_its_checkpoint(tmp_p
     flags = ["--objective", "dm", "--updater", "robust", "--ipc", "2", "--checkpoint-every", 1]
     launcher = _two(*flags, "--iterations", 100000, out=run, wait=False)
     try:
-        deadline = time.time() + 300
-        while time.time() < deadline and not (run / "checkpoint.pt").exists():
-            time.sleep(0.2)
-        time.sleep(1.0)  # a few steps more
+        _when_checkpointed(run, launcher)
         victim = _rank_one(launcher.pid)
         assert victim is not None
         os.kill(victim, signal.SIGKILL)
         _, stderr = launcher.communicate(timeout=300)
     finally:
         if launcher.poll() is None:
-            launcher.kill()
+            os.killpg(launcher.pid, signal.SIGKILL)
     assert launcher.returncode != 0
     lines = _zodd_lines(stderr)
     assert len(lines) == 1 and "process of the run stopped" in lines[0], stderr
@@ -146,6 +143,35 @@ def test_a_process_killed_mid_run_ends_it_with_one_line_and_its_checkpoint(tmp_p
     done = _two("--resume", run, "--iterations", step + 2)
     assert done.returncode == 0, done.stderr
     assert len(_rows(run)) == step + 2
+
+
+def _when_checkpointed(run, launcher):
+    deadline = time.time() + 300
+    while time.time() < deadline and not (run / "checkpoint.pt").exists():
+        assert launcher.poll() is None, launcher.communicate()[1]
+        time.sleep(0.2)
+    time.sleep(1.0)  # a few steps more
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_every_process_after_the_step_with_one_line(tmp_path):
+    """A terminal's Ctrl-C reaches every process of the group, and torchrun forwards it again:
+    the run stops as one process's does, its set and checkpoint saved, said once."""
+    run = tmp_path / "run"
+    launcher = _two("--objective", "dm", "--ipc", 2, "--iterations", 100000, out=run,
+                    wait=False)
+    try:
+        _when_checkpointed(run, launcher)
+        os.killpg(launcher.pid, signal.SIGINT)
+        _, stderr = launcher.communicate(timeout=300)
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+    lines = _zodd_lines(stderr)
+    assert len(lines) == 1 and lines[0].startswith("zodd: interrupted at step"), stderr
+    step = torch.load(run / "checkpoint.pt", weights_only=True)["step"]
+    assert f"step {step};" in lines[0] and len(_rows(run)) == step
+    assert (run / "synthetic.pt").exists()
 
 
 @pytest.mark.slow

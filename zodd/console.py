@@ -18,15 +18,21 @@ from zodd.types import Progress, ZoddError
 class StopOnSignal:
     """SIGINT/SIGTERM ask the loop to stop after the current step (it then saves a checkpoint);
     a second SIGINT interrupts at once. Installed at the first step, after Ray's start (which
-    sets handlers of its own)."""
+    sets handlers of its own). Under ``torchrun`` a Ctrl-C arrives twice at once (from the
+    terminal and forwarded by torchrun): a second SIGINT counts only a second after the
+    first."""
+
+    GRACE = 1.0  # seconds, under torchrun
 
     def __init__(self):
-        self.stop, self.old = False, {}
+        self.stop, self.old, self.at = False, {}, 0.0
 
     def _handle(self, signum, frame):
-        if self.stop and signum == signal.SIGINT:
+        grace = self.GRACE if distributed.launched() else 0.0
+        if self.stop and signum == signal.SIGINT and time.monotonic() - self.at >= grace:
             raise KeyboardInterrupt
-        self.stop = True
+        if not self.stop:
+            self.stop, self.at = True, time.monotonic()
 
     def install(self) -> None:
         if not self.old:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 from dataclasses import dataclass
 
 import torch
@@ -147,14 +148,24 @@ def from_environment(device: str) -> Shard | None:
             dist.init_process_group("nccl" if cuda else "gloo")
         except (RuntimeError, ValueError) as exc:
             raise ZoddError(f"could not join the run's {world} processes ({exc})") from None
-    return Shard(dist.get_rank(), dist.get_world_size())
+    shard = Shard(dist.get_rank(), dist.get_world_size())
+    if not shard.writes:  # stopping is rank 0's to decide (Shard.agree, each step); with rank 0
+        # gone, the next collective ends this process
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, signal.SIG_IGN)
+    return shard
+
+
+def launched() -> bool:
+    """Whether this process is one of several that ``torchrun`` started."""
+    return int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
 
 
 def writes_here() -> bool:
     """Whether this process writes the run directory and prints: the only one, or rank 0 of
     the processes ``torchrun`` started (read from the environment, before any group is
     joined)."""
-    return int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1 or os.environ.get("RANK", "0") == "0"
+    return not launched() or os.environ.get("RANK", "0") == "0"
 
 
 def leave(together: bool = True) -> None:
