@@ -101,7 +101,21 @@ def number(value) -> str:
 
 def main(cli: click.Group) -> None:
     """Run the command group ``cli``: every ZoddError and usage error one line on stderr and
-    exit status 2, an interruption 130, a bug one line (its traceback with ZODD_DEBUG=1) and 1."""
+    exit status 2, an interruption 130, a bug one line (its traceback with ZODD_DEBUG=1) and 1.
+    A process ``torchrun`` started leaves without the interpreter's teardown once its work is
+    done and its process group left: there gloo's threads have aborted finished processes
+    (SIGABRT, "terminate called without an active exception"), seen intermittently."""
+    try:
+        _main(cli)
+    except SystemExit as exc:
+        if not distributed.launched():
+            raise
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(exc.code if isinstance(exc.code, int) else int(exc.code is not None))
+
+
+def _main(cli: click.Group) -> None:
     import warnings
 
     warnings.formatwarning = lambda message, *args, **kwargs: f"zodd: warning: {message}\n"
