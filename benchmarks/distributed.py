@@ -25,6 +25,8 @@ from pathlib import Path
 
 import torch
 
+from harness import per_iteration
+
 
 def _run(out: Path, processes: int, flags: list[str]) -> None:
     if (out / "synthetic.pt").exists():
@@ -34,13 +36,6 @@ def _run(out: Path, processes: int, flags: list[str]) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     subprocess.run([*launcher, "-m", "zodd.cli", "distill", "--quiet", "--overwrite", *flags,
                     "--out", str(out)], check=True, env=env)
-
-
-def _per_step(out: Path) -> float:
-    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-    seconds = [r["seconds"] for r in rows]
-    steps = [b - a for a, b in zip(seconds, seconds[1:])][2:]
-    return statistics.median(steps)
 
 
 def main() -> None:
@@ -63,7 +58,7 @@ def main() -> None:
         for n in (1, a.processes):
             runs[n] = a.out / f"r{r}-p{n}"
             _run(runs[n], n, flags)
-            times[n].append(_per_step(runs[n]))
+            times[n].append(per_iteration(runs[n], skip=2))
         one, many = (torch.load(runs[n] / "synthetic.pt", weights_only=True)["images"]
                      for n in (1, a.processes))
         gaps.append(float((one - many).abs().max()))

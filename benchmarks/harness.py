@@ -200,12 +200,12 @@ def distill_seconds(run: Path) -> float | None:
     return json.loads(lines[-1]).get("seconds") if lines else None
 
 
-def per_iteration(run: Path) -> float | None:
+def per_iteration(run: Path, skip: int = 0) -> float | None:
     """Median seconds of one iteration of a run (the differences of its log's cumulative
-    seconds)."""
+    seconds), leaving out the first ``skip`` differences (steps that warm the caches)."""
     rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     seconds = [r["seconds"] for r in rows]
-    steps = [b - a for a, b in zip(seconds, seconds[1:])]
+    steps = [b - a for a, b in zip(seconds, seconds[1:])][skip:]
     return statistics.median(steps) if steps else None
 
 
