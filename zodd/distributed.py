@@ -27,7 +27,7 @@ float32 summation (tests/test_distributed.py states the tolerance), not bit for 
 What is not separable this way is refused in one line (``check``): objectives that score S
 alone (no real batch to split), the kernel objectives and IDM's and FRePo's networks (their
 pools and queues train on batches of their own), ``--one-pass``, Ray workers and nevergrad.
-Only rank 0 writes the run directory; a checkpoint is read by rank 0 and sent to the others.
+Only rank 0 writes the run directory; every process reads the checkpoint it resumes from.
 """
 from __future__ import annotations
 
@@ -135,8 +135,7 @@ def from_environment(device: str) -> Shard | None:
     """The shard ``torchrun`` set up (``WORLD_SIZE`` above 1 in the environment), its process
     group joined (NCCL when the run's device is CUDA, else gloo; each process on the GPU of its
     ``LOCAL_RANK``); None for a single process."""
-    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    if world <= 1:
+    if not launched():
         return None
     import torch.distributed as dist
 
@@ -147,7 +146,8 @@ def from_environment(device: str) -> Shard | None:
         try:
             dist.init_process_group("nccl" if cuda else "gloo")
         except (RuntimeError, ValueError) as exc:
-            raise ZoddError(f"could not join the run's {world} processes ({exc})") from None
+            raise ZoddError(f"could not join the run's {os.environ['WORLD_SIZE']} processes "
+                            f"({exc})") from None
     shard = Shard(dist.get_rank(), dist.get_world_size())
     if not shard.writes:  # stopping is rank 0's to decide (Shard.agree, each step); with rank 0
         # gone, the next collective ends this process
